@@ -1,0 +1,3 @@
+"""pdbench: a ground-truth benchmark for parameter-decomposition methods."""
+
+__version__ = "0.1.0"

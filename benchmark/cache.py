@@ -1,0 +1,106 @@
+"""On-disk cache of toy-model weights, each file checked against its SHA-256 on load.
+
+Layout: ``<root>/<key>.pt`` (a ``torch.save`` of the state dict) beside ``<key>.json`` holding the
+file's SHA-256, the weights' SHA-256 and the build metadata. A file whose hash does not match, that
+cannot be read, or whose metadata is missing is reported (a warning naming the file) and rebuilt,
+never used. Root: ``$PDBENCH_CACHE`` or ``~/.cache/pdbench``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class CacheWarning(UserWarning):
+    """A cache file was corrupt or stale and is being rebuilt."""
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("PDBENCH_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "pdbench"
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def weights_sha256(state: dict[str, torch.Tensor]) -> str:
+    """A hash of tensor names, dtypes, shapes and bytes, independent of how the file was written."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class WeightCache:
+    def __init__(self, root: Path | str | None = None):
+        self.root = Path(root) if root is not None else default_cache_dir()
+
+    def paths(self, key: str) -> tuple[Path, Path]:
+        return self.root / f"{key}.pt", self.root / f"{key}.json"
+
+    def load(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """The cached state dict and metadata, or None when absent or invalid (with a warning)."""
+        pt, meta_path = self.paths(key)
+        if not pt.exists() and not meta_path.exists():
+            return None
+        problem = None
+        try:
+            meta = json.loads(meta_path.read_text())
+            if file_sha256(pt) != meta["file_sha256"]:
+                problem = "its SHA-256 does not match the one recorded when it was written"
+            else:
+                state = torch.load(pt, map_location="cpu", weights_only=True)
+                if weights_sha256(state) != meta["weights_sha256"]:
+                    problem = "its weights' SHA-256 does not match the recorded one"
+                else:
+                    return state, meta
+        except FileNotFoundError as exc:
+            problem = f"a part of it is missing ({Path(exc.filename).name})"
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            problem = f"its metadata is unreadable ({type(exc).__name__}: {exc})"
+        except Exception as exc:  # torch.load on a truncated or garbage file
+            problem = f"it cannot be read ({type(exc).__name__}: {exc})"
+        warnings.warn(f"toy-model cache {pt} is invalid: {problem}; rebuilding it", CacheWarning, stacklevel=2)
+        return None
+
+    def save(self, key: str, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+        pt, meta_path = self.paths(key)
+        state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        data = buf.getvalue()
+        meta = dict(meta, weights_sha256=weights_sha256(state), file_sha256=hashlib.sha256(data).hexdigest())
+        atomic_write_bytes(pt, data)
+        atomic_write_bytes(meta_path, json.dumps(meta, indent=2, sort_keys=True).encode())
+        return meta

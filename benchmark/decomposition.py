@@ -1,0 +1,109 @@
+"""What a method returns: components in parameter space (DESIGN.md, Core contracts).
+
+A component maps parameter names to tensors of that parameter's shape, or to :class:`LowRank` factors
+that expand to it, over any subset of the decomposed parameters. Optional capabilities
+(``attributions``, ``groups``) are None when a method cannot provide them; the metrics that need
+them then report N/A.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+class DecompositionError(ValueError):
+    """A decomposition that breaks the contract (unknown parameter, wrong shape, NaN, ...)."""
+
+
+@dataclass
+class LowRank:
+    """A matrix given as factors: ``left @ right`` with ``left [m, r]`` and ``right [r, n]``."""
+
+    left: Tensor
+    right: Tensor
+
+    def dense(self) -> Tensor:
+        return self.left @ self.right
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((self.left.shape[0], self.right.shape[-1]))
+
+
+Component = dict[str, "Tensor | LowRank"]
+
+
+@dataclass
+class RunRecord:
+    """Cost and settings of one decomposition run (filled by the method; the runner adds timing)."""
+
+    wall_time_s: float | None = None
+    peak_memory_mb: float | None = None
+    steps: int | None = None
+    hparams: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Decomposition:
+    components: list[Component]
+    attributions: Callable[[Tensor], Tensor] | None = None  # inputs [batch, ...] -> float [batch, C]
+    groups: list[list[int]] | None = None  # components that together form one mechanism
+    faithful: bool = False  # True where the method claims the components sum to the weights
+    record: RunRecord = field(default_factory=RunRecord)
+
+    def __len__(self) -> int:
+        return len(self.components)
+
+    def dense(self, i: int) -> dict[str, Tensor]:
+        return {k: (v.dense() if isinstance(v, LowRank) else v) for k, v in self.components[i].items()}
+
+    def flat(self, names: tuple[str, ...], shapes: dict[str, torch.Size]) -> Tensor:
+        """All components as ``[C, D]`` float64 on CPU, in the order of ``names``."""
+        d = sum(math.prod(shapes[n]) for n in names)
+        out = torch.zeros(len(self.components), d, dtype=torch.float64)
+        offset = 0
+        for n in names:
+            numel = math.prod(shapes[n])
+            for i in range(len(self.components)):
+                v = self.components[i].get(n)
+                if v is not None:
+                    v = v.dense() if isinstance(v, LowRank) else v
+                    out[i, offset:offset + numel] = v.detach().to("cpu", torch.float64).reshape(-1)
+            offset += numel
+        return out
+
+    def validate(self, shapes: dict[str, torch.Size]) -> None:
+        """Raise :class:`DecompositionError` where the decomposition breaks the contract."""
+        if not isinstance(self.components, list | tuple):
+            raise DecompositionError(f"components must be a list, got {type(self.components).__name__}")
+        if len(self.components) == 0:
+            raise DecompositionError("the decomposition has no components")
+        for i, comp in enumerate(self.components):
+            if not isinstance(comp, dict) or not comp:
+                raise DecompositionError(f"component {i} must be a non-empty dict parameter -> tensor")
+            for name, v in comp.items():
+                if name not in shapes:
+                    raise DecompositionError(
+                        f"component {i} names parameter {name!r}, which is not decomposed; "
+                        f"decomposed parameters: {', '.join(shapes)}"
+                    )
+                if not isinstance(v, Tensor | LowRank):
+                    raise DecompositionError(f"component {i}[{name!r}] is a {type(v).__name__}, not a tensor")
+                if tuple(v.shape) != tuple(shapes[name]):
+                    raise DecompositionError(
+                        f"component {i}[{name!r}] has shape {tuple(v.shape)}, expected {tuple(shapes[name])}"
+                    )
+                dense = v.dense() if isinstance(v, LowRank) else v
+                if not torch.isfinite(dense).all():
+                    raise DecompositionError(f"component {i}[{name!r}] has NaN or infinite entries")
+        if self.groups is not None:
+            for g in self.groups:
+                if not all(isinstance(j, int) and 0 <= j < len(self.components) for j in g):
+                    raise DecompositionError(f"group {g} names components that do not exist")

@@ -1,0 +1,305 @@
+"""Toy models: a frozen spec, a built network, and its ground-truth mechanisms (DESIGN.md, Core contracts).
+
+A subclass of :class:`ToyModel` says how to build the network (``make_model``), how to set its weights
+(``fit``: train deterministically from the seed on CPU, or set them by hand), how to sample inputs,
+which mechanisms exist (``mechanisms``) and which of them an input uses (``active``). The base class
+caches the weights on disk with a SHA-256 (:mod:`benchmark.cache`), checks the trained model's health
+and retrains with the next seed when a mechanism was lost.
+
+The decomposed parameters are ``spec.decomposed``; every other parameter (a bias, say) stays fixed at
+its trained value and is not part of any component.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from benchmark.cache import WeightCache, weights_sha256
+
+GTStatus = Literal["exact", "strong", "contested"]
+
+
+@dataclass(frozen=True)
+class ToyModelSpec:
+    """What a toy model is, independent of its weights."""
+
+    name: str
+    tier: int  # 0 = exact by construction ... 4 = contested
+    version: str
+    seed: int
+    gt_status: GTStatus
+    description: str
+    paper: str
+    decomposed: tuple[str, ...]  # names of the parameters that methods decompose
+
+    def __post_init__(self) -> None:
+        if self.gt_status not in ("exact", "strong", "contested"):
+            raise ValueError(f"gt_status must be exact, strong or contested, not {self.gt_status!r}")
+        if not 0 <= self.tier <= 4:
+            raise ValueError(f"tier must be in 0..4, not {self.tier}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "tier": self.tier,
+            "version": self.version,
+            "seed": self.seed,
+            "gt_status": self.gt_status,
+            "description": self.description,
+            "paper": self.paper,
+            "decomposed": list(self.decomposed),
+        }
+
+
+@dataclass
+class Mechanism:
+    """One ground-truth mechanism, over some of the decomposed parameters.
+
+    Either ``components`` (exact: a tensor of each parameter's shape; the exact components of all
+    mechanisms sum to the decomposed parameters) or ``subspace`` (for rank > 1 or where only the span is
+    defined: ``{param: Tensor[k, *param.shape]}``, the k vectors orthonormal when the parameters are
+    concatenated). ``support`` is a bool mask per parameter; parameters it does not name are outside it.
+    """
+
+    name: str
+    support: dict[str, Tensor]
+    components: dict[str, Tensor] | None = None
+    subspace: dict[str, Tensor] | None = None
+    always_on: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.components is None) == (self.subspace is None):
+            raise ValueError(f"mechanism {self.name!r}: give exactly one of components or subspace")
+
+    @property
+    def rank(self) -> int:
+        if self.subspace is not None:
+            return next(iter(self.subspace.values())).shape[0]
+        return 1
+
+    def basis(self, names: tuple[str, ...], shapes: dict[str, torch.Size]) -> Tensor:
+        """Orthonormal basis of the mechanism in the flattened parameter space, ``[k, D]`` float64."""
+        if self.components is not None:
+            v = flatten({k: c.unsqueeze(0) for k, c in self.components.items()}, names, shapes, 1)
+            return v / v.norm().clamp_min(1e-300)
+        assert self.subspace is not None
+        b = flatten(self.subspace, names, shapes, self.rank)
+        q, _ = torch.linalg.qr(b.T)  # re-orthonormalise against rounding
+        return q.T
+
+    def support_flat(self, names: tuple[str, ...], shapes: dict[str, torch.Size]) -> Tensor:
+        parts = [
+            self.support.get(n, torch.zeros(shapes[n], dtype=torch.bool)).reshape(-1).cpu() for n in names
+        ]
+        return torch.cat(parts)
+
+
+def flatten(per_param: dict[str, Tensor], names: tuple[str, ...], shapes: dict[str, torch.Size], k: int) -> Tensor:
+    """Concatenate ``{param: Tensor[k, *shape]}`` into ``[k, D]`` (float64, CPU); missing params are zero."""
+    parts = []
+    for n in names:
+        numel = math.prod(shapes[n])
+        t = per_param.get(n)
+        parts.append(
+            torch.zeros(k, numel, dtype=torch.float64)
+            if t is None
+            else t.detach().to("cpu", torch.float64).reshape(k, numel)
+        )
+    return torch.cat(parts, dim=1)
+
+
+@dataclass
+class GroundTruth:
+    mechanisms: list[Mechanism]
+    active: Callable[[Tensor], Tensor]  # inputs [batch, ...] -> bool [batch, M]
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.mechanisms]
+
+
+@dataclass
+class LinearSite:
+    """One use of a weight matrix in the forward pass: ``out = inputs @ W.T`` (or ``inputs @ W``).
+
+    Activation-space methods (PCA, LIB) read a network's layers through these.
+    """
+
+    param: str
+    inputs: Tensor  # [batch, d_in] activations that the weight reads
+    transposed: bool = False  # True where the forward pass uses the parameter's transpose
+
+
+@dataclass
+class Target:
+    """What a method may see: the network, its sampler and loss, but not the ground truth.
+
+    ``ground_truth`` is filled only for methods whose class sets ``sees_ground_truth = True`` (the
+    labelled ``oracle`` baseline).
+    """
+
+    spec: ToyModelSpec
+    model: nn.Module
+    sample: Callable[[int, torch.Generator], Tensor]
+    loss: Callable[[Tensor, Tensor], Tensor]  # (output, inputs) -> scalar, the training loss
+    sites: Callable[[Tensor], list[LinearSite]]
+    ground_truth: GroundTruth | None = None
+
+    @property
+    def decomposed(self) -> tuple[str, ...]:
+        return self.spec.decomposed
+
+    def params(self) -> dict[str, Tensor]:
+        named = dict(self.model.named_parameters())
+        return {n: named[n] for n in self.decomposed}
+
+
+@dataclass
+class BuildInfo:
+    """How the weights came to be: recorded in every result."""
+
+    weights_sha256: str
+    train_seed: int  # the seed actually used (may be later than spec.seed after a health retry)
+    build_seconds: float
+    from_cache: bool
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ToyModel(ABC):
+    """Base class for a toy network with known mechanisms.
+
+    Subclasses set ``spec`` in ``__init__`` and implement the abstract methods. ``build()`` must be called
+    (``load_toy`` does it) before ``model`` or ``ground_truth`` are used.
+    """
+
+    spec: ToyModelSpec
+    max_health_retries: int = 10
+
+    def __init__(self) -> None:
+        self._model: nn.Module | None = None
+        self._gt: GroundTruth | None = None
+        self.build_info: BuildInfo | None = None
+
+    # -- what a subclass provides -----------------------------------------------------------------
+    @abstractmethod
+    def make_model(self) -> nn.Module:
+        """The architecture with placeholder weights."""
+
+    @abstractmethod
+    def fit(self, model: nn.Module, seed: int) -> dict[str, Any]:
+        """Set the weights in place (train from ``seed`` or build by hand); return training facts."""
+
+    @abstractmethod
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        """``n`` inputs from the training distribution (CPU)."""
+
+    @abstractmethod
+    def mechanisms(self, model: nn.Module) -> list[Mechanism]:
+        """The ground-truth mechanisms of the built ``model``."""
+
+    @abstractmethod
+    def active(self, inputs: Tensor) -> Tensor:
+        """bool ``[batch, M]``: which mechanisms each input uses (order of ``mechanisms``)."""
+
+    @abstractmethod
+    def sites(self, model: nn.Module, inputs: Tensor) -> list[LinearSite]:
+        """The weight matrices' uses in the forward pass, with the activations each reads."""
+
+    def loss(self, output: Tensor, inputs: Tensor) -> Tensor:
+        """The training loss; by default MSE to the inputs (autoencoding)."""
+        return ((output - inputs) ** 2).mean()
+
+    def health(self, model: nn.Module, info: dict[str, Any]) -> str | None:
+        """None when every mechanism is alive after training, else the reason it is not."""
+        return None
+
+    # -- provided -----------------------------------------------------------------------------------
+    @property
+    def cache_key(self) -> str:
+        return f"{self.spec.name}-v{self.spec.version}-seed{self.spec.seed}"
+
+    def build(self, cache: WeightCache | None = None) -> ToyModel:
+        """Load the weights from the cache, or fit them (retrying unhealthy seeds) and cache them."""
+        cache = cache or WeightCache()
+        model = self.make_model()
+        t0 = time.perf_counter()
+        cached = cache.load(self.cache_key)
+        if cached is not None:
+            state, meta = cached
+            model.load_state_dict(state)
+            info = BuildInfo(meta["weights_sha256"], meta["train_seed"], time.perf_counter() - t0, True,
+                             meta.get("extra", {}))
+        else:
+            failures = []
+            for attempt in range(self.max_health_retries):
+                seed = self.spec.seed + attempt
+                model = self.make_model()
+                extra = self.fit(model, seed)
+                problem = self.health(model, extra)
+                if problem is None:
+                    break
+                failures.append(f"seed {seed}: {problem}")
+            else:
+                raise RuntimeError(f"toy model {self.spec.name}: no healthy model in "
+                                   f"{self.max_health_retries} seeds: {failures}")
+            extra = dict(extra, rejected_seeds=failures, train_seconds=time.perf_counter() - t0)
+            meta = cache.save(self.cache_key, model.state_dict(), {"train_seed": seed, "extra": extra,
+                                                                    "spec": self.spec.to_dict()})
+            info = BuildInfo(meta["weights_sha256"], seed, time.perf_counter() - t0, False, extra)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model.eval()
+        self._model, self.build_info = model, info
+        self._gt = GroundTruth(self.mechanisms(model), self.active)
+        return self
+
+    @property
+    def model(self) -> nn.Module:
+        if self._model is None:
+            raise RuntimeError(f"toy model {self.spec.name} is not built: call build() first")
+        return self._model
+
+    @property
+    def ground_truth(self) -> GroundTruth:
+        if self._gt is None:
+            raise RuntimeError(f"toy model {self.spec.name} is not built: call build() first")
+        return self._gt
+
+    def param_shapes(self) -> dict[str, torch.Size]:
+        named = dict(self.model.named_parameters())
+        return {n: named[n].shape for n in self.spec.decomposed}
+
+    def weights_sha256(self) -> str:
+        return weights_sha256(self.model.state_dict())
+
+    def target(self, with_ground_truth: bool = False) -> Target:
+        """A fresh copy of the network for a method to work on."""
+        import copy
+
+        model = copy.deepcopy(self.model)
+        return Target(
+            spec=self.spec,
+            model=model,
+            sample=self.sample,
+            loss=self.loss,
+            sites=lambda x, m=model: self.sites(m, x),
+            ground_truth=self.ground_truth if with_ground_truth else None,
+        )
+
+
+def load_toy(name: str, cache: WeightCache | None = None, **kwargs: Any) -> ToyModel:
+    """Build the registered toy model ``name`` (a registry name or ``module:factory``)."""
+    from benchmark.registry import TOY_MODELS
+
+    toy = TOY_MODELS.get(name)(**kwargs)
+    if not isinstance(toy, ToyModel):
+        raise TypeError(f"toy model factory {name!r} returned {type(toy).__name__}, not a ToyModel")
+    return toy.build(cache)

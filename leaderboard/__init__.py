@@ -1,0 +1,1 @@
+"""Rendering of leaderboard tables from stored results; the committed results live in ``results/``."""

@@ -1,0 +1,1 @@
+"""Method adapters; every module here registers its methods in ``METHODS``."""

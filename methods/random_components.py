@@ -1,0 +1,40 @@
+"""The random baseline: random rank-1 components, the same shapes as the decomposed parameters.
+
+Each component is u v^T (Gaussian u, v) in one decomposed matrix (a Gaussian tensor for parameters
+that are not matrices). By default each parameter of shape (m, n) gets max(m, n) of them, as many as
+a parameter-decomposition method would need to give each input or output direction its own piece.
+A lower reference row: its recovery scores sit at chance level for that number of components.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from benchmark.decomposition import Decomposition, RunRecord
+from benchmark.method import Budget, Method
+from benchmark.registry import METHODS
+from benchmark.toy import Target
+
+
+@METHODS.register("random")
+class RandomComponents(Method):
+    name = "random"
+    version = "1"
+    paper = "reference row: chance level"
+    reference_row = True
+    defaults = {"per_parameter": None}  # None: max(shape) per parameter
+
+    def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
+        hp = self.hparams(target.spec.name)
+        g = torch.Generator().manual_seed(seed)
+        components = []
+        for n, p in target.params().items():
+            count = hp["per_parameter"] or max(p.shape)
+            for _ in range(count):
+                if p.dim() == 2:
+                    u = torch.randn(p.shape[0], 1, generator=g, dtype=p.dtype)
+                    v = torch.randn(1, p.shape[1], generator=g, dtype=p.dtype)
+                    components.append({n: u @ v})
+                else:
+                    components.append({n: torch.randn(p.shape, generator=g, dtype=p.dtype)})
+        return Decomposition(components, record=RunRecord(steps=0, hparams=hp))

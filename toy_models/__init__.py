@@ -1,0 +1,1 @@
+"""Toy networks with known mechanisms; every module here registers its models in ``TOY_MODELS``."""
