@@ -32,9 +32,10 @@ def _peak_rss_mb() -> float:
     return kb / 1024 if sys.platform != "darwin" else kb / 2**20
 
 
-def run_cell(cell: Cell, budget: Budget = Budget(), device: str = "cpu", cache: WeightCache | None = None,
+def run_cell(cell: Cell, budget: Budget | None = None, device: str = "cpu", cache: WeightCache | None = None,
              hparams: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one cell and return its result record (status 'ok' or 'error'); never raises for method faults."""
+    budget = budget or Budget()
     result: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION, "benchmark_version": __version__, "git_commit": git_commit(),
         "created_at": now(), "cell": cell.to_dict(), "budget": budget.to_dict(), "device": device,
@@ -87,7 +88,7 @@ def toy_record(toy: ToyModel) -> dict[str, Any]:
             "build": info.extra}
 
 
-def run_grid(cells: Iterable[Cell], results_dir: Path, budget: Budget = Budget(), device: str = "cpu",
+def run_grid(cells: Iterable[Cell], results_dir: Path, budget: Budget | None = None, device: str = "cpu",
              cache: WeightCache | None = None, plugins: Iterable[str] = (), rerun: bool = False,
              log=print) -> list[Path]:
     """Run every cell not already stored; return the paths written."""

@@ -1,0 +1,25 @@
+"""Shared fixtures. Toy models are built once per test session through the normal weight cache
+(``$PDBENCH_CACHE`` or ``~/.cache/pdbench``), so a clean machine trains each one once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from benchmark.toy import ToyModel, load_toy
+
+_built: dict[str, ToyModel] = {}
+
+
+def get_toy(name: str) -> ToyModel:
+    """The built toy model ``name``, shared across the session (do not modify its weights)."""
+    if name not in _built:
+        _built[name] = load_toy(name)
+    return _built[name]
+
+
+@pytest.fixture(scope="session")
+def toy() -> Callable[[str], ToyModel]:
+    """``toy("tms_5-2")`` -> the built, session-shared toy model."""
+    return get_toy
