@@ -67,11 +67,6 @@ class Mechanism:
     mechanisms sum to the decomposed parameters) or ``subspace`` (for rank > 1 or where only the span is
     defined: ``{param: Tensor[k, *param.shape]}``, the k vectors orthonormal when the parameters are
     concatenated). ``support`` is a bool mask per parameter; parameters it does not name are outside it.
-
-    Both may be given where the exact split is one valid choice among many (an identity split into m
-    rank-1 pieces in any basis): ``components`` is then one exact choice (it keeps the sum to the weights
-    and is what the oracle returns) and ``subspace`` the span that every valid choice lies in; scoring
-    (``basis``) uses the subspace.
     """
 
     name: str
@@ -81,8 +76,8 @@ class Mechanism:
     always_on: bool = False
 
     def __post_init__(self) -> None:
-        if self.components is None and self.subspace is None:
-            raise ValueError(f"mechanism {self.name!r}: give components, a subspace, or both")
+        if (self.components is None) == (self.subspace is None):
+            raise ValueError(f"mechanism {self.name!r}: give exactly one of components or subspace")
 
     @property
     def rank(self) -> int:
@@ -92,10 +87,10 @@ class Mechanism:
 
     def basis(self, names: tuple[str, ...], shapes: dict[str, torch.Size]) -> Tensor:
         """Orthonormal basis of the mechanism in the flattened parameter space, ``[k, D]`` float64."""
-        if self.subspace is None:
-            assert self.components is not None
+        if self.components is not None:
             v = flatten({k: c.unsqueeze(0) for k, c in self.components.items()}, names, shapes, 1)
             return v / v.norm().clamp_min(1e-300)
+        assert self.subspace is not None
         b = flatten(self.subspace, names, shapes, self.rank)
         q, _ = torch.linalg.qr(b.T)  # re-orthonormalise against rounding
         return q.T
