@@ -12,11 +12,12 @@ from benchmark.registry import RegistryError, load_plugin
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
-                        help="import a Python file that registers toy models, methods or metrics (repeatable)")
-    parser = argparse.ArgumentParser(prog="pdbench", parents=[common],
+    help_ = "import a Python file that registers toy models, methods or metrics (repeatable)"
+    common = argparse.ArgumentParser(add_help=False)  # lets --plugin also follow the verb
+    common.add_argument("--plugin", dest="verb_plugin", action="append", default=[], metavar="FILE.py", help=help_)
+    parser = argparse.ArgumentParser(prog="pdbench",
                                      description="A ground-truth benchmark for parameter-decomposition methods.")
+    parser.add_argument("--plugin", action="append", default=[], metavar="FILE.py", help=help_)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     names = [m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")]
     for name in sorted(names, key=lambda n: (commands.ORDER.index(n) if n in commands.ORDER else 99, n)):
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        for path in args.plugin:
+        for path in args.plugin + args.verb_plugin:
             load_plugin(path)
         return args.fn(args)
     except (RegistryError, KeyError) as exc:
