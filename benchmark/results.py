@@ -1,15 +1,20 @@
 """Result files: one JSON per cell (toy model x method x seed), with a versioned schema.
 
-Files live at ``<results>/<toy>/<method>/seed<k>.json`` and are written atomically (temporary file and
-rename), so an interrupted run never leaves a partial file. ``load_results`` refuses files it cannot
-trust (unreadable JSON, another schema version, missing fields) and reports them instead of loading them.
+Files live at ``<results>/<toy>/<method>/seed<k>.json`` and are written atomically (temporary file in the
+same folder, fsync, rename), so an interrupted or killed run never leaves a partial file under a result's
+name. ``read_result`` validates every field it relies on and refuses what it cannot trust (unreadable JSON,
+NaN literals, wrong types, a cell that does not match the file's place, an unknown schema version);
+files from an older schema version are migrated in memory through :data:`MIGRATIONS`.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import platform
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +25,8 @@ from benchmark.cache import atomic_write_bytes
 
 SCHEMA_VERSION = 1
 REQUIRED = ("schema_version", "cell", "status", "metrics", "toy", "method")
+MAX_RESULT_BYTES = 20 * 2**20  # a cell's result is a few kB; anything this large is not one of ours
+ERROR_FIELDS = ("stage", "type", "message", "traceback")
 
 
 class ResultError(ValueError):
@@ -32,11 +39,24 @@ class Cell:
     method: str
     seed: int
 
+    def __post_init__(self) -> None:
+        for field_name in ("toy", "method"):
+            value = getattr(self, field_name)
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"cell {field_name} must be a non-empty string, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"cell seed must be an integer, got {self.seed!r}")
+        if self.seed < 0:
+            raise ValueError(f"cell seed must be >= 0, got {self.seed}")
+
     def path(self, root: Path) -> Path:
         return Path(root) / _safe(self.toy) / _safe(self.method) / f"seed{self.seed}.json"
 
     def to_dict(self) -> dict[str, Any]:
         return {"toy": self.toy, "method": self.method, "seed": self.seed}
+
+    def __str__(self) -> str:
+        return f"{self.toy} x {self.method} x seed {self.seed}"
 
 
 def _safe(name: str) -> str:
@@ -65,7 +85,10 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+# -- writing -------------------------------------------------------------------------------------------
 def write_result(root: Path, result: dict[str, Any]) -> Path:
+    """Validate ``result`` and write it atomically to its cell's path; returns the path."""
+    validate_result(result, "result to write")
     cell = Cell(**result["cell"])
     path = cell.path(root)
     data = json.dumps(result, indent=2, sort_keys=True, allow_nan=False).encode() + b"\n"
@@ -73,21 +96,160 @@ def write_result(root: Path, result: dict[str, Any]) -> Path:
     return path
 
 
-def read_result(path: Path) -> dict[str, Any]:
-    try:
-        result = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ResultError(f"{path}: not a readable JSON file ({exc})") from exc
+def stale_temp_files(root: Path) -> list[Path]:
+    """Temporary files left by a writer that was killed before its rename (never read as results)."""
+    root = Path(root)
+    return sorted(root.rglob(".*.json.*.tmp")) if root.exists() else []
+
+
+def remove_stale_temp_files(root: Path) -> int:
+    """Delete the temporary files of killed writers; returns how many were removed."""
+    removed = 0
+    for p in stale_temp_files(root):
+        p.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+# -- schema migrations ---------------------------------------------------------------------------------
+def _migrate_v0(old: dict[str, Any]) -> dict[str, Any]:
+    """Version 0, the prototype layout: the cell flattened into ``toy``/``method``/``seed`` strings at the
+    top level, ``ok: bool`` instead of ``status``, ``scores`` instead of ``metrics``, ``error`` a string."""
+    for key in ("toy", "method", "seed", "ok", "scores"):
+        if key not in old:
+            raise ResultError(f"schema version 0 result lacks the field {key!r}")
+    if not isinstance(old["ok"], bool):
+        raise ResultError(f"schema version 0 field 'ok' must be true or false, got {old['ok']!r}")
+    error = None
+    if not old["ok"]:
+        msg = old.get("error")
+        error = {"stage": "unknown (schema 0)", "type": "Error", "message": str(msg), "traceback": ""}
+    return {
+        "schema_version": 1, "benchmark_version": old.get("benchmark_version", "unknown"),
+        "git_commit": old.get("git_commit", "unknown"), "created_at": old.get("created_at", "unknown"),
+        "cell": {"toy": old["toy"], "method": old["method"], "seed": old["seed"]},
+        "status": "ok" if old["ok"] else "error", "metrics": old["scores"] if old["ok"] else {},
+        "metric_versions": {}, "headline": old.get("headline", "hungarian"),
+        "toy": {"name": old["toy"]}, "method": {"name": old["method"], "hparams": old.get("hparams", {})},
+        "budget": {}, "cost": {}, "device": old.get("device", "cpu"), "env": {}, "error": error,
+        "migrated_from": 0,
+    }
+
+
+# version v -> a function that turns a version-v result into a version-(v + 1) result
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _migrate_v0}
+
+
+def migrate(result: dict[str, Any], where: str = "result") -> dict[str, Any]:
+    """Bring ``result`` to :data:`SCHEMA_VERSION`, or raise :class:`ResultError` saying what to do."""
+    version = result.get("schema_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ResultError(f"{where}: schema_version must be an integer, got {version!r}")
+    if version > SCHEMA_VERSION:
+        raise ResultError(f"{where}: written with result schema version {version}, but this pdbench "
+                          f"({__version__}) reads versions up to {SCHEMA_VERSION}; upgrade pdbench to read it")
+    while version < SCHEMA_VERSION:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise ResultError(f"{where}: result schema version {version} cannot be migrated to "
+                              f"{SCHEMA_VERSION}; delete the file and re-run the cell with `pdbench run`")
+        result = step(result)
+        version += 1
+        result["schema_version"] = version
+    return result
+
+
+# -- validation ----------------------------------------------------------------------------------------
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return (_is_int(x) or isinstance(x, float)) and math.isfinite(x)
+
+
+def validate_result(result: Any, where: str = "result") -> None:
+    """Raise :class:`ResultError` unless ``result`` is a well-formed current-schema result."""
     if not isinstance(result, dict):
-        raise ResultError(f"{path}: a result must be a JSON object")
+        raise ResultError(f"{where}: a result must be a JSON object, got {type(result).__name__}")
     missing = [k for k in REQUIRED if k not in result]
     if missing:
-        raise ResultError(f"{path}: missing field(s) {missing}")
-    if result["schema_version"] != SCHEMA_VERSION:
-        raise ResultError(f"{path}: schema version {result['schema_version']!r}, this pdbench reads "
-                          f"{SCHEMA_VERSION}; re-run the cell with `pdbench run` to regenerate it")
-    if result["status"] not in ("ok", "error"):
-        raise ResultError(f"{path}: status must be 'ok' or 'error', not {result['status']!r}")
+        raise ResultError(f"{where}: missing field(s) {missing}")
+    if result["schema_version"] != SCHEMA_VERSION or not _is_int(result["schema_version"]):
+        raise ResultError(f"{where}: schema_version must be {SCHEMA_VERSION}, got {result['schema_version']!r}")
+    cell = result["cell"]
+    if not isinstance(cell, dict) or set(cell) != {"toy", "method", "seed"}:
+        raise ResultError(f"{where}: 'cell' must be an object with exactly toy, method and seed, got {cell!r}")
+    try:
+        c = Cell(**cell)
+    except (TypeError, ValueError) as exc:
+        raise ResultError(f"{where}: bad cell: {exc}") from None
+    for part, name in (("toy", c.toy), ("method", c.method)):
+        rec = result[part]
+        if not isinstance(rec, dict) or rec.get("name") != name:
+            raise ResultError(f"{where}: '{part}' must be an object whose name is {name!r}, got {rec!r}")
+    status = result["status"]
+    if status not in ("ok", "error"):
+        raise ResultError(f"{where}: status must be 'ok' or 'error', not {status!r}")
+    metrics = result["metrics"]
+    if not isinstance(metrics, dict):
+        raise ResultError(f"{where}: 'metrics' must be an object, got {type(metrics).__name__}")
+    for k, v in metrics.items():
+        if not isinstance(k, str) or not (v is None or _is_number(v)):
+            raise ResultError(f"{where}: metric {k!r} must be a finite number or null, got {v!r}")
+    if status == "ok":
+        if not metrics:
+            raise ResultError(f"{where}: a result with status 'ok' has no metrics")
+        if result.get("error") is not None:
+            raise ResultError(f"{where}: a result with status 'ok' carries an error")
+    else:
+        err = result.get("error")
+        if not isinstance(err, dict) or not all(isinstance(err.get(k), str) for k in ERROR_FIELDS):
+            raise ResultError(f"{where}: an error row needs 'error' with string fields {list(ERROR_FIELDS)}")
+    for key in ("cost", "budget"):
+        sub = result.get(key, {})
+        if not isinstance(sub, dict):
+            raise ResultError(f"{where}: {key!r} must be an object, got {type(sub).__name__}")
+    for k, v in result.get("cost", {}).items():
+        if not (v is None or isinstance(v, str) or _is_number(v)):
+            raise ResultError(f"{where}: cost {k!r} must be a finite number, a string or null, got {v!r}")
+    if "headline" in result and not isinstance(result["headline"], str):
+        raise ResultError(f"{where}: 'headline' must be a string, got {result['headline']!r}")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def parse_result(text: str | bytes, where: str = "result") -> dict[str, Any]:
+    """Parse, migrate and validate a result's JSON text."""
+    try:
+        result = json.loads(text, parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ResultError(f"{where}: not a readable JSON result ({type(exc).__name__}: {exc})") from None
+    if not isinstance(result, dict):
+        raise ResultError(f"{where}: a result must be a JSON object, got {type(result).__name__}")
+    result = migrate(result, where)
+    validate_result(result, where)
+    return result
+
+
+def read_result(path: Path, root: Path | None = None) -> dict[str, Any]:
+    """Read, migrate and validate one result file; with ``root``, also check it lies at its cell's path."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_RESULT_BYTES:
+            raise ResultError(f"{path}: {size} bytes is far larger than a result; refusing to read it")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ResultError(f"{path}: cannot be read ({exc})") from None
+    result = parse_result(data, str(path))
+    if root is not None:
+        expected = Cell(**result["cell"]).path(root)
+        if os.path.normpath(expected) != os.path.normpath(path):
+            raise ResultError(f"{path}: describes cell {Cell(**result['cell'])}, whose result belongs at "
+                              f"{expected}; move it there or delete it")
     return result
 
 
@@ -97,20 +259,36 @@ def load_results(root: Path) -> tuple[list[dict[str, Any]], list[str]]:
     root = Path(root)
     if not root.exists():
         return results, problems
-    for path in sorted(root.rglob("*.json")):
+    for path in sorted(root.rglob("seed*.json")):
         try:
-            results.append(read_result(path))
+            results.append(read_result(path, root))
         except ResultError as exc:
             problems.append(str(exc))
     return results, problems
 
 
-def is_done(root: Path, cell: Cell) -> bool:
-    """True when a valid, successful result for ``cell`` is stored."""
+def stored_status(root: Path, cell: Cell) -> str | None:
+    """'ok' or 'error' for a valid stored result of ``cell``, 'invalid' for a refused file, None if absent."""
     path = cell.path(root)
     if not path.exists():
-        return False
+        return None
     try:
-        return read_result(path)["status"] == "ok"
+        return read_result(path, root)["status"]
     except ResultError:
-        return False
+        return "invalid"
+
+
+def is_done(root: Path, cell: Cell) -> bool:
+    """True when a valid, successful result for ``cell`` is stored."""
+    return stored_status(root, cell) == "ok"
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a refused result file to ``<name>.refused-<n>`` so that re-running its cell loses nothing."""
+    n = 0
+    while True:
+        dest = path.with_name(f"{path.name}.refused-{n}")
+        if not dest.exists():
+            os.replace(path, dest)
+            return dest
+        n += 1

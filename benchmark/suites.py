@@ -1,8 +1,14 @@
-"""Named suites of cells: which toy models, methods and seeds a run covers."""
+"""Named suites of cells: which toy models, methods and seeds a run covers, and each method's budget.
+
+A suite's budget is the same for every method unless ``method_budgets`` names one; the budget a cell ran
+under is recorded in its result (``budget``), so a leaderboard compares methods at known compute.
+Budgets are step-based (``scale`` multiplies each method's paper default number of steps), which keeps a
+cell's result independent of the machine's speed; wall time is guarded by the runner's time limit.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from benchmark.method import Budget
 from benchmark.registry import METHODS, TOY_MODELS
@@ -16,11 +22,22 @@ class Suite:
     seeds: tuple[int, ...]
     budget: Budget
     description: str
+    method_budgets: dict[str, Budget] = field(default_factory=dict)
+
+    def budget_for(self, method: str, steps: int | None = None) -> Budget:
+        """The budget of ``method`` in this suite; ``steps`` (the CLI's --steps) overrides the step count."""
+        b = self.method_budgets.get(method, self.budget)
+        return b if steps is None else Budget(steps=steps, seconds=b.seconds, scale=b.scale)
+
+    def budgets(self, methods: list[str], steps: int | None = None) -> dict[str, Budget]:
+        return {m: self.budget_for(m, steps) for m in methods}
 
 
 SUITES = {
-    "quick": Suite("quick", 1, (0,), Budget(scale=1.0), "tiers 0-1, every method, one seed"),
-    "full": Suite("full", 4, (0, 1, 2), Budget(scale=1.0), "every tier, every method, three seeds"),
+    "quick": Suite("quick", 1, (0,), Budget(scale=0.1),
+                   "tiers 0-1, every method, one seed, 10% of each method's default steps"),
+    "full": Suite("full", 4, (0, 1, 2), Budget(scale=1.0),
+                  "every tier, every method, three seeds, each method's default steps"),
 }
 
 
@@ -31,6 +48,7 @@ def toy_tiers() -> dict[str, int]:
 
 def suite_cells(name: str, toys: list[str] | None = None, methods: list[str] | None = None,
                 seeds: list[int] | None = None) -> tuple[list[Cell], Suite]:
+    """The cells of suite ``name``, optionally restricted to some toy models, methods or seeds."""
     if name not in SUITES:
         raise KeyError(f"unknown suite {name!r}; known suites: {', '.join(SUITES)}")
     suite = SUITES[name]

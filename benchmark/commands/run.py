@@ -1,4 +1,8 @@
-"""``pdbench run``: run toy x method x seed cells and print the leaderboard of what ran."""
+"""``pdbench run``: run toy x method x seed cells and print the leaderboard of what ran.
+
+Cells run in parallel worker processes (``--jobs``), each under a time limit and a memory guard; cells
+already stored are skipped, so the same command resumes an interrupted run.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ import sys
 from pathlib import Path
 
 from benchmark.commands.leaderboard import DEFAULT_RESULTS, print_leaderboard
-from benchmark.method import Budget
 from benchmark.registry import METHODS, TOY_MODELS
 from benchmark.suites import SUITES, suite_cells
 
@@ -18,22 +21,84 @@ def _csv(text: str | None) -> list[str] | None:
 
 def _seeds(text: str) -> list[int]:
     try:
-        return [int(s) for s in _csv(text) or []]
+        seeds = [int(s) for s in _csv(text) or []]
     except ValueError:
         raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be one or more integers >= 0, got {text!r}")
+    return seeds
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return n
+
+
+def _limit(text: str) -> float | None:
+    """A positive number, or 'none' for no limit."""
+    if text.strip().lower() in ("none", "off", "0"):
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number or 'none', got {text!r}")
+    return v
+
+
+def check_device(device: str) -> str | None:
+    """None when ``device`` can be used here, else why not."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        return f"--device {device!r} is not a torch device ({exc})"
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return f"--device {device} asked for, but CUDA is not available on this machine"
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        return f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+    if dev.type not in ("cpu", "cuda", "mps"):
+        return f"--device {device}: only cpu, cuda and mps are supported"
+    return None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.runner import run_grid
+    from benchmark.executors import Limits
+    from benchmark.runner import run_grid, stderr_log
 
+    problem = check_device(args.device)
+    if problem:
+        print(f"pdbench: error: {problem}", file=sys.stderr)
+        return 2
     cells, suite = suite_cells(args.suite, _csv(args.toys), _csv(args.methods), args.seeds)
+    if not cells:
+        print("pdbench: error: the selection has no cells", file=sys.stderr)
+        return 2
     for c in {c.toy for c in cells}:
         TOY_MODELS.get(c)  # fail fast, with the known names, on a typo
-    for m in {c.method for c in cells}:
+    methods = sorted({c.method for c in cells})
+    for m in methods:
         METHODS.get(m)
-    budget = Budget(steps=args.steps, scale=suite.budget.scale)
-    run_grid(cells, args.results, budget=budget, device=args.device, rerun=args.rerun,
-             log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    limits = Limits(time_s=args.time_limit, memory_mb=args.memory_limit_mb)
+    try:
+        run_grid(cells, args.results, device=args.device, rerun=args.rerun, plugins=args.plugin, log=stderr_log,
+                 executor=args.executor, jobs=args.jobs, limits=limits, budgets=suite.budgets(methods, args.steps),
+                 retry_errors=args.retry_errors, budget=suite.budget_for("", args.steps),
+                 cells_per_worker=args.cells_per_worker)
+    except KeyboardInterrupt:
+        print("\ninterrupted: every finished cell is stored; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    except RuntimeError as exc:
+        print(f"pdbench: error: {exc}", file=sys.stderr)
+        return 1
     if not args.no_leaderboard:
         return print_leaderboard(args.results, cells)
     return 0
@@ -47,7 +112,19 @@ def add_parser(sub, common) -> None:
     p.add_argument("--seeds", type=_seeds, help="comma-separated seeds (default: the suite's)")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results folder (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-    p.add_argument("--steps", type=int, help="override every method's number of optimisation steps")
+    p.add_argument("--steps", type=_positive_int, help="override every method's number of optimisation steps")
     p.add_argument("--rerun", action="store_true", help="run cells again even if a result is stored")
+    p.add_argument("--retry-errors", action="store_true", help="run stored error rows again")
+    p.add_argument("--executor", default="local", choices=["local", "serial", "ray"],
+                   help="local: worker processes (default); serial: this process, no isolation; ray: a Ray "
+                        "cluster (RAY_ADDRESS) or a local Ray instance (pip install 'pdbench[ray]')")
+    p.add_argument("-j", "--jobs", type=_positive_int, help="parallel workers (default: one per CPU core)")
+    p.add_argument("--time-limit", type=_limit, default=3600.0, metavar="SECONDS",
+                   help="wall-clock limit of one cell, or 'none' (default: %(default)s)")
+    p.add_argument("--memory-limit-mb", type=_limit, default=None, metavar="MIB",
+                   help="memory guard: the most resident memory one worker may use "
+                        "(default: 80%% of the machine's memory shared among the workers)")
+    p.add_argument("--cells-per-worker", type=_positive_int, default=None, metavar="N",
+                   help="restart a worker process after N cells (1: a fresh process per cell; default: never)")
     p.add_argument("--no-leaderboard", action="store_true", help="do not print the leaderboard afterwards")
     p.set_defaults(fn=cmd_run)
