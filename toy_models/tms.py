@@ -8,6 +8,13 @@ batch 1024 (5-2) or 8192 (40-10). W is xavier-normal initialised and b starts at
 
 Ground truth: one rank-1 mechanism per feature c, W[:, c] e_c^T (the tied read-out is the same
 parameter, so its transpose comes with it); the bias b is not decomposed (kept fixed, always on).
+
+Identity variants (``tms_5-2-id``, ``tms_40-10-id``; SPD paper, TMS with a frozen hidden identity):
+x_hat = ReLU(W^T H W x + b) with H = I (m1 x m1) frozen during training and decomposed. Since H = I the
+function and the training are those of plain TMS. H's ground truth is m1 dense, always-on rank-1
+pieces; any basis works (SPD: "they must sum to I"), so each piece is a :class:`SpannedMechanism`
+whose exact choice is e_i e_i^T (the oracle's pieces sum to I) and whose span, used for scoring, is the
+whole H parameter: a component scores |cos| 1 against a piece iff it lies inside H.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from torch import Tensor, nn
 
 from benchmark.registry import TOY_MODELS
 from benchmark.toy import LinearSite, Mechanism, ToyModel, ToyModelSpec
+from toy_models._common import SpannedMechanism, full_basis
 
 
 class TMSNet(nn.Module):
@@ -103,5 +111,65 @@ class TMS(ToyModel):
         return [LinearSite("W", inputs), LinearSite("W", model.hidden(inputs), transposed=True)]
 
 
+class TMSIdNet(TMSNet):
+    """TMS with a frozen square matrix ``hidden`` (the identity) between the tied layers."""
+
+    def __init__(self, n_features: int, n_hidden: int):
+        super().__init__(n_features, n_hidden)
+        self.hidden_layer = nn.Parameter(torch.eye(n_hidden), requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(self.hidden(x) @ self.hidden_layer.T @ self.W + self.b)
+
+
+class TMSId(TMS):
+    """TMS with a frozen hidden identity (SPD paper; ``reference/apd_spd.md`` 1.1, ID variant)."""
+
+    def __init__(self, n_features: int = 5, n_hidden: int = 2, batch_size: int = 1024, seed: int = 0, **kw: Any):
+        super().__init__(n_features, n_hidden, batch_size=batch_size, seed=seed, tier=2,
+                         name=f"tms_{n_features}-{n_hidden}-id", **kw)
+        self.spec = ToyModelSpec(
+            name=self.spec.name, tier=2, version="1", seed=seed, gt_status="exact",
+            description=f"TMS {n_features}-{n_hidden} with a frozen {n_hidden}x{n_hidden} identity between the "
+            f"tied layers: {n_features} sparse rank-1 mechanisms in W plus {n_hidden} dense always-on rank-1 "
+            "pieces of the identity (any basis; scored against their span).",
+            paper="SPD arXiv:2506.20790 (TMS + identity); Elhage et al. 2022",
+            decomposed=("W", "hidden_layer"),
+        )
+
+    def make_model(self) -> nn.Module:
+        return TMSIdNet(self.n_features, self.n_hidden)
+
+    def fit(self, model: nn.Module, seed: int) -> dict[str, Any]:
+        model.hidden_layer.requires_grad_(False)  # frozen: the optimiser in TMS.fit skips it (no grad)
+        info = super().fit(model, seed)
+        if not torch.equal(model.hidden_layer, torch.eye(self.n_hidden)):
+            raise RuntimeError("the frozen identity changed during training")
+        return info
+
+    def mechanisms(self, model: nn.Module) -> list[Mechanism]:
+        out = super().mechanisms(model)
+        m1 = self.n_hidden
+        span, support = full_basis((m1, m1)), torch.ones(m1, m1, dtype=torch.bool)
+        for i in range(m1):
+            piece = torch.zeros(m1, m1)
+            piece[i, i] = 1.0
+            out.append(SpannedMechanism(name=f"identity{i}", support={"hidden_layer": support},
+                                        components={"hidden_layer": piece}, subspace={"hidden_layer": span},
+                                        always_on=True))
+        return out
+
+    def active(self, inputs: Tensor) -> Tensor:
+        on = torch.ones(inputs.shape[0], self.n_hidden, dtype=torch.bool, device=inputs.device)
+        return torch.cat([inputs != 0, on], dim=1)
+
+    def sites(self, model: nn.Module, inputs: Tensor) -> list[LinearSite]:
+        h = model.hidden(inputs)
+        return [LinearSite("W", inputs), LinearSite("hidden_layer", h),
+                LinearSite("W", h @ model.hidden_layer.T, transposed=True)]
+
+
 TOY_MODELS.register("tms_5-2", TMS)
 TOY_MODELS.register("tms_40-10", lambda seed=0: TMS(40, 10, batch_size=8192, seed=seed))
+TOY_MODELS.register("tms_5-2-id", TMSId)
+TOY_MODELS.register("tms_40-10-id", lambda seed=0: TMSId(40, 10, batch_size=8192, seed=seed))

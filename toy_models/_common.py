@@ -1,0 +1,83 @@
+"""Shared pieces of the toy-model zoo: sparse-feature samplers, a seeded training loop, and a mechanism
+that carries both one exact split and the span that every valid split lies in."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from benchmark.toy import Mechanism, flatten
+
+
+@dataclass
+class SpannedMechanism(Mechanism):
+    """A mechanism whose exact split is one valid choice among many (e.g. an identity cut into m rank-1
+    pieces in any basis).
+
+    ``components`` is one exact choice: with the others it sums to the weights, and it is what the oracle
+    returns. ``subspace`` is the span every valid choice lies in; :meth:`basis` (and so the scorer's
+    |cosine|) uses it, so a method is not penalised for picking another valid basis.
+    """
+
+    def __post_init__(self) -> None:
+        if self.components is None or self.subspace is None:
+            raise ValueError(f"spanned mechanism {self.name!r} needs both components and a subspace")
+
+    def basis(self, names: tuple[str, ...], shapes: dict[str, torch.Size]) -> Tensor:
+        assert self.subspace is not None
+        b = flatten(self.subspace, names, shapes, self.rank)
+        q, _ = torch.linalg.qr(b.T)
+        return q.T
+
+
+def full_basis(shape: tuple[int, ...] | torch.Size) -> Tensor:
+    """``[numel, *shape]``: the standard basis of all tensors of ``shape`` (orthonormal)."""
+    n = math.prod(shape)
+    return torch.eye(n).reshape(n, *shape)
+
+
+def sparse_features(n: int, n_features: int, p: float, generator: torch.Generator, *, signed: bool = False,
+                    group: int = 1) -> Tensor:
+    """TMS-style features: each active with probability ``p`` (per group of ``group`` features that switch
+    on together), value U[0,1) (or U[0,1) times a random sign when ``signed``), else 0."""
+    if n_features % group:
+        raise ValueError(f"{n_features} features do not split into groups of {group}")
+    on = torch.rand(n, n_features // group, generator=generator) < p
+    vals = torch.rand(n, n_features, generator=generator)
+    if signed:
+        vals = vals * (torch.randint(0, 2, (n, n_features), generator=generator) * 2 - 1)
+    return vals * on.repeat_interleave(group, dim=1)
+
+
+def drop_zero_rows(draw: Callable[[int], Tensor], n: int) -> Tensor:
+    """``n`` rows from ``draw(k)`` with every all-zero row dropped and redrawn (L3D's generator,
+    ``reference/l3d.md`` 2). Draws whole batches, so the result depends only on the generator state."""
+    kept: list[Tensor] = []
+    have = 0
+    while have < n:
+        x = draw(max(2 * (n - have), 64))
+        x = x[x.ne(0).any(dim=1)]
+        kept.append(x)
+        have += x.shape[0]
+    return torch.cat(kept)[:n]
+
+
+def train(model: Callable[[Tensor], Tensor], batches: Callable[[int], tuple[Tensor, Tensor]],
+          loss_fn: Callable[[Tensor, Tensor], Tensor], steps: int, opt: torch.optim.Optimizer,
+          sched: torch.optim.lr_scheduler.LRScheduler | None = None) -> float:
+    """Plain deterministic training loop: ``batches(step) -> (inputs, labels)``; returns the last loss."""
+    loss = torch.tensor(float("nan"))
+    with torch.enable_grad():
+        for step in range(steps):
+            x, y = batches(step)
+            loss = loss_fn(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+    return float(loss.detach())
