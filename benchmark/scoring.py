@@ -1,27 +1,41 @@
-"""Scoring a decomposition against a toy model's ground truth.
+"""Scoring a decomposition against a toy model's ground truth (DESIGN.md, Scoring; docs/metrics.md).
 
-:class:`ScoringContext` holds what every metric shares, computed once: the components flattened into
-the decomposed parameters' space, each mechanism's orthonormal basis, and the |cosine| matrix between
-mechanisms and components. A metric is a registered :class:`Metric` whose function takes the context
-and returns a float, or None where it does not apply (N/A). Metrics never see the method.
+:class:`ScoringContext` holds what every metric shares, computed once per (toy model, decomposition):
+
+- *units*: the decomposition's groups (a group's components summed: together they form one mechanism's
+  weight) plus every ungrouped component on its own; ``unit_vectors`` is ``[U, D]`` in the flattened
+  decomposed-parameter space;
+- *live* units: those whose norm is at least ``DEAD_TOL`` times the largest unit norm (negligible
+  components, e.g. SPD's unused subcomponents, are set aside, as the SPD paper does);
+- ``cosines``: ``[M, U]`` |cosine| between mechanisms and live units (principal angle for subspaces);
+- ``matching``: the one-to-one Hungarian matching of mechanisms to live units on that matrix;
+- ``eval_inputs`` and ``unit_active`` for the input-dependent metrics.
+
+A metric is a registered :class:`Metric` whose function takes the context and returns a float, or None
+where it does not apply (N/A). Metrics never see the method.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from benchmark.decomposition import Decomposition
+from benchmark.decomposition import Decomposition, DecompositionError
 from benchmark.registry import METRICS
 from benchmark.toy import ToyModel
 
 EVAL_SEED = 20250101  # inputs used by input-dependent metrics; fixed so scores are reproducible
-EVAL_BATCH = 4096
-HEADLINE = "hungarian"  # the one score per (toy model, method); see docs/metrics.md
+EVAL_BATCH = 2048
+DEAD_TOL = 1e-3  # a unit with norm below DEAD_TOL * (largest unit norm) is negligible ("dead")
+ACTIVE_TOL = 0.1  # a component is active on an input when its attribution exceeds ACTIVE_TOL * (batch max)
+HEADLINE = "hungarian"  # the one score per (toy model, method); see docs/metrics.md, "Headline"
 
 
 @dataclass(frozen=True)
@@ -31,30 +45,75 @@ class Metric:
     higher_is_better: bool
     description: str
     fn: Callable[[ScoringContext], float | None]
+    ideal: float | None = None  # where set, the best value (closer is better, e.g. ML2R = 1)
 
 
-def metric(name: str, *, version: str, higher_is_better: bool, description: str):
+def metric(name: str, *, version: str, higher_is_better: bool, description: str, ideal: float | None = None):
     """Decorator: register ``fn(ctx) -> float | None`` as a metric."""
 
     def wrap(fn: Callable[[ScoringContext], float | None]) -> Callable[[ScoringContext], float | None]:
-        METRICS.register(name, Metric(name, version, higher_is_better, description, fn))
+        METRICS.register(name, Metric(name, version, higher_is_better, description, fn, ideal))
         return fn
 
     return wrap
 
 
 class ScoringContext:
-    def __init__(self, toy: ToyModel, decomposition: Decomposition):
+    """Shared, cached quantities for scoring one decomposition of one built toy model."""
+
+    def __init__(self, toy: ToyModel, decomposition: Decomposition, eval_batch: int = EVAL_BATCH):
         self.toy = toy
         self.decomposition = decomposition
         self.names = toy.spec.decomposed
         self.shapes = toy.param_shapes()
         self.mechanisms = toy.ground_truth.mechanisms
+        self.eval_batch = eval_batch
+        decomposition.validate(self.shapes)
 
+    # -- parameter space ------------------------------------------------------------------------------
     @cached_property
     def components(self) -> Tensor:
-        """``[C, D]`` float64."""
+        """``[C, D]`` float64: every component, flattened over the decomposed parameters."""
         return self.decomposition.flat(self.names, self.shapes)
+
+    @cached_property
+    def weights(self) -> Tensor:
+        """``[D]`` float64: the decomposed parameters themselves."""
+        named = dict(self.toy.model.named_parameters())
+        return torch.cat([named[n].detach().to("cpu", torch.float64).reshape(-1) for n in self.names])
+
+    @cached_property
+    def units(self) -> list[list[int]]:
+        """Component indices of each unit: the groups, then every ungrouped component alone."""
+        groups = [list(g) for g in (self.decomposition.groups or []) if len(g) > 0]
+        seen = {i for g in groups for i in g}
+        if len(seen) != sum(len(g) for g in groups):
+            raise DecompositionError("groups overlap: a component may belong to at most one group")
+        return groups + [[i] for i in range(len(self.decomposition)) if i not in seen]
+
+    @cached_property
+    def membership(self) -> Tensor:
+        """``[U, C]`` float64: 1 where component c belongs to unit u."""
+        m = torch.zeros(len(self.units), self.components.shape[0], dtype=torch.float64)
+        for u, idx in enumerate(self.units):
+            m[u, idx] = 1.0
+        return m
+
+    @cached_property
+    def unit_vectors(self) -> Tensor:
+        """``[U, D]``: each unit's components summed."""
+        return self.membership @ self.components
+
+    @cached_property
+    def unit_norms(self) -> Tensor:
+        return self.unit_vectors.norm(dim=1)
+
+    @cached_property
+    def live(self) -> Tensor:
+        """``[U]`` bool: units with non-negligible norm (>= DEAD_TOL x the largest, and > 0)."""
+        n = self.unit_norms
+        top = float(n.max()) if n.numel() else 0.0
+        return (n > 0) & (n >= DEAD_TOL * top)
 
     @cached_property
     def bases(self) -> list[Tensor]:
@@ -62,35 +121,106 @@ class ScoringContext:
         return [m.basis(self.names, self.shapes) for m in self.mechanisms]
 
     @cached_property
-    def cosines(self) -> Tensor:
-        """``[M, C]``: |cos| of the angle between component c and mechanism m's span.
+    def supports(self) -> Tensor:
+        """``[M, D]`` bool: each mechanism's support mask, flattened."""
+        if not self.mechanisms:
+            return torch.zeros(0, self.components.shape[1], dtype=torch.bool)
+        return torch.stack([m.support_flat(self.names, self.shapes) for m in self.mechanisms])
 
-        For a rank-1 mechanism this is |cos(c, z_m)|; for a subspace it is the cosine of the principal
-        angle between c and the subspace, ``||B_m c|| / ||c||``. Invariant to sign and scale of c.
+    @cached_property
+    def cosines(self) -> Tensor:
+        """``[M, U]``: |cos| of the angle between live unit u and mechanism m's span (0 for dead units).
+
+        For a rank-1 mechanism this is |cos(u, z_m)|; for a subspace it is the cosine of the principal
+        angle between u and the subspace, ``||B_m u|| / ||u||``. Invariant to sign and scale of u.
         """
-        norms = self.components.norm(dim=1)
+        vecs, norms = self.unit_vectors, self.unit_norms
+        if not self.bases:
+            return torch.zeros(0, len(norms), dtype=torch.float64)
         safe = norms.clamp_min(1e-300)
-        rows = [(b @ self.components.T).norm(dim=0) / safe for b in self.bases]
-        cos = torch.stack(rows) if rows else torch.zeros(0, len(norms), dtype=torch.float64)
-        cos[:, norms == 0] = 0.0
+        cos = torch.stack([(b @ vecs.T).norm(dim=0) / safe for b in self.bases])
+        cos[:, ~self.live] = 0.0
         return cos.clamp(0.0, 1.0)
 
     @cached_property
+    def matching(self) -> list[tuple[int, int]]:
+        """One-to-one (mechanism, unit) pairs maximising the total |cosine| (Hungarian algorithm)."""
+        cos = self.cosines.numpy()
+        if cos.size == 0:
+            return []
+        rows, cols = linear_sum_assignment(cos, maximize=True)
+        return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if self.live[c]]
+
+    # -- input space ----------------------------------------------------------------------------------
+    @cached_property
     def eval_inputs(self) -> Tensor:
         g = torch.Generator().manual_seed(EVAL_SEED)
-        return self.toy.sample(EVAL_BATCH, g)
+        return self.toy.sample(self.eval_batch, g)
+
+    @cached_property
+    def true_active(self) -> Tensor:
+        """``[B, M]`` bool: which mechanisms each eval input uses (the toy model's ``active``)."""
+        a = self.toy.ground_truth.active(self.eval_inputs)
+        expect = (self.eval_inputs.shape[0], len(self.mechanisms))
+        if tuple(a.shape) != expect:
+            raise ValueError(f"toy model {self.toy.spec.name}: active() returned shape {tuple(a.shape)}, "
+                             f"expected {expect}")
+        return a.bool().cpu()
+
+    @cached_property
+    def attributions(self) -> Tensor | None:
+        """``[B, C]`` float64 |attribution| on the eval inputs, or None where the method gives none."""
+        fn = self.decomposition.attributions
+        if fn is None:
+            return None
+        with torch.no_grad():
+            a = fn(self.eval_inputs)
+        expect = (self.eval_inputs.shape[0], len(self.decomposition))
+        if not isinstance(a, Tensor) or tuple(a.shape) != expect:
+            got = tuple(a.shape) if isinstance(a, Tensor) else type(a).__name__
+            raise DecompositionError(f"attributions(inputs) returned {got}, expected shape {expect}")
+        a = a.detach().to("cpu", torch.float64).abs()
+        if not torch.isfinite(a).all():
+            raise DecompositionError("attributions(inputs) returned NaN or infinite values")
+        return a
+
+    @cached_property
+    def component_active(self) -> Tensor | None:
+        """``[B, C]`` bool: attribution above ACTIVE_TOL x its largest value over the eval batch."""
+        a = self.attributions
+        if a is None:
+            return None
+        top = float(a.max()) if a.numel() else 0.0
+        if top == 0.0:
+            return torch.zeros_like(a, dtype=torch.bool)
+        return a > ACTIVE_TOL * top
+
+    @cached_property
+    def unit_active(self) -> Tensor | None:
+        """``[B, U]`` bool: a unit is active when any of its components is."""
+        ca = self.component_active
+        if ca is None:
+            return None
+        return (ca.to(torch.float64) @ self.membership.T) > 0
 
 
 def score(toy: ToyModel, decomposition: Decomposition, names: list[str] | None = None) -> dict[str, float | None]:
-    """Every registered metric (or those in ``names``) on one decomposition."""
+    """Every registered metric (or those in ``names``) on one decomposition; None means N/A."""
     ctx = ScoringContext(toy, decomposition)
     out: dict[str, float | None] = {}
     for name in names or METRICS.names():
         m = METRICS.get(name)
         v = m.fn(ctx)
+        if v is not None and not math.isfinite(float(v)):
+            raise ValueError(f"metric {name} returned {v} on {toy.spec.name}")
         out[name] = None if v is None else float(v)
     return out
 
 
 def metric_versions(names: list[str] | None = None) -> dict[str, str]:
     return {n: METRICS.get(n).version for n in names or METRICS.names()}
+
+
+def mean_or_none(values: list[float] | np.ndarray) -> float | None:
+    """The mean, or None (N/A) for an empty list."""
+    return float(np.mean(values)) if len(values) else None

@@ -1,41 +1,147 @@
-"""Recovery metrics: how well components align with the ground-truth mechanisms.
+"""Recovery metrics: how well the decomposition's units align with the ground-truth mechanisms.
 
-Both use the |cosine| matrix of :class:`benchmark.scoring.ScoringContext` over the whole flattened
-decomposed-parameter vector, so a component's mass outside a mechanism counts against it, and both
-are invariant to the order, sign and scale of components.
+All use the |cosine| matrix of :class:`benchmark.scoring.ScoringContext` over the whole flattened
+decomposed-parameter vector (a unit's mass outside a mechanism counts against it), so all are invariant
+to the order, sign and scale of units. Splits (one mechanism covered by several units) and merges (one
+unit covering several mechanisms) lower ``hungarian`` and are counted by ``split_mechanisms`` and
+``merged_components``; merges also lower ``mmcs``. Definitions: docs/metrics.md.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from scipy.optimize import linear_sum_assignment
+import torch
 
-from benchmark.scoring import ScoringContext, metric
+from benchmark.scoring import DEAD_TOL, ScoringContext, mean_or_none, metric
+
+COVER_TOL = 0.5  # |cos| at which a unit counts as lying mostly along a mechanism (cos^2 = 1/4 of its mass)
+MERGE_GAIN = 0.1  # |cos| gained by explaining a unit with its two best mechanisms instead of one
 
 
 @metric(
     "mmcs",
-    version="1",
+    version="2",
     higher_is_better=True,
-    description="Mean over mechanisms of the best |cosine| between any component and the mechanism "
-    "(APD/SPD's mean max cosine similarity, taken over whole parameter vectors and with |.|).",
+    description="Mean over mechanisms of the best |cosine| between any live unit (group or component) and the "
+    "mechanism (principal-angle cosine for subspaces); APD/SPD's mean max cosine, mechanism-level and with |.|.",
 )
 def mmcs(ctx: ScoringContext) -> float | None:
     if not ctx.mechanisms:
         return None
-    return float(ctx.cosines.max(dim=1).values.mean())
+    return float(ctx.cosines.max(dim=1).values.mean()) if ctx.cosines.shape[1] else 0.0
 
 
 @metric(
     "hungarian",
-    version="1",
+    version="2",
     higher_is_better=True,
-    description="Mean over mechanisms of the |cosine| under a one-to-one matching of components to "
-    "mechanisms (Hungarian algorithm, maximising total |cosine|); an unmatched mechanism scores 0.",
+    description="Headline. One-to-one (Hungarian) matching of mechanisms to live units maximising total |cosine|; "
+    "sum of matched |cosine| / max(#mechanisms, #live units): missing mechanisms, merges and extra units cost.",
 )
 def hungarian(ctx: ScoringContext) -> float | None:
     if not ctx.mechanisms:
         return None
-    cos = ctx.cosines.numpy()
-    rows, cols = linear_sum_assignment(cos, maximize=True)
-    return float(np.sum(cos[rows, cols]) / cos.shape[0])
+    total = sum(float(ctx.cosines[m, u]) for m, u in ctx.matching)
+    return total / max(len(ctx.mechanisms), int(ctx.live.sum()))
+
+
+@metric(
+    "subspace_coverage",
+    version="1",
+    higher_is_better=True,
+    description="Subspace mechanisms only: RMS of the principal-angle cosines between the mechanism's subspace "
+    "and the span of its matched unit's components, zero-padded to the larger dimension (1 iff the spans agree).",
+)
+def subspace_coverage(ctx: ScoringContext) -> float | None:
+    matched = dict(ctx.matching)
+    scores = []
+    for m, mech in enumerate(ctx.mechanisms):
+        if mech.subspace is None:
+            continue
+        basis = ctx.bases[m]
+        u = matched.get(m)
+        if u is None:
+            scores.append(0.0)
+            continue
+        vecs = ctx.components[ctx.units[u]]
+        vecs = vecs[vecs.norm(dim=1) > 0]
+        left, sing, _ = torch.linalg.svd(vecs.T, full_matrices=False)
+        span = left[:, sing > 1e-10 * sing.max()].T  # orthonormal basis of the unit's span
+        overlap = float((basis @ span.T).pow(2).sum())  # sum of cos^2 of the principal angles
+        scores.append(min(1.0, overlap / max(basis.shape[0], span.shape[0])) ** 0.5)
+    return mean_or_none(scores)
+
+
+@metric(
+    "support_purity",
+    version="1",
+    higher_is_better=True,
+    description="Mean over matched (mechanism, unit) pairs of the share of the unit's squared norm that lies inside "
+    "the mechanism's support mask.",
+)
+def support_purity(ctx: ScoringContext) -> float | None:
+    if not ctx.matching:
+        return None
+    m_idx = torch.tensor([m for m, _ in ctx.matching])
+    u_idx = torch.tensor([u for _, u in ctx.matching])
+    vecs = ctx.unit_vectors[u_idx]
+    inside = (vecs.pow(2) * ctx.supports[m_idx]).sum(dim=1)
+    return float((inside / vecs.pow(2).sum(dim=1)).mean())
+
+
+@metric(
+    "split_mechanisms",
+    version="1",
+    higher_is_better=False,
+    description=f"Number of mechanisms covered by two or more live units, each with |cosine| >= {COVER_TOL} to the "
+    "mechanism and closer to it than to any other mechanism.",
+)
+def split_mechanisms(ctx: ScoringContext) -> float | None:
+    if not ctx.mechanisms or ctx.cosines.shape[1] == 0:
+        return None if not ctx.mechanisms else 0.0
+    best = ctx.cosines.argmax(dim=0)  # [U]
+    cover = (ctx.cosines >= COVER_TOL) & (best[None, :] == torch.arange(len(ctx.mechanisms))[:, None])
+    cover &= ctx.live[None, :]
+    return float((cover.sum(dim=1) >= 2).sum())
+
+
+@metric(
+    "merged_components",
+    version="1",
+    higher_is_better=False,
+    description=f"Number of live units that lie mostly in the span of two mechanisms (|cosine| >= {COVER_TOL}) and "
+    f"are explained by both better than by their best one alone (|cosine| gain >= {MERGE_GAIN}).",
+)
+def merged_components(ctx: ScoringContext) -> float | None:
+    M = len(ctx.mechanisms)
+    if M < 2:
+        return None if M == 0 else 0.0
+    stacked = torch.cat(ctx.bases)  # [K, D]
+    owner = torch.cat([torch.full((b.shape[0],), m) for m, b in enumerate(ctx.bases)])
+    unit = ctx.unit_vectors / ctx.unit_norms.clamp_min(1e-300)[:, None]
+    proj = stacked @ unit.T  # [K, U]
+    gram = stacked @ stacked.T
+    top2 = ctx.cosines.topk(2, dim=0)
+    count = 0
+    for u in torch.nonzero(ctx.live).flatten().tolist():
+        m1, m2 = top2.indices[:, u].tolist()
+        c1 = float(top2.values[0, u])
+        rows = torch.nonzero((owner == m1) | (owner == m2)).flatten()
+        a = proj[rows, u]
+        c12 = float(a @ torch.linalg.pinv(gram[rows][:, rows]) @ a) ** 0.5
+        count += c12 >= COVER_TOL and c12 - c1 >= MERGE_GAIN
+    return float(count)
+
+
+@metric(
+    "dead_components",
+    version="1",
+    higher_is_better=False,
+    description=f"Number of components with negligible norm (< {DEAD_TOL} x the largest) or, where the method gives "
+    "attributions, never active on the evaluation inputs.",
+)
+def dead_components(ctx: ScoringContext) -> float | None:
+    norms = ctx.components.norm(dim=1)
+    dead = (norms == 0) | (norms < DEAD_TOL * float(norms.max()))
+    if ctx.component_active is not None:
+        dead |= ~ctx.component_active.any(dim=0)
+    return float(dead.sum())

@@ -1,0 +1,82 @@
+"""Intervention specificity: L3D's perturbation test as a ratio (Chrisman et al. 2025, arXiv:2504.00194).
+
+L3D shows qualitatively that perturbing the weights along a subnetwork, W + delta v_k, changes the outputs
+of the inputs that use that subnetwork and little else (``shared/reference/l3d.md`` section 3). As a
+number: for each mechanism m that is not always on, take its matched unit u (unit vector u_hat), perturb
+the decomposed weights by +-delta u_hat and measure the output change ||f(x; W +- delta u_hat) - f(x; W)||
+averaged over both signs (so the score does not depend on u's sign). The mechanism's ratio is the mean
+change on inputs that use m over the mean change on inputs that do not. The metric is the geometric mean
+of the ratios over those mechanisms, each clipped to [1e-6, 1e6]; a mechanism without a matched unit
+counts as ratio 1 (no specificity). delta = 0.1 ||W||_F / sqrt(M), a small step on the scale of one
+mechanism. The oracle's value is the reference for each toy model (it is not 'infinite': changing a
+mechanism's weights also moves outputs it shares with others).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.func import functional_call, vmap
+
+from benchmark.scoring import ScoringContext, metric
+
+SCALE = 0.1
+BATCH = 1024  # evaluation inputs used (the first BATCH of the shared eval batch)
+CLIP = 1e6
+MAX_ELEMENTS = 2**24  # outputs held at once, per vmap chunk
+
+
+def _output_changes(ctx: ScoringContext, directions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``[K, B]``: ||f(x; W + d_k) - f(x; W)|| for each flattened weight change d_k (``[K, D]``)."""
+    model = ctx.toy.model
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+    base_out = functional_call(model, (params, buffers), (x,))
+    deltas, offset = {}, 0
+    for n in ctx.names:
+        numel = math.prod(ctx.shapes[n])
+        p = params[n]
+        deltas[n] = directions[:, offset:offset + numel].reshape(-1, *p.shape).to(p.dtype)
+        offset += numel
+
+    def run(delta: dict[str, torch.Tensor]) -> torch.Tensor:
+        moved = {**params, **{n: params[n] + d for n, d in delta.items()}}
+        out = functional_call(model, (moved, buffers), (x,))
+        return (out - base_out).flatten(1).norm(dim=1)
+
+    chunk = max(1, MAX_ELEMENTS // max(1, base_out.numel()))
+    with torch.no_grad():
+        return vmap(run, chunk_size=chunk)(deltas).to(torch.float64)
+
+
+@metric(
+    "intervention_specificity",
+    version="1",
+    higher_is_better=True,
+    description="Geometric mean over not-always-on mechanisms of (mean output change on inputs using the mechanism) "
+    "/ (mean change on other inputs) when the weights move +-delta along the matched unit (L3D's perturbation test).",
+)
+def intervention_specificity(ctx: ScoringContext) -> float | None:
+    candidates = [m for m, mech in enumerate(ctx.mechanisms) if not mech.always_on]
+    x = ctx.eval_inputs[:BATCH]
+    truth = ctx.true_active[:BATCH]
+    candidates = [m for m in candidates if truth[:, m].any() and not truth[:, m].all()]
+    if not candidates:
+        return None
+    matched = dict(ctx.matching)
+    pairs = [(m, matched[m]) for m in candidates if m in matched]
+    log_ratios = [0.0] * (len(candidates) - len(pairs))  # unmatched: ratio 1
+    if pairs:
+        units = torch.tensor([u for _, u in pairs])
+        vecs = ctx.unit_vectors[units]
+        step = SCALE * float(ctx.weights.norm()) / math.sqrt(len(ctx.mechanisms))
+        dirs = step * vecs / vecs.norm(dim=1, keepdim=True)
+        change = _output_changes(ctx, torch.cat([dirs, -dirs]), x)
+        change = 0.5 * (change[: len(pairs)] + change[len(pairs):])  # [P, B]
+        for i, (m, _) in enumerate(pairs):
+            on = truth[:, m]
+            a, b = float(change[i, on].mean()), float(change[i, ~on].mean())
+            ratio = 1.0 if a == b == 0.0 else (CLIP if b == 0.0 else a / b)
+            log_ratios.append(math.log(min(CLIP, max(1.0 / CLIP, ratio))))
+    return math.exp(sum(log_ratios) / len(log_ratios))
