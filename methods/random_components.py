@@ -3,7 +3,8 @@
 Each component is u v^T (Gaussian u, v) in one decomposed matrix (a Gaussian tensor for parameters
 that are not matrices). By default each parameter of shape (m, n) gets max(m, n) of them, as many as
 a parameter-decomposition method would need to give each input or output direction its own piece.
-A lower reference row: its recovery scores sit at chance level for that number of components.
+A lower reference row: its recovery scores sit at chance level for that number of components. Its
+per-input attribution is the APD-style gradient attribution (``methods._lib_attribution``).
 """
 
 from __future__ import annotations
@@ -14,22 +15,26 @@ from benchmark.decomposition import Decomposition, RunRecord
 from benchmark.method import Budget, Method
 from benchmark.registry import METHODS
 from benchmark.toy import Target
+from methods._lib_attribution import gradient_attributions
 
 
 @METHODS.register("random")
 class RandomComponents(Method):
     name = "random"
-    version = "1"
+    version = "2"
     paper = "reference row: chance level"
     reference_row = True
     defaults = {"per_parameter": None}  # None: max(shape) per parameter
 
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
         hp = self.hparams(target.spec.name)
+        per = hp["per_parameter"]
+        if per is not None and (not isinstance(per, int) or per < 1):
+            raise ValueError(f"per_parameter must be a positive integer or None, not {per!r}")
         g = torch.Generator().manual_seed(seed)
         components = []
         for n, p in target.params().items():
-            count = hp["per_parameter"] or max(p.shape)
+            count = per or max(p.shape)
             for _ in range(count):
                 if p.dim() == 2:
                     u = torch.randn(p.shape[0], 1, generator=g, dtype=p.dtype)
@@ -37,4 +42,9 @@ class RandomComponents(Method):
                     components.append({n: u @ v})
                 else:
                     components.append({n: torch.randn(p.shape, generator=g, dtype=p.dtype)})
-        return Decomposition(components, record=RunRecord(steps=0, hparams=hp))
+        if not components:
+            raise ValueError("no decomposed parameters to draw random components for")
+        dec = Decomposition(components, record=RunRecord(steps=0, hparams=hp))
+        model, names = target.model, target.decomposed
+        dec.attributions = lambda inputs: gradient_attributions(model, dec, inputs, names)
+        return dec
