@@ -1,48 +1,123 @@
-"""The Markdown leaderboard: methods x toy models, the headline score's mean over seeds."""
+"""The Markdown leaderboard (``LEADERBOARD.md``): an overall table and one table per tier.
+
+Every number comes from :func:`leaderboard.data.build_board`; the text has no timestamp, so the same
+results always give the same file.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
-from statistics import mean
 from typing import Any
 
 from tabulate import tabulate
 
+from benchmark.stats import SUCCESS_THRESHOLD
+from leaderboard.data import Board, Cell, Row, Stat, Table, build_board, fmt, fmt_rank
 
-def headline_table(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: one row per method, one column per toy model (ordered by tier), plus the mean."""
-    toys: dict[str, int] = {}
-    cells: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    ref: dict[str, bool] = {}
-    for r in results:
-        toy, method = r["cell"]["toy"], r["cell"]["method"]
-        toys.setdefault(toy, r["toy"].get("tier", 99))
-        cells[(method, toy)].append(r)
-        ref[method] = bool(r["method"].get("reference_row", False)) or ref.get(method, False)
-    toy_order = sorted(toys, key=lambda t: (toys[t], t))
-    header = ["method"] + [f"{t} (T{toys[t]})" for t in toy_order] + ["mean"]
+REF_MARK = "(ref)"
+ERR_MARK = "✗"
+
+
+def stat_text(s: Stat, interval: bool = True) -> str:
+    if s.mean is None:
+        return "-"
+    if not interval or s.low is None or s.high is None:
+        return fmt(s.mean)
+    return f"{fmt(s.mean)} [{fmt(s.low, 2)}, {fmt(s.high, 2)}]"
+
+
+def cell_text(c: Cell | None) -> str:
+    if c is None:
+        return "-"
+    if c.all_failed:
+        return f"ERROR {ERR_MARK}{len(c.errors)}/{c.n}"
+    text = stat_text(c.score)
+    if c.errors:
+        text += f" {ERR_MARK}{len(c.errors)}/{c.n}"
+    if c.na:
+        text += f" (N/A x{len(c.na)})"
+    return text
+
+
+def method_text(row: Row) -> str:
+    return row.method.name + (f" {REF_MARK}" if row.method.reference_row else "")
+
+
+def success_text(row: Row) -> str:
+    return f"{row.n_success}/{row.n_runs} [{fmt(row.success.low, 2)}, {fmt(row.success.high, 2)}]"
+
+
+def wall_text(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return "<0.01" if x < 0.01 else f"{x:.2f}" if x < 10 else f"{x:.0f}"
+
+
+def overall_rows(board: Board) -> tuple[list[str], list[list[str]]]:
+    table = board.overall
+    tiers = sorted({t.tier for t in table.toys})
+    header = ["rank", "method", "score [95% CI]", "success", *[f"T{k}" for k in tiers], "errors", "time/cell (s)"]
     rows = []
-    for method in sorted(ref, key=lambda m: (ref[m], m)):
-        row, means = [method + (" (ref)" if ref[method] else "")], []
-        for toy in toy_order:
-            rs = cells.get((method, toy), [])
-            ok = [r["metrics"][r["headline"]] for r in rs
-                  if r["status"] == "ok" and r["metrics"].get(r["headline"]) is not None]
-            errors = sum(r["status"] == "error" for r in rs)
-            if ok:
-                m = mean(ok)
-                means.append(m)
-                text = f"{m:.3f}" + (f" (n={len(ok)})" if len(ok) > 1 else "")
-                row.append(text + (f" +{errors} err" if errors else ""))
-            else:
-                row.append(f"ERROR x{errors}" if errors else "-")
-        row.append(f"{mean(means):.3f}" if means and len(means) == len(toy_order) else "-")
-        rows.append(row)
+    for r in table.rows:
+        score = stat_text(r.score) + ("" if r.complete else " (partial)")
+        rows.append([fmt_rank(r.rank) or ("ref" if r.method.reference_row else "-"), method_text(r), score,
+                     success_text(r), *[fmt(r.by_tier[k].mean) if k in r.by_tier else "-" for k in tiers],
+                     f"{ERR_MARK}{r.n_errors}" if r.n_errors else "0", wall_text(r.wall_time_s)])
     return header, rows
 
 
-def render_markdown(results: list[dict[str, Any]], headline: str = "hungarian") -> str:
-    header, rows = headline_table(results)
-    table = tabulate(rows, headers=header, tablefmt="github", disable_numparse=True)
-    return (f"# Leaderboard\n\nHeadline score: `{headline}` (mean over seeds; 1 = every mechanism recovered "
-            f"one-to-one). `(ref)` marks reference rows.\n\n{table}\n")
+def tier_rows(board: Board, table: Table) -> tuple[list[str], list[list[str]]]:
+    header = ["rank", "method", *[t.name for t in table.toys], "tier score [95% CI]", "success"]
+    rows = []
+    for r in table.rows:
+        rows.append([fmt_rank(r.rank) or ("ref" if r.method.reference_row else "-"), method_text(r),
+                     *[cell_text(board.cell(r.method.name, t.name)) for t in table.toys],
+                     stat_text(r.score) + ("" if r.complete else " (partial)"), success_text(r)])
+    return header, rows
+
+
+def legend(board: Board) -> str:
+    return (f"Headline score: `{board.headline}` (one-to-one matched mechanism recovery, 1 = every mechanism "
+            f"recovered by its own component). Scores are means over seeds with 95% bootstrap intervals; "
+            f"success = seeds scoring >= {SUCCESS_THRESHOLD} (Wilson 95% interval); rank = 95% rank band from a "
+            f"paired bootstrap over (toy model, seed) cells, so methods whose bands overlap are statistically "
+            f"tied. Only submitted methods are ranked; `{REF_MARK}` marks reference rows (oracle, random, whole, "
+            f"pca, ...). `{ERR_MARK}k/n`: k of n seeds failed; a failed seed scores 0 and is never dropped.")
+
+
+def render_markdown(results: list[dict[str, Any]] | Board, headline: str | None = None) -> str:
+    """The whole leaderboard as Markdown, from result records or a built :class:`Board`."""
+    board = results if isinstance(results, Board) else build_board(results)
+    parts = ["# Leaderboard", "", legend(board), ""]
+    header, rows = overall_rows(board)
+    parts += [f"## {board.overall.title}", ""]
+    if board.overall.note:
+        parts += [f"The overall table {board.overall.note}.", ""]
+    parts += [tabulate(rows, headers=header, tablefmt="github", disable_numparse=True), ""]
+    for table in board.tiers:
+        header, rows = tier_rows(board, table)
+        parts += [f"## {table.title}", ""]
+        if table.note:
+            parts += [f"*{table.note}.*", ""]
+        parts += [tabulate(rows, headers=header, tablefmt="github", disable_numparse=True), ""]
+    failed = [(c.toy, c.method, s, e) for c in board.cells.values() for s, e in sorted(c.errors.items())]
+    if failed:
+        parts += ["## Failed cells", "", tabulate([[t, m, s, e.splitlines()[0][:160] if e else ""]
+                                                    for t, m, s, e in sorted(failed)],
+                                                   headers=["toy model", "method", "seed", "error"],
+                                                   tablefmt="github", disable_numparse=True), ""]
+    parts += ["## Toy models", "", tabulate([[t.name, t.tier, t.gt_status, t.version, t.weights_sha256[:16]]
+                                            for t in board.toys],
+                                           headers=["toy model", "tier", "ground truth", "version",
+                                                    "weights SHA-256 (prefix)"],
+                                           tablefmt="github", disable_numparse=True), ""]
+    parts += ["## Methods", "", tabulate([[m.name, m.version, "yes" if m.reference_row else "", m.paper]
+                                         for m in board.methods],
+                                        headers=["method", "version", "reference row", "paper"],
+                                        tablefmt="github", disable_numparse=True), ""]
+    return "\n".join(parts)
+
+
+def headline_markdown(board: Board) -> str:
+    """Just the overall table, for a README."""
+    header, rows = overall_rows(board)
+    return tabulate(rows, headers=header, tablefmt="github", disable_numparse=True)

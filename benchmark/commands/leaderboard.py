@@ -1,4 +1,9 @@
-"""``pdbench leaderboard``: render the leaderboard from stored results alone."""
+"""``pdbench leaderboard``: regenerate every leaderboard artefact from stored results alone.
+
+``pdbench leaderboard --results leaderboard/results`` writes Markdown, CSV, LaTeX, a static HTML page and
+figures into ``leaderboard/`` (see :mod:`leaderboard.build`); ``--check`` only says whether the files
+there are up to date (exit 1 if not), which is what CI runs.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ DEFAULT_RESULTS = Path("pdbench-results")
 
 
 def print_leaderboard(results_dir: Path, cells: list[Cell] | None = None, out: Path | None = None) -> int:
+    """Print the Markdown leaderboard of ``results_dir`` (restricted to ``cells``) to stdout; used by ``run``."""
+    from leaderboard.data import BoardError
     from leaderboard.markdown import render_markdown
 
     results, problems = load_results(results_dir)
@@ -23,7 +30,11 @@ def print_leaderboard(results_dir: Path, cells: list[Cell] | None = None, out: P
     if not results:
         print(f"no results in {results_dir}", file=sys.stderr)
         return 1
-    text = render_markdown(results)
+    try:
+        text = render_markdown(results)
+    except BoardError as exc:
+        print(f"pdbench: error: {exc}", file=sys.stderr)
+        return 1
     print(text)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -32,12 +43,67 @@ def print_leaderboard(results_dir: Path, cells: list[Cell] | None = None, out: P
     return 0
 
 
+def default_out(results: Path) -> Path:
+    """``leaderboard/results`` -> ``leaderboard``; any other folder ``X`` -> ``X/leaderboard``."""
+    return results.parent if results.name == "results" else results / "leaderboard"
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    return print_leaderboard(args.results, out=args.out or args.results / "LEADERBOARD.md")
+    from leaderboard.build import render_all, stale_files, update_readme, write_all
+    from leaderboard.data import BoardError
+
+    if not args.results.is_dir():
+        print(f"pdbench: error: results folder {args.results} does not exist", file=sys.stderr)
+        return 2
+    results, problems = load_results(args.results)
+    for p in problems:
+        print(f"warning: refused result file (left off the leaderboard; `pdbench validate` explains): {p}",
+              file=sys.stderr)
+    if not results:
+        print(f"pdbench: error: no valid results in {args.results}", file=sys.stderr)
+        return 1
+    try:
+        board, files = render_all(results, problems)
+    except BoardError as exc:
+        print(f"pdbench: error: {exc}", file=sys.stderr)
+        return 1
+    out = args.out or default_out(args.results)
+    if args.check:
+        stale = stale_files(out, files)
+        if stale:
+            print(f"{len(stale)} leaderboard artefact(s) in {out} are out of date with {args.results}:",
+                  file=sys.stderr)
+            for s in stale:
+                print(f"  {s}", file=sys.stderr)
+            print(f"regenerate them with: pdbench leaderboard --results {args.results} --out {out}", file=sys.stderr)
+            return 1
+        print(f"the {len(files)} leaderboard artefacts in {out} are up to date ({len(results)} results)")
+        return 0
+    written = write_all(out, files)
+    if args.readme is not None:
+        fig = (out / "figures" / "score_by_tier.png").resolve()
+        try:
+            rel = fig.relative_to(args.readme.resolve().parent)
+        except ValueError:
+            rel = fig
+        if update_readme(args.readme, board, rel.as_posix()):
+            print(f"updated the leaderboard block of {args.readme}", file=sys.stderr)
+    if args.print:
+        print(files["LEADERBOARD.md"].decode())
+    print(f"{len(results)} results, {len(board.methods)} methods, {len(board.toys)} toy models -> {out}/ "
+          f"({len(written)} of {len(files)} files changed)", file=sys.stderr)
+    return 0
 
 
 def add_parser(sub, common) -> None:
-    p = sub.add_parser("leaderboard", parents=[common], help="render the leaderboard from stored results")
+    p = sub.add_parser("leaderboard", parents=[common],
+                       help="regenerate the leaderboard (Markdown, LaTeX, CSV, HTML, figures) from stored results")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results folder (default: %(default)s)")
-    p.add_argument("--out", type=Path, help="Markdown file to write (default: RESULTS/LEADERBOARD.md)")
+    p.add_argument("--out", type=Path,
+                   help="output folder (default: the parent of a folder named 'results', else RESULTS/leaderboard)")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 if the artefacts in the output folder are not up to date")
+    p.add_argument("--readme", type=Path, help="also put the headline table and a figure between the "
+                                               "<!-- LEADERBOARD:START/END --> markers of this file")
+    p.add_argument("--print", action="store_true", help="also print the Markdown leaderboard")
     p.set_defaults(fn=cmd_leaderboard)

@@ -1,0 +1,296 @@
+"""From stored result records to the numbers every leaderboard output shows.
+
+One :class:`Board` is built from the result files alone and rendered by every writer (Markdown, LaTeX,
+CSV, HTML, figures), so the outputs can never disagree. Conventions (DESIGN.md, Statistics and results):
+
+- A cell is (toy model, method); its values are the headline score of each seed.
+- A failed seed (status ``error``) or an N/A headline scores 0 (a run that crashed recovered nothing),
+  counts as a failure in the success rate, and is marked in every output; it is never dropped.
+- Means carry a 95% bootstrap interval over seeds (:func:`benchmark.stats.bootstrap_ci`), success rates a
+  Wilson interval, and ranks a paired-bootstrap rank band (:func:`benchmark.stats.rank_bands`).
+- A tier's score for a method is the mean over the tier's toy models of the mean over seeds; its interval
+  is the bootstrap interval of the per-seed averages over the tier's toy models (seeds are paired).
+- The overall table leaves out toy models whose ground truth is ``contested`` (tier 4); their tier table
+  still shows them.
+- Reference rows (oracle, random, whole, pca, ...: ``reference_row`` in the result) are shown and marked,
+  but only submitted methods are ranked.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmark import stats
+
+CONFIDENCE = 0.95
+OVERALL = "overall"
+
+
+@dataclass(frozen=True)
+class ToyInfo:
+    name: str
+    tier: int
+    gt_status: str
+    version: str
+    weights_sha256: str
+
+    @property
+    def contested(self) -> bool:
+        return self.gt_status == "contested"
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    name: str
+    version: str
+    paper: str
+    reference_row: bool
+    sees_ground_truth: bool
+
+
+@dataclass
+class Stat:
+    """A mean with its interval; ``None`` fields where there is nothing to average."""
+
+    mean: float | None = None
+    low: float | None = None
+    high: float | None = None
+
+
+@dataclass
+class Cell:
+    """One (toy model, method): every seed's headline score."""
+
+    toy: str
+    method: str
+    values: dict[int, float]  # seed -> headline (0.0 for a failed seed)
+    errors: dict[int, str]  # seed -> "Type: message" of a failed seed
+    na: list[int]  # seeds whose run succeeded but whose headline is N/A
+    score: Stat
+    success: Stat
+    n_success: int
+    wall_time_s: float | None  # median over the seeds that ran
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def all_failed(self) -> bool:
+        return bool(self.values) and len(self.errors) == len(self.values)
+
+
+@dataclass
+class Row:
+    """One method in one table (a tier, or the overall table)."""
+
+    method: MethodInfo
+    score: Stat
+    success: Stat
+    n_success: int
+    n_runs: int
+    n_errors: int
+    complete: bool  # the method has a result for every toy model of the table
+    rank: tuple[float, int, int] | None = None  # (mean rank, best, worst); None for reference rows
+    wall_time_s: float | None = None
+    by_tier: dict[int, Stat] = field(default_factory=dict)  # overall table only
+
+
+@dataclass
+class Table:
+    key: str  # "overall" or "tier<k>"
+    title: str
+    toys: list[ToyInfo]
+    rows: list[Row]
+    note: str = ""
+
+
+@dataclass
+class Board:
+    headline: str
+    toys: list[ToyInfo]
+    methods: list[MethodInfo]
+    cells: dict[tuple[str, str], Cell]  # (method, toy) -> cell
+    overall: Table
+    tiers: list[Table]
+    problems: list[str] = field(default_factory=list)
+
+    def cell(self, method: str, toy: str) -> Cell | None:
+        return self.cells.get((method, toy))
+
+
+class BoardError(ValueError):
+    """Results that cannot be put on one leaderboard (mixed headlines, conflicting toy builds, ...)."""
+
+
+def _ci(values: Sequence[float]) -> Stat:
+    if not values:
+        return Stat()
+    mean, low, high = stats.bootstrap_ci(values, confidence=CONFIDENCE)
+    return Stat(mean, low, high)
+
+
+def _success(values: Sequence[float]) -> tuple[Stat, int]:
+    k = sum(stats.is_success(v) for v in values)
+    low, high = stats.wilson_interval(k, len(values), CONFIDENCE)
+    return Stat(k / len(values), low, high), k
+
+
+def _headline_value(r: dict[str, Any]) -> float | None:
+    v = r["metrics"].get(r.get("headline", "hungarian"))
+    return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
+
+
+def _collect(results: Iterable[dict[str, Any]]) -> tuple[str, dict[str, ToyInfo], dict[str, MethodInfo],
+                                                         dict[tuple[str, str], list[dict[str, Any]]]]:
+    toys: dict[str, ToyInfo] = {}
+    methods: dict[str, MethodInfo] = {}
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    headlines = set()
+    for r in results:
+        toy, method = r["cell"]["toy"], r["cell"]["method"]
+        headlines.add(r.get("headline", "hungarian"))
+        grouped[(method, toy)].append(r)
+        t = r["toy"]
+        if "tier" in t:  # error rows from a toy that failed to load carry only its name
+            info = ToyInfo(toy, int(t["tier"]), str(t.get("gt_status", "?")), str(t.get("version", "?")),
+                           str(t.get("weights_sha256", "?")))
+            old = toys.get(toy)
+            if old is not None and (old.version, old.weights_sha256) != (info.version, info.weights_sha256):
+                raise BoardError(f"toy model {toy!r} appears with two builds (version {old.version}, weights "
+                                 f"{old.weights_sha256[:12]} vs version {info.version}, weights "
+                                 f"{info.weights_sha256[:12]}); re-run the stale cells")
+            toys[toy] = info
+        m = r["method"]
+        if "version" in m:
+            info_m = MethodInfo(method, str(m["version"]), str(m.get("paper", "")),
+                                bool(m.get("reference_row", False)), bool(m.get("sees_ground_truth", False)))
+            old_m = methods.get(method)
+            if old_m is not None and old_m.version != info_m.version:
+                raise BoardError(f"method {method!r} appears with versions {old_m.version} and {info_m.version}; "
+                                 "re-run the stale cells")
+            methods[method] = info_m
+    if len(headlines) > 1:
+        raise BoardError(f"the results use different headline metrics {sorted(headlines)}; re-run the stale cells")
+    for method, toy in grouped:
+        if toy not in toys:
+            toys[toy] = ToyInfo(toy, 99, "?", "?", "?")
+        if method not in methods:
+            methods[method] = MethodInfo(method, "?", "", False, False)
+    return (headlines.pop() if headlines else "hungarian"), toys, methods, grouped
+
+
+def _cell(method: str, toy: str, rs: list[dict[str, Any]]) -> Cell:
+    values: dict[int, float] = {}
+    errors: dict[int, str] = {}
+    na: list[int] = []
+    walls = []
+    for r in sorted(rs, key=lambda r: r["cell"]["seed"]):
+        seed = int(r["cell"]["seed"])
+        if r["status"] == "error":
+            err = r.get("error") or {}
+            errors[seed] = f"{err.get('type', 'Error')}: {err.get('message', '')}".strip()
+            values[seed] = 0.0
+            continue
+        v = _headline_value(r)
+        if v is None:
+            na.append(seed)
+        values[seed] = 0.0 if v is None else v
+        wall = r.get("cost", {}).get("wall_time_s")
+        if isinstance(wall, int | float):
+            walls.append(float(wall))
+    vals = list(values.values())
+    success, k = _success(vals)
+    return Cell(toy, method, values, errors, na, _ci(vals), success, k,
+                statistics.median(walls) if walls else None)
+
+
+def _row(method: MethodInfo, toys: list[ToyInfo], cells: dict[tuple[str, str], Cell]) -> Row | None:
+    mine = [cells[(method.name, t.name)] for t in toys if (method.name, t.name) in cells]
+    if not mine:
+        return None
+    seeds = set.intersection(*(set(c.values) for c in mine))
+    if seeds:  # paired over seeds: one average over the table's toy models per seed
+        per_seed = [statistics.fmean(c.values[s] for c in mine) for s in sorted(seeds)]
+        score = _ci(per_seed)
+        score.mean = statistics.fmean(c.score.mean for c in mine if c.score.mean is not None)
+        score.low, score.high = min(score.low, score.mean), max(score.high, score.mean)
+    else:
+        score = Stat(statistics.fmean(c.score.mean for c in mine if c.score.mean is not None))
+    all_vals = [v for c in mine for v in c.values.values()]
+    success, k = _success(all_vals)
+    walls = [c.wall_time_s for c in mine if c.wall_time_s is not None]
+    return Row(method, score, success, k, len(all_vals), sum(len(c.errors) for c in mine), len(mine) == len(toys),
+               wall_time_s=statistics.fmean(walls) if walls else None)
+
+
+def _rank(rows: list[Row], toys: list[ToyInfo], cells: dict[tuple[str, str], Cell]) -> None:
+    ranked = [r for r in rows if not r.method.reference_row and r.complete]
+    if not ranked:
+        return
+    scores = {r.method.name: {(t.name, s): v for t in toys for s, v in cells[(r.method.name, t.name)].values.items()}
+              for r in ranked}
+    try:
+        bands = stats.rank_bands(scores, confidence=CONFIDENCE)
+    except ValueError:  # no (toy, seed) cell shared by every method: no paired ranks
+        return
+    for r in ranked:
+        r.rank = bands[r.method.name]
+
+
+def _order(rows: list[Row]) -> list[Row]:
+    return sorted(rows, key=lambda r: (-(r.score.mean if r.score.mean is not None else -1.0), r.method.name))
+
+
+def _table(key: str, title: str, toys: list[ToyInfo], methods: list[MethodInfo],
+           cells: dict[tuple[str, str], Cell], note: str = "") -> Table:
+    rows = [r for m in methods if (r := _row(m, toys, cells)) is not None]
+    _rank(rows, toys, cells)
+    return Table(key, title, toys, _order(rows), note)
+
+
+TIER_NAMES = {0: "exact by construction", 1: "superposition", 2: "superposition with extra structure",
+              3: "higher-rank circuits", 4: "contested ground truth"}
+
+
+def build_board(results: Iterable[dict[str, Any]], problems: Sequence[str] = ()) -> Board:
+    """Every number the leaderboard shows, from validated result records (``benchmark.results.load_results``)."""
+    headline, toys_by_name, methods_by_name, grouped = _collect(results)
+    if not grouped:
+        raise BoardError("no results to put on a leaderboard")
+    toys = sorted(toys_by_name.values(), key=lambda t: (t.tier, t.name))
+    methods = sorted(methods_by_name.values(), key=lambda m: m.name)
+    cells = {key: _cell(key[0], key[1], rs) for key, rs in sorted(grouped.items())}
+    tiers = []
+    for tier in sorted({t.tier for t in toys}):
+        tt = [t for t in toys if t.tier == tier]
+        note = ("ground truth contested: shown here, left out of the overall table"
+                if all(t.contested for t in tt) else "")
+        tiers.append(_table(f"tier{tier}", f"Tier {tier}: {TIER_NAMES.get(tier, '')}".rstrip(": "), tt, methods,
+                            cells, note))
+    core = [t for t in toys if not t.contested]
+    overall = _table(OVERALL, "Overall (toy models with exact or strong ground truth)", core, methods, cells,
+                     "" if len(core) == len(toys) else
+                     f"leaves out {len(toys) - len(core)} toy model(s) with contested ground truth")
+    for row in overall.rows:
+        for tier in tiers:
+            match = next((r for r in tier.rows if r.method.name == row.method.name), None)
+            if match is not None and not all(t.contested for t in tier.toys):
+                row.by_tier[int(tier.key[4:])] = match.score
+    return Board(headline, toys, methods, cells, overall, tiers, list(problems))
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def fmt_rank(rank: tuple[float, int, int] | None) -> str:
+    if rank is None:
+        return ""
+    _, lo, hi = rank
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"

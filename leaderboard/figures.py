@@ -1,0 +1,124 @@
+"""matplotlib figures: the score per tier for each method (bars with 95% bootstrap intervals), and the overall
+score against wall time per cell. PNG for the web, PDF for papers.
+
+Figures are drawn on a bare :class:`~matplotlib.figure.Figure` (no pyplot, so no global state is touched)
+under a fixed style, and saved without dates or version strings, so the same results give byte-identical
+files.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.backends.backend_pdf import FigureCanvasPdf
+from matplotlib.figure import Figure
+
+from leaderboard.data import Board, Row
+
+STYLE = {"font.size": 9, "axes.spines.top": False, "axes.spines.right": False, "figure.dpi": 100,
+         "savefig.dpi": 150, "pdf.fonttype": 42, "svg.hashsalt": "pdbench", "path.simplify": False}
+_METADATA = {"png": {"Software": None}, "pdf": {"Creator": None, "Producer": None, "CreationDate": None}}
+
+
+def _colors(names: list[str]) -> dict[str, tuple[float, float, float, float]]:
+    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {n: cmap(i % cmap.N) for i, n in enumerate(names)}
+
+
+def _label(r: Row) -> str:
+    return r.method.name + (" (ref)" if r.method.reference_row else "")
+
+
+def score_by_tier(board: Board) -> Figure:
+    """Grouped bars: one group per tier, one bar per method (mean over the tier's toy models), 95% CI bars."""
+    tables = board.tiers
+    methods = [r.method for r in board.overall.rows] or board.methods
+    names = [m.name for m in methods]
+    for m in board.methods:
+        if m.name not in names:
+            names.append(m.name)
+    refs = {m.name for m in board.methods if m.reference_row}
+    colors = _colors(names)
+    fig = Figure(figsize=(max(6.0, 1.1 * len(tables) * max(1, len(names)) ** 0.5 + 2.5), 3.6))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / max(1, len(names))
+    for j, name in enumerate(names):
+        xs, ys, lo, hi = [], [], [], []
+        for i, t in enumerate(tables):
+            r = next((r for r in t.rows if r.method.name == name), None)
+            if r is None or r.score.mean is None:
+                continue
+            xs.append(i - 0.4 + width * (j + 0.5))
+            ys.append(r.score.mean)
+            lo.append(r.score.mean - (r.score.low if r.score.low is not None else r.score.mean))
+            hi.append((r.score.high if r.score.high is not None else r.score.mean) - r.score.mean)
+        if not xs:
+            continue
+        ax.bar(xs, ys, width * 0.92, color=colors[name], label=name + (" (ref)" if name in refs else ""),
+               hatch="//" if name in refs else None, edgecolor="white" if name in refs else None, linewidth=0)
+        ax.errorbar(xs, ys, yerr=np.array([lo, hi]), fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
+    ax.set_xticks(range(len(tables)))
+    ax.set_xticklabels([f"T{t.key[4:]}" + ("\n(contested)" if t.note.startswith("ground truth contested") else "")
+                        for t in tables])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel(f"{board.headline} (mean over toy models, 95% CI)")
+    ax.set_title("Score by tier", loc="left")
+    ax.axhline(1.0, color="0.8", linewidth=0.6, zorder=0)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def score_vs_time(board: Board) -> Figure:
+    """Overall score (95% CI) against the mean wall time per cell, log scale."""
+    rows = [r for r in board.overall.rows if r.score.mean is not None and r.wall_time_s is not None]
+    colors = _colors([r.method.name for r in board.overall.rows])
+    fig = Figure(figsize=(6.0, 3.8))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for r in rows:
+        x = max(r.wall_time_s, 1e-4)
+        lo = r.score.mean - (r.score.low if r.score.low is not None else r.score.mean)
+        hi = (r.score.high if r.score.high is not None else r.score.mean) - r.score.mean
+        ax.errorbar([x], [r.score.mean], yerr=[[lo], [hi]], fmt="s" if r.method.reference_row else "o",
+                    color=colors[r.method.name], mfc="white" if r.method.reference_row else colors[r.method.name],
+                    capsize=2, label=_label(r))
+        ax.annotate(_label(r), (x, r.score.mean), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("wall time per cell (s, mean over toy models of the median over seeds; log scale)")
+    ax.set_ylabel(f"overall {board.headline} (95% CI)")
+    ax.set_title("Score vs cost", loc="left")
+    fig.tight_layout()
+    return fig
+
+
+FIGURES = {"score_by_tier": score_by_tier, "score_vs_time": score_vs_time}
+
+
+def render_figures(board: Board) -> dict[str, bytes]:
+    """File name -> bytes: ``<figure>.png`` and ``<figure>.pdf`` for each figure."""
+    out: dict[str, bytes] = {}
+    with matplotlib.rc_context(STYLE):
+        for name, make in FIGURES.items():
+            fig = make(board)
+            for ext, canvas in (("png", FigureCanvasAgg), ("pdf", FigureCanvasPdf)):
+                buf = io.BytesIO()
+                canvas(fig)
+                fig.savefig(buf, format=ext, metadata=_METADATA[ext])
+                out[f"{name}.{ext}"] = buf.getvalue()
+    return out
+
+
+def save_figures(board: Board, folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, data in render_figures(board).items():
+        (folder / name).write_bytes(data)
+        paths.append(folder / name)
+    return paths
