@@ -7,18 +7,49 @@ import sys
 
 from tabulate import tabulate
 
+from benchmark.cache import WeightCache
 from benchmark.registry import METHODS, METRICS, TOY_MODELS
+
+
+def toy_rows(cache: WeightCache | None = None) -> list[list]:
+    """One row per registered toy model, ordered by tier: the ladder. Reads the weight cache's metadata
+    for the training time and seed; never trains."""
+    cache = cache or WeightCache()
+    rows = []
+    for name in TOY_MODELS.names():
+        toy = TOY_MODELS.get(name)()
+        spec = toy.spec
+        net = toy.make_model()
+        named = dict(net.named_parameters())
+        n_dec = sum(named[k].numel() for k in spec.decomposed if k in named)
+        n_all = sum(p.numel() for p in named.values())
+        meta = _read_meta(cache, toy.cache_key)
+        if meta is None:
+            trained = "not built"
+        else:
+            secs = meta.get("extra", {}).get("train_seconds")
+            trained = ("hand-built" if meta.get("extra", {}).get("hand_built") else
+                       f"{secs:.1f} s" if secs is not None else "?") + f" (seed {meta.get('train_seed')})"
+        rows.append([name, spec.tier, spec.gt_status, f"{n_dec:,} / {n_all:,}", trained, spec.description])
+    return sorted(rows, key=lambda r: (r[1], r[0]))
+
+
+def _read_meta(cache: WeightCache, key: str) -> dict | None:
+    import json
+
+    _, meta_path = cache.paths(key)
+    try:
+        return json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     what = args.what
     if what in ("toys", "all"):
-        rows = []
-        for name in TOY_MODELS.names():
-            spec = TOY_MODELS.get(name)().spec
-            rows.append([name, spec.tier, spec.gt_status, ", ".join(spec.decomposed), spec.description])
-        print(tabulate(sorted(rows, key=lambda r: (r[1], r[0])),
-                       headers=["toy model", "tier", "ground truth", "decomposed", "description"]))
+        print(tabulate(toy_rows(), headers=["toy model", "tier", "ground truth", "params (decomposed / all)",
+                                            "training (cached)", "description"],
+                       maxcolwidths=[None] * 5 + [70]))
         print()
     if what in ("methods", "all"):
         rows = []
