@@ -1,0 +1,249 @@
+"""``pdbench validate RESULTS``: check a results folder and give the verdict CI gives.
+
+Errors (the folder is refused, exit 1):
+- a file that is not a readable, current-schema result, or that lies at another cell's path;
+- a toy model whose recorded weights SHA-256 differs from the weights built here (from the checked cache),
+  or whose spec version changed since the result was written;
+- a metric whose version changed, or a headline other than this pdbench's;
+- a method whose recorded version differs from the installed one, or that saw the ground truth without
+  being a labelled reference row;
+- one toy model or one method recorded with two different builds or versions in the same folder;
+- with ``--min-seeds N``: a (toy model, method) with fewer than N seeds;
+- where the folder is ``<board>/results`` and ``<board>/LEADERBOARD.md`` exists: leaderboard artefacts that are
+  out of date with the results (regenerate with ``pdbench leaderboard``).
+Warnings (reported, verdict unchanged): a method not installed here (its version cannot be checked), another
+benchmark version, stray files, methods that do not cover every toy model of the folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmark import __version__
+from benchmark.registry import METHODS, METRICS, TOY_MODELS
+from benchmark.results import ResultError, read_result
+
+
+@dataclass
+class Report:
+    root: Path
+    n_results: int = 0
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and self.n_results > 0
+
+    def verdict(self) -> str:
+        if self.n_results == 0 and not self.errors:
+            return f"INVALID: no result files in {self.root}"
+        if self.errors:
+            return f"INVALID: {len(self.errors)} error(s) in {self.n_results} result(s) under {self.root}"
+        return f"VALID: {self.n_results} result(s) under {self.root}" + (
+            f", {len(self.warnings)} warning(s)" if self.warnings else "")
+
+
+def _method_class(name: str, recorded: dict[str, Any]) -> type | None:
+    """The installed class of a recorded method: by registry name, else by its recorded ``module:Class``."""
+    if name in METHODS:
+        try:
+            return METHODS.get(name)
+        except Exception:
+            return None
+    ref = str(recorded.get("class", ""))
+    module, _, qual = ref.partition(":")
+    if not module or not qual or module.startswith("pdbench_plugin_"):  # a plugin file's module is not importable
+        return None
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in qual.split("."):
+            obj = getattr(obj, part)
+    except Exception:
+        return None
+    return obj if isinstance(obj, type) else None
+
+
+def _toy_checks(name: str, rs: list[dict[str, Any]], report: Report, cache: Any) -> None:
+    from benchmark.toy import load_toy
+
+    records = [r for r in rs if "weights_sha256" in r["toy"]]
+    if not records:
+        return
+    shas = {(r["toy"].get("version"), r["toy"]["weights_sha256"]) for r in records}
+    if len(shas) > 1:
+        report.errors.append(f"toy model {name!r}: results record {len(shas)} different builds "
+                             f"{sorted((str(v), s[:12]) for v, s in shas)}; re-run the stale cells")
+    if name not in TOY_MODELS:
+        report.errors.append(f"toy model {name!r} is not registered here, so its weights cannot be checked")
+        return
+    try:
+        toy = load_toy(name, cache)
+    except Exception as exc:
+        report.errors.append(f"toy model {name!r} cannot be built here to check its SHA-256: "
+                             f"{type(exc).__name__}: {exc}")
+        return
+    assert toy.build_info is not None
+    sha, version = toy.build_info.weights_sha256, toy.spec.version
+    for r in records:
+        where = f"{r['_path']}"
+        if str(r["toy"].get("version")) != version:
+            report.errors.append(f"{where}: toy model {name!r} version {r['toy'].get('version')} but the installed "
+                                 f"one is version {version}; re-run the cell")
+        elif r["toy"]["weights_sha256"] != sha:
+            report.errors.append(f"{where}: toy model {name!r} weights SHA-256 {r['toy']['weights_sha256'][:16]}... "
+                                 f"differs from the weights built here ({sha[:16]}...); the result was computed on "
+                                 f"other weights: re-run the cell")
+
+
+def _method_checks(name: str, rs: list[dict[str, Any]], report: Report) -> None:
+    recorded = [r["method"] for r in rs if "version" in r["method"]]
+    versions = {str(m["version"]) for m in recorded}
+    if len(versions) > 1:
+        report.errors.append(f"method {name!r}: results record versions {sorted(versions)}; re-run the stale cells")
+    for r in rs:
+        m = r["method"]
+        if m.get("sees_ground_truth") and not m.get("reference_row"):
+            report.errors.append(f"{r['_path']}: method {name!r} saw the ground truth but is not a labelled "
+                                 "reference row; only the oracle baseline may")
+    if not recorded:
+        return
+    cls = _method_class(name, recorded[0])
+    if cls is None:
+        report.warnings.append(f"method {name!r} ({recorded[0].get('class', '?')}) is not installed here: its "
+                               "version cannot be checked (pass its plugin with --plugin)")
+        return
+    installed = str(getattr(cls, "version", "?"))
+    stale = sorted({str(m["version"]) for m in recorded} - {installed})
+    if stale:
+        report.errors.append(f"method {name!r}: results were made with version(s) {stale}, the installed one is "
+                             f"{installed}; re-run its cells (pdbench run --rerun --methods {name})")
+
+
+def _result_checks(r: dict[str, Any], report: Report, current_metrics: dict[str, str], headline: str,
+                   stale_metrics: dict[tuple[str, str], list[str]]) -> None:
+    where = r["_path"]
+    if r.get("headline") != headline:
+        report.errors.append(f"{where}: headline {r.get('headline')!r}, this pdbench's is {headline!r}")
+    if r["status"] == "ok":
+        if r["metrics"].get(r.get("headline", headline)) is None:
+            report.errors.append(f"{where}: status ok but the headline metric {r.get('headline')!r} is missing")
+        for k, v in (r.get("metric_versions") or {}).items():
+            if k in current_metrics and str(v) != current_metrics[k]:
+                stale_metrics[(k, str(v))].append(where)
+        missing_versions = sorted(set(r["metrics"]) - set(r.get("metric_versions") or {}))
+        if missing_versions:
+            report.errors.append(f"{where}: metric(s) {missing_versions} have no recorded version")
+    if r.get("benchmark_version") != __version__:
+        report.warnings.append(f"{where}: written by pdbench {r.get('benchmark_version')}, this is {__version__}")
+
+
+def validate_folder(root: Path, cache: Any = None, min_seeds: int | None = None, methods: set[str] | None = None,
+                    check_artefacts: bool = True) -> Report:
+    """Check every result under ``root`` (or only those of ``methods``); see the module docstring."""
+    from benchmark.scoring import HEADLINE
+
+    root = Path(root)
+    report = Report(root)
+    if not root.is_dir():
+        report.errors.append(f"{root} is not a folder")
+        return report
+    results: list[dict[str, Any]] = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root)
+        if not (path.name.startswith("seed") and path.suffix == ".json"):
+            if path.name.endswith(".tmp"):
+                report.errors.append(f"{path}: a temporary file left by an interrupted writer; delete it")
+            elif not path.name.startswith("."):
+                report.warnings.append(f"{path}: not a result file (expected <toy>/<method>/seed<k>.json)")
+            continue
+        if methods is not None and len(rel.parts) == 3 and rel.parts[1] not in methods:
+            continue
+        try:
+            r = read_result(path, root)
+        except ResultError as exc:
+            report.errors.append(str(exc))
+            continue
+        r["_path"] = str(path)
+        results.append(r)
+    report.n_results = len(results)
+    current_metrics = {n: str(m.version) for n, m in METRICS.items()}
+    by_toy: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    stale_metrics: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for r in results:
+        _result_checks(r, report, current_metrics, HEADLINE, stale_metrics)
+        by_toy[r["cell"]["toy"]].append(r)
+        by_method[r["cell"]["method"]].append(r)
+    for (k, v), paths in sorted(stale_metrics.items()):
+        report.errors.append(f"metric {k!r}: {len(paths)} result(s) scored with version {v}, the installed one is "
+                             f"{current_metrics[k]} (e.g. {paths[0]}); re-score them with `pdbench run --rerun`")
+    for name, rs in sorted(by_toy.items()):
+        _toy_checks(name, rs, report, cache)
+    for name, rs in sorted(by_method.items()):
+        _method_checks(name, rs, report)
+        covered = {r["cell"]["toy"] for r in rs}
+        missing = sorted(set(by_toy) - covered)
+        if missing:
+            report.warnings.append(f"method {name!r} has no results on {missing}: it will be marked partial")
+        if min_seeds is not None:
+            seeds: dict[str, set[int]] = defaultdict(set)
+            for r in rs:
+                seeds[r["cell"]["toy"]].add(r["cell"]["seed"])
+            few = sorted(t for t, s in seeds.items() if len(s) < min_seeds)
+            if few:
+                report.errors.append(f"method {name!r} has fewer than {min_seeds} seeds on {few}")
+    board_dir = root.parent
+    if check_artefacts and methods is None and root.name == "results" and (board_dir / "LEADERBOARD.md").exists() \
+            and results and not report.errors:
+        _artefact_check(root, board_dir, report)
+    return report
+
+
+def _artefact_check(root: Path, board_dir: Path, report: Report) -> None:
+    from benchmark.results import load_results
+    from leaderboard.build import render_all, stale_files
+    from leaderboard.data import BoardError
+
+    results, problems = load_results(root)
+    try:
+        _, files = render_all(results, problems)
+    except BoardError as exc:
+        report.errors.append(f"the results cannot be put on one leaderboard: {exc}")
+        return
+    stale = stale_files(board_dir, files)
+    if stale:
+        report.errors.append(f"{len(stale)} leaderboard artefact(s) in {board_dir} are out of date with the results "
+                             f"({', '.join(stale[:5])}{', ...' if len(stale) > 5 else ''}); regenerate them with "
+                             f"`pdbench leaderboard --results {root}`")
+
+
+def print_report(report: Report, stream=sys.stdout) -> None:
+    for e in report.errors:
+        print(f"error: {e}", file=stream)
+    for w in report.warnings:
+        print(f"warning: {w}", file=stream)
+    print(report.verdict(), file=stream)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    report = validate_folder(args.results, min_seeds=args.min_seeds, check_artefacts=not args.no_artefacts)
+    print_report(report)
+    return 0 if report.ok else 1
+
+
+def add_parser(sub, common) -> None:
+    p = sub.add_parser("validate", parents=[common],
+                       help="check a results folder (schema, versions, toy-model SHA-256): the verdict CI gives")
+    p.add_argument("results", type=Path, nargs="?", default=Path("leaderboard/results"),
+                   help="results folder (default: %(default)s)")
+    p.add_argument("--min-seeds", type=int, help="require at least this many seeds per (toy model, method)")
+    p.add_argument("--no-artefacts", action="store_true",
+                   help="do not check that the leaderboard artefacts beside a 'results' folder are up to date")
+    p.set_defaults(fn=cmd_validate)
