@@ -1,0 +1,165 @@
+"""SPD adapter: Stochastic Parameter Decomposition (Bushnaq, Braun, Sharkey 2025, arXiv:2506.20790).
+
+The version reproduced is the paper's (goodfire-ai/spd branch ``spd-paper``), not the later ``main``:
+rank-1 subcomponents per matrix, one scalar-input GELU MLP per subcomponent and site as causal-importance
+function, leaky hard sigmoids, stochastic masks, faithfulness + stochastic + layerwise-stochastic
+reconstruction + importance minimality. The training core is :mod:`methods._spd_core`.
+
+Output: every subcomponent with non-negligible norm becomes one rank-1 component (``LowRank``); the
+causal importances (max over the sites that use the matrix, clipped to [0, 1]) are the per-input
+attributions; ``groups`` cluster subcomponents that are causally important on the same inputs (Jaccard
+of their active sets), which is how the paper assembles rank > 1 and cross-layer mechanisms (the
+identity in TMS+ID, W_out of the residual MLPs, W_in across layers), done there by hand.
+
+Hyperparameters. ``PAPER`` holds the paper's settings (SPD paper appendix; spd-paper configs; see
+``shared/reference/apd_spd.md`` 3.2) and is used with ``preset="paper"``. The per-model defaults (preset
+``fast``) keep the paper's C, d_gate, coefficients and p, and shorten training with a larger learning
+rate and a smaller batch, so that a cell fits the quick suite on a 2-core CPU; docs/methods/spd.md
+reports what each preset reaches.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from benchmark.decomposition import Decomposition, LowRank, RunRecord
+from benchmark.method import Budget, Method
+from benchmark.registry import METHODS
+from benchmark.toy import Target
+from methods._spd_core import SPDConfig, SPDTrainer, lower_leaky_hard_sigmoid
+
+_TMS_SMALL = {"C": 20, "imp_coeff": 3e-3, "pnorm": 1.0, "lr": 1e-3, "schedule": "cosine", "steps": 40_000,
+              "batch_size": 4096, "d_gate": 16}
+_TMS_LARGE = {**_TMS_SMALL, "C": 200, "imp_coeff": 1e-4, "pnorm": 2.0}
+_RESID = {"lr": 1e-3, "schedule": "constant", "batch_size": 2048, "pnorm": 2.0, "d_gate": 16}
+
+#: The paper's settings (SPD paper appendix; spd-paper branch configs where they differ, noted).
+PAPER: dict[str, dict[str, Any]] = {
+    "tms_5-2": _TMS_SMALL,
+    "tms_5-2-id": _TMS_SMALL,
+    "tms_40-10": _TMS_LARGE,
+    "tms_40-10-id": _TMS_LARGE,
+    "resid_mlp1": {**_RESID, "C": 100, "imp_coeff": 1e-5, "lr": 2e-3, "steps": 30_000},
+    "resid_mlp2": {**_RESID, "C": 400, "imp_coeff": 2e-5, "steps": 50_000},  # config 2e-5; paper text 1e-5
+    "resid_mlp3": {**_RESID, "C": 500, "imp_coeff": 0.5e-5, "steps": 100_000, "d_gate": 128},  # paper 200k
+}
+
+_FAST_TMS_SMALL = {**_TMS_SMALL, "lr": 1e-2, "steps": 2_000, "batch_size": 1024}
+_FAST_TMS_LARGE = {**_TMS_LARGE, "lr": 1e-2, "steps": 1_000, "batch_size": 1024}
+
+#: Fast defaults (preset "fast"): the paper's C, d_gate, coefficients and p; fewer steps, larger lr.
+FAST: dict[str, dict[str, Any]] = {
+    "block_mlp": {"C": 24, "imp_coeff": 3e-3, "pnorm": 1.0, "lr": 1e-2, "schedule": "cosine", "steps": 1_500,
+                  "batch_size": 1024, "d_gate": 16},  # not in the paper: TMS 5-2 settings, C = 2x the 12 blocks' ranks
+    "tms_5-2": _FAST_TMS_SMALL,
+    "tms_5-2-id": _FAST_TMS_SMALL,
+    "tms_40-10": _FAST_TMS_LARGE,
+    "tms_40-10-id": _FAST_TMS_LARGE,
+    "resid_mlp1": {**PAPER["resid_mlp1"], "lr": 5e-3, "steps": 3_000},
+    "resid_mlp2": {**PAPER["resid_mlp2"], "lr": 3e-3, "steps": 5_000},
+    "resid_mlp3": {**PAPER["resid_mlp3"], "lr": 3e-3, "steps": 10_000},
+}
+
+
+@METHODS.register("spd")
+class SPD(Method):
+    name = "spd"
+    version = "1"
+    paper = "Bushnaq, Braun, Sharkey 2025, Stochastic Parameter Decomposition, arXiv:2506.20790"
+    defaults: dict[str, Any] = {
+        **{k: v for k, v in SPDConfig().__dict__.items() if k != "seconds"},
+        "C": 20, "preset": "fast",
+        "keep_tol": 1e-3,  # export subcomponents whose norm exceeds keep_tol x the largest in their matrix
+        "ci_threshold": 0.1,  # a subcomponent is active on an input where its CI exceeds this (spd configs)
+        "group_jaccard": 0.8,  # subcomponents whose active sets overlap this much form one group
+        "n_eval": 20_000,  # inputs used for grouping
+        "log_every": 0,
+    }
+    per_model_defaults = FAST
+
+    def hparams(self, toy_name: str) -> dict[str, Any]:
+        preset = self.overrides.get("preset", self.defaults["preset"])
+        if preset not in ("fast", "paper"):
+            raise ValueError(f"spd: preset must be 'fast' or 'paper', not {preset!r}")
+        table = PAPER if preset == "paper" else FAST
+        return {**self.defaults, **table.get(toy_name, {}), **self.overrides}
+
+    def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
+        hp = self.hparams(target.spec.name)
+        cfg = SPDConfig(**{k: hp[k] for k in SPDConfig().__dict__ if k in hp},
+                        seconds=budget.seconds)
+        cfg.steps = budget.steps_or(int(hp["steps"]))
+        torch.manual_seed(seed)
+        model = target.model.to(device)
+        params = target.params()
+        trainer = SPDTrainer(model, params, target.sample, cfg, seed, device)
+        if trainer.cfg.steps < 1:
+            raise ValueError("spd: needs at least one step")
+        log = trainer.train(log_every=int(hp["log_every"]))
+        trainer.spd.eval()
+        return _export(trainer, hp, log, seed)
+
+
+def _export(trainer: SPDTrainer, hp: dict[str, Any], log: Any, seed: int) -> Decomposition:
+    spd = trainer.spd
+    with torch.no_grad():
+        norms = spd.component_norms().cpu()
+        keep = [(i, c) for i in range(len(spd.names)) for c in range(spd.U[i].shape[1])
+                if norms[i, c] > hp["keep_tol"] * norms[i].max()]
+        components = [{spd.names[i]: LowRank(spd.U[i][:, c:c + 1].detach().cpu().clone(),
+                                             spd.V[i][c:c + 1, :].detach().cpu().clone())} for i, c in keep]
+        # site-to-component map: component j's CI is the max over the sites that use its matrix
+        site_of = [[k for k, s in enumerate(spd.sites) if spd.site_param[k] == i] for i, _ in keep]
+        cols = [c for _, c in keep]
+
+    def attributions(inputs: Tensor) -> Tensor:
+        if not torch.isfinite(inputs).all():
+            raise ValueError("spd attributions: inputs contain NaN or infinite values")
+        with torch.no_grad():
+            _, inner = trainer.target_pass(inputs.to(trainer.device))
+            g = lower_leaky_hard_sigmoid(spd.ci_raw(inner)).clamp(0, 1)  # [batch, S, C]
+            per = torch.stack([g[:, ks, c].amax(dim=1) for ks, c in zip(site_of, cols, strict=True)], dim=1)
+        return per.float().cpu()
+
+    gen = torch.Generator().manual_seed(seed + 2)
+    x = trainer.sample_fn(int(hp["n_eval"]), gen)
+    active = attributions(x) > hp["ci_threshold"]
+    groups = coactivation_groups(active, float(hp["group_jaccard"]))
+    record = RunRecord(steps=log.steps, hparams={**hp, "steps": trainer.cfg.steps}, extra={
+        "train_seconds": log.seconds, "stopped_early": log.stopped_early, "history": log.history,
+        "n_subcomponents": int(norms.numel()), "n_exported": len(components),
+        "dropped_norm": float((norms.pow(2).sum() - sum(float(norms[i, c]) ** 2 for i, c in keep)).clamp_min(0).sqrt()),
+        "faithfulness_mse": float(sum(((W - Wh) ** 2).sum() for W, Wh in zip(
+            trainer.params.values(), spd.weights(), strict=True)) / trainer.n_weights),
+    })
+    return Decomposition(components, attributions=attributions, groups=groups, faithful=True, record=record)
+
+
+def coactivation_groups(active: Tensor, threshold: float) -> list[list[int]]:
+    """Partition components by co-activation: join i and j when Jaccard(active_i, active_j) >= threshold.
+
+    ``active`` is bool ``[n_inputs, C]``. Components that are never active stay singletons.
+    """
+    a = active.double()
+    inter = a.T @ a
+    count = a.sum(0)
+    union = count[:, None] + count[None, :] - inter
+    jac = torch.where(union > 0, inter / union.clamp_min(1), torch.zeros_like(inter))
+    parent = list(range(a.shape[1]))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in (jac >= threshold).nonzero().tolist():
+        if i < j:
+            parent[find(i)] = find(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(a.shape[1]):
+        groups.setdefault(find(i), []).append(i)
+    return sorted(groups.values())
