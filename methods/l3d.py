@@ -59,9 +59,12 @@ def intervene(model: nn.Module, component: Component, delta: float, inputs: Tens
 
 @dataclass
 class L3DDecomposition(Decomposition):
-    """A :class:`Decomposition` that also carries L3D's intervention ``(inputs, k, delta) -> outputs``."""
+    """A :class:`Decomposition` that also carries L3D's intervention ``(inputs, k, delta) -> outputs``, the
+    encoder rows ``{param: [n_v, *shape]}`` and the reference outputs ``[n_refs, n_o]`` behind the impact."""
 
     intervention: Callable[[Tensor, int, float], Tensor] | None = None
+    encoder: dict[str, Tensor] | None = None
+    references: Tensor | None = None
 
 
 def sample_data(sample: Callable[[int, torch.Generator], Tensor], n: int, generator: torch.Generator,
@@ -189,4 +192,4 @@ class L3D(Method):
             "loss_curve_stride_epochs": stride, "p_act": fit.p_act,
             "n_dead": sum(1 for p in fit.p_act if p == 0.0), **fit.extra})
         return L3DDecomposition(comps, attributions=impact_fn(model, target.decomposed, enc, refs), faithful=False,
-                                record=record, intervention=intervention)
+                                record=record, intervention=intervention, encoder=enc, references=refs)
