@@ -282,7 +282,8 @@ class LocalExecutor:
             w.kill()
             workers.remove(w)
             finish(w, error_result(task.cell, task.budget, task.device, "running the cell (worker process)",
-                                   kind, message, "", {"wall_time_s": wall, "peak_memory_mb": rss}))
+                                   kind, message, "", {"wall_time_s": wall, "peak_memory_mb": rss},
+                                   config.cache_root))
 
         try:
             while pending or any(w.task for w in workers):
@@ -412,7 +413,7 @@ class RayExecutor:
                 except RayError as exc:
                     on_result(error_result(task.cell, task.budget, task.device, "running the cell (Ray task)",
                                            type(exc).__name__, str(exc).strip()[-2000:], "",
-                                           {"wall_time_s": time.monotonic() - t0}))
+                                           {"wall_time_s": time.monotonic() - t0}, config.cache_root))
             now = time.monotonic()
             for ref, (task, t0) in list(inflight.items()):
                 if self.limits.time_s is not None and now - t0 > self.limits.time_s:
@@ -421,7 +422,7 @@ class RayExecutor:
                     on_result(error_result(task.cell, task.budget, task.device, "running the cell (Ray task)",
                                            "TimeLimitExceeded", f"the cell ran longer than its time limit of "
                                            f"{self.limits.time_s:g} s and was stopped (set with --time-limit)",
-                                           "", {"wall_time_s": now - t0}))
+                                           "", {"wall_time_s": now - t0}, config.cache_root))
 
 
 def make_executor(name: str, *, jobs: int | None = None, limits: Any = None, plugins: Sequence[str] = (),

@@ -103,12 +103,43 @@ def base_record(cell: Cell, budget: Budget, device: str) -> dict[str, Any]:
 
 
 def error_result(cell: Cell, budget: Budget | None, device: str, stage: str, kind: str, message: str,
-                 tb: str = "", cost: dict[str, Any] | None = None) -> dict[str, Any]:
+                 tb: str = "", cost: dict[str, Any] | None = None, cache_root: str | None = None) -> dict[str, Any]:
     """An error row for a cell that failed outside ``run_cell`` (time limit, memory guard, dead worker)."""
     result = base_record(cell, budget or Budget(), device)
+    result["toy"], result["method"] = describe(cell, cache_root)
     result["error"] = {"stage": stage, "type": kind, "message": message, "traceback": tb}
     result["cost"] = dict(cost or {})
     return result
+
+
+def method_record(name: str, method_cls: type) -> dict[str, Any]:
+    return {"name": name, "class": f"{method_cls.__module__}:{method_cls.__qualname__}",
+            "version": str(getattr(method_cls, "version", "?")), "paper": str(getattr(method_cls, "paper", "")),
+            "reference_row": bool(getattr(method_cls, "reference_row", False)),
+            "sees_ground_truth": bool(getattr(method_cls, "sees_ground_truth", False))}
+
+
+def describe(cell: Cell, cache_root: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Best-effort toy and method records for an error row made outside the cell. Nothing is built: the toy
+    record is filled only where the toy's weights are in the cache (so it names the same build as the ok
+    rows); otherwise it carries just the name."""
+    from benchmark.registry import TOY_MODELS
+
+    toy: dict[str, Any] = {"name": cell.toy}
+    method: dict[str, Any] = {"name": cell.method}
+    try:
+        model = TOY_MODELS.get(cell.toy)()
+        _, meta_path = WeightCache(cache_root).paths(model.cache_key)
+        meta = json.loads(meta_path.read_text())
+        toy = {**model.spec.to_dict(), "name": cell.toy, "weights_sha256": str(meta["weights_sha256"]),
+               "train_seed": int(meta["train_seed"])}
+    except Exception:
+        pass
+    try:
+        method = method_record(cell.method, METHODS.get(cell.method))
+    except Exception:
+        pass
+    return toy, method
 
 
 def check_devices(dec: Decomposition, device: str) -> None:
@@ -140,11 +171,7 @@ def run_cell(cell: Cell, budget: Budget | None = None, device: str = "cpu", cach
         if not (isinstance(method_cls, type) and issubclass(method_cls, Method)):
             raise TypeError(f"method {cell.method!r} is {method_cls!r}, not a subclass of benchmark.method.Method")
         method: Method = method_cls(**(hparams or {}))
-        result["method"] = {"name": cell.method, "class": f"{method_cls.__module__}:{method_cls.__qualname__}",
-                            "version": str(method_cls.version), "paper": str(method_cls.paper),
-                            "reference_row": bool(method_cls.reference_row),
-                            "sees_ground_truth": bool(method_cls.sees_ground_truth),
-                            "hparams": jsonable(method.hparams(cell.toy))}
+        result["method"] = {**method_record(cell.method, method_cls), "hparams": jsonable(method.hparams(cell.toy))}
         stage = "decomposing"
         target = toy.target(with_ground_truth=method_cls.sees_ground_truth)
         torch.manual_seed(cell.seed)
@@ -152,7 +179,12 @@ def run_cell(cell: Cell, budget: Budget | None = None, device: str = "cpu", cach
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        dec = method.decompose(target, budget, cell.seed, device)
+        dtype, grad = torch.get_default_dtype(), torch.is_grad_enabled()
+        try:
+            dec = method.decompose(target, budget, cell.seed, device)
+        finally:  # a method's global torch settings must not leak into scoring or the next cell
+            torch.set_default_dtype(dtype)
+            torch.set_grad_enabled(grad)
         wall = time.perf_counter() - t0
         if not isinstance(dec, Decomposition):
             raise TypeError(f"decompose() returned {type(dec).__name__}, not a Decomposition")
@@ -227,6 +259,7 @@ class Progress:
             last = f"{cell}: ok" + (f" {HEADLINE}={head:.3f}" if isinstance(head, float) else "")
             last += f" ({wall:.1f}s)" if isinstance(wall, float) else ""
         else:
+            self.errors += 1
             err = result["error"]
             last = f"{cell}: ERROR in {err['stage']}: {err['type']}: {err['message'].splitlines()[0][:160]}"
         self.emit(self.line(last))
