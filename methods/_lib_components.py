@@ -97,6 +97,16 @@ def activity(infos: list[CompInfo], bases_by_site: dict[int, Basis], acts_by_sit
     return torch.stack(cols, dim=1).float()
 
 
+def capped_samples(target, n_samples: int, max_floats: float) -> int:
+    """``n_samples``, lowered so that one node layer's activations hold at most ``max_floats`` numbers."""
+    if not isinstance(n_samples, int) or n_samples < 2:
+        raise ValueError(f"n_samples must be an integer >= 2, not {n_samples!r}")
+    with torch.no_grad():
+        probe = target.sites(target.sample(4, torch.Generator().manual_seed(0)))
+    widest = max([s.inputs[0].numel() for s in probe] + [1])
+    return max(2, min(n_samples, int(max_floats // widest)))
+
+
 def per_site_decomposition(target, seed: int, n_samples: int, make_basis: Callable[[Tensor], Basis], side: Side,
                            attribution: str, hparams: dict) -> Decomposition:
     """Read- or write-side components of every weight use from a basis fitted per site (PCA, neuron).
@@ -108,7 +118,8 @@ def per_site_decomposition(target, seed: int, n_samples: int, make_basis: Callab
         raise ValueError(f"side must be 'read' or 'write', not {side!r}")
     if attribution not in ("activation", "gradient"):
         raise ValueError(f"attribution must be 'activation' or 'gradient', not {attribution!r}")
-    x = target.sample(n_samples, torch.Generator().manual_seed(seed))
+    x = target.sample(capped_samples(target, n_samples, hparams.get("max_floats", 2e7)),
+                      torch.Generator().manual_seed(seed))
     params = target.params()
     with torch.no_grad():
         sites = target.sites(x)

@@ -157,10 +157,12 @@ def section_edges(reader: Reader, basis_in: Basis, f_in: Tensor, next_read: Tens
     """rib's squared edges E[i, j] = E_x[(d f_hat_out_i / d f_hat_in_j * f_hat_in_j)^2], ``[r_out, r_in]``."""
     fin = basis_in.coords(f_in)  # [N, r_in]
     B = reader.weight @ basis_in.write  # [d_out, r_in]
-    A = torch.eye(deriv.shape[1], dtype=torch.float64) if next_read is None else next_read.T  # [r_out, d_out]
-    total = torch.zeros(A.shape[0], B.shape[1], dtype=torch.float64)
-    for start in range(0, fin.shape[0], chunk):
-        phi = deriv[start:start + chunk]
-        jac = (A.unsqueeze(0) * phi.unsqueeze(1)) @ B  # [b, r_out, r_in]
-        total += ((jac * fin[start:start + chunk].unsqueeze(1)) ** 2).sum(0)
+    A = None if next_read is None else next_read.T  # [r_out, d_out]; None: the unrotated output
+    r_out = deriv.shape[1] if A is None else A.shape[0]
+    total = torch.zeros(r_out, B.shape[1], dtype=torch.float64)
+    step = max(1, min(chunk, 2**22 // max(1, deriv.shape[1] * B.shape[1])))  # bound the [b, d_out, r_in] block
+    for start in range(0, fin.shape[0], step):
+        scaled = deriv[start:start + step].unsqueeze(2) * B  # [b, d_out, r_in]
+        jac = scaled if A is None else A @ scaled  # [b, r_out, r_in]
+        total += ((jac * fin[start:start + step].unsqueeze(1)) ** 2).sum(0)
     return total / fin.shape[0]

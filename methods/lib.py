@@ -29,7 +29,7 @@ from benchmark.registry import METHODS
 from benchmark.toy import Target
 from methods._lib_attribution import gradient_attributions
 from methods._lib_basis import Basis, lib_basis
-from methods._lib_components import CompInfo, activity, site_components, use_counts
+from methods._lib_components import CompInfo, activity, capped_samples, site_components, use_counts
 from methods._lib_graph import NodeGraph, backward_order, build_graph, jacobian_gram, section_edges
 
 
@@ -103,7 +103,7 @@ class LIB(Method):
     # numerically zero directions, which these relative values also do on the toy models.
     defaults = {"n_samples": 20_000, "rel_tol_var": 1e-10, "rel_tol_lambda": 1e-10, "n_edge_samples": 4096,
                 "group": True, "edge_threshold": 0.1, "granularity": "feature", "attribution": "activation",
-                "section_rtol": 1e-4}
+                "section_rtol": 1e-4, "max_floats": 1e7}
 
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
         hp = self.hparams(target.spec.name)
@@ -111,7 +111,8 @@ class LIB(Method):
             raise ValueError(f"granularity must be 'feature' or 'cluster', not {hp['granularity']!r}")
         if hp["attribution"] not in ("activation", "gradient"):
             raise ValueError(f"attribution must be 'activation' or 'gradient', not {hp['attribution']!r}")
-        x = target.sample(hp["n_samples"], torch.Generator().manual_seed(seed))
+        n = capped_samples(target, hp["n_samples"], hp["max_floats"])
+        x = target.sample(n, torch.Generator().manual_seed(seed))
         params = target.params()
         with torch.no_grad():
             graph = build_graph(target.sites(x), params, target.model(x), hp["section_rtol"])
