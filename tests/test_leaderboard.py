@@ -1,0 +1,202 @@
+"""Leaderboard rendering from hand-made result records: statistics, error rows, contested tiers, reference rows,
+every output format, determinism and the ``pdbench leaderboard`` command."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from benchmark.cli import main
+from benchmark.results import SCHEMA_VERSION, validate_result, write_result
+from leaderboard.build import render_all, update_readme, write_all
+from leaderboard.data import BoardError, build_board
+from leaderboard.markdown import render_markdown
+
+TOYS = {"toy_a": (0, "exact"), "toy_b": (1, "exact"), "toy_c": (1, "strong"), "toy_x": (4, "contested")}
+
+
+def fake(toy: str, method: str, seed: int, value: float | None, *, ref: bool = False, error: str | None = None,
+         wall: float = 0.5, version: str = "1", sha: str | None = None) -> dict:
+    tier, gt = TOYS[toy]
+    r = {
+        "schema_version": SCHEMA_VERSION, "benchmark_version": "0.1.0", "git_commit": "x", "created_at": "t",
+        "cell": {"toy": toy, "method": method, "seed": seed}, "budget": {"steps": None, "seconds": None, "scale": 1.0},
+        "device": "cpu", "env": {}, "status": "error" if error else "ok",
+        "metrics": {} if error else {"hungarian": value, "mmcs": value},
+        "metric_versions": {} if error else {"hungarian": "2", "mmcs": "2"}, "headline": "hungarian",
+        "toy": {"name": toy, "tier": tier, "gt_status": gt, "version": "1", "weights_sha256": sha or f"{toy}-sha"},
+        "method": {"name": method, "version": version, "paper": "p", "reference_row": ref,
+                   "sees_ground_truth": method == "oracle", "hparams": {}, "class": "m:C"},
+        "cost": {"wall_time_s": wall}, "error": None if not error else
+        {"stage": "decomposing", "type": "RuntimeError", "message": error, "traceback": "tb"},
+    }
+    validate_result(r)
+    return r
+
+
+def grid() -> list[dict]:
+    rs = []
+    vals = {"good": [0.95, 0.92, 0.97], "meh": [0.5, 0.6, 0.4]}
+    for toy in TOYS:
+        for s in range(3):
+            rs.append(fake(toy, "oracle", s, 1.0, ref=True, wall=0.001))
+            rs.append(fake(toy, "random", s, 0.1 + 0.01 * s, ref=True, wall=0.01))
+            rs.append(fake(toy, "good", s, vals["good"][s], wall=2.0))
+            if toy == "toy_b" and s == 1:
+                rs.append(fake(toy, "meh", s, None, error="boom: out of patience"))
+            else:
+                rs.append(fake(toy, "meh", s, vals["meh"][s], wall=1.0))
+    return rs
+
+
+@pytest.fixture(scope="module")
+def files() -> dict[str, bytes]:
+    """Every artefact of :func:`grid`, rendered once for the module."""
+    return render_all(grid())[1]
+
+
+def test_cell_statistics_are_the_hand_computed_ones():
+    board = build_board(grid())
+    c = board.cell("meh", "toy_a")
+    assert c.score.mean == pytest.approx(0.5)
+    assert c.score.low <= 0.5 <= c.score.high and c.score.low >= 0.4 and c.score.high <= 0.6
+    assert c.n_success == 0 and board.cell("good", "toy_a").n_success == 3  # threshold 0.9
+    # the failed seed scores 0 and is kept: (0.5 + 0 + 0.4) / 3
+    e = board.cell("meh", "toy_b")
+    assert e.values == {0: 0.5, 1: 0.0, 2: 0.4} and list(e.errors) == [1]
+    assert e.score.mean == pytest.approx(0.3)
+
+
+def test_tier_and_overall_scores_average_toy_means_and_leave_out_contested():
+    board = build_board(grid())
+    tier1 = next(t for t in board.tiers if t.key == "tier1")
+    row = next(r for r in tier1.rows if r.method.name == "meh")
+    assert row.score.mean == pytest.approx((0.3 + 0.5) / 2)  # toy_b (with the failure), toy_c
+    assert [t.name for t in board.overall.toys] == ["toy_a", "toy_b", "toy_c"]  # toy_x is contested
+    overall = next(r for r in board.overall.rows if r.method.name == "meh")
+    assert overall.score.mean == pytest.approx((0.5 + 0.3 + 0.5) / 3)
+    assert overall.n_errors == 1 and overall.n_runs == 9
+    tier4 = next(t for t in board.tiers if t.key == "tier4")
+    assert [t.name for t in tier4.toys] == ["toy_x"] and "contested" in tier4.note
+    assert 4 not in overall.by_tier
+
+
+def test_only_submitted_methods_are_ranked_and_reference_rows_are_marked():
+    board = build_board(grid())
+    ranks = {r.method.name: r.rank for r in board.overall.rows}
+    assert ranks["oracle"] is None and ranks["random"] is None
+    assert ranks["good"][1] == 1 and ranks["meh"][1] == 2  # clearly separated: bands [1, 1] and [2, 2]
+    md = render_markdown(board)
+    assert "oracle (ref)" in md and "random (ref)" in md and "good (ref)" not in md
+
+
+def test_failed_cells_are_marked_in_every_output(files):
+    md = files["LEADERBOARD.md"].decode()
+    assert "✗1/3" in md and "boom: out of patience" in md
+    assert "$\\times1/3$" in files["latex/tier1.tex"].decode()
+    assert 'class="errmark"' in files["index.html"].decode()
+    rows = list(csv.DictReader(io.StringIO(files["leaderboard.csv"].decode())))
+    cell = next(r for r in rows if r["table"] == "cell" and r["toy"] == "toy_b" and r["method"] == "meh")
+    assert cell["n_errors"] == "1" and float(cell["mean"]) == pytest.approx(0.3)
+    raw = list(csv.DictReader(io.StringIO(files["cells.csv"].decode())))
+    err = next(r for r in raw if r["status"] == "error")
+    assert err["toy"] == "toy_b" and err["error"].startswith("RuntimeError: boom")
+
+
+def test_a_cell_whose_seeds_all_failed_reads_error():
+    rs = grid() + [fake("toy_a", "broken", s, None, error="no") for s in range(3)]
+    board = build_board(rs)
+    md = render_markdown(board)
+    tier0 = md.split("## Tier 0")[1].split("## Tier 1")[0]
+    assert "ERROR ✗3/3" in next(ln for ln in tier0.splitlines() if "broken" in ln)
+    overall = next(ln for ln in md.split("## Tier 0")[0].splitlines() if "broken" in ln)
+    assert "(partial)" in overall and "✗3" in overall  # only on toy_a: not ranked, marked partial
+
+
+def test_latex_is_booktabs_and_escaped(files):
+    tex = files["latex/overall.tex"].decode()
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
+    assert "\\textit{oracle}$^\\dagger$" in tex
+    tier = files["latex/tier0.tex"].decode()
+    assert "\\texttt{toy\\_a}" in tier and "toy_a" not in tier
+    body = [ln for ln in tex.splitlines() if ln.endswith("\\\\")]
+    assert len({ln.count("&") for ln in body}) == 1  # every row has the header's number of columns
+
+
+def test_regenerating_gives_identical_bytes_and_no_timestamps(files):
+    a = files
+    _, b = render_all(list(reversed(grid())))
+    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
+    assert {"figures/score_by_tier.png", "figures/score_vs_time.pdf", "index.html", "LEADERBOARD.md"} <= set(a)
+    assert b"CreationDate" not in a["figures/score_by_tier.pdf"]
+
+
+def test_conflicting_toy_builds_are_refused():
+    rs = grid() + [fake("toy_a", "other", 0, 0.5, sha="different")]
+    with pytest.raises(BoardError, match="two builds"):
+        build_board(rs)
+
+
+def test_mixed_method_versions_are_refused():
+    rs = grid() + [fake("toy_c", "good", 7, 0.5, version="2")]
+    with pytest.raises(BoardError, match="versions"):
+        build_board(rs)
+
+
+def test_rank_bands_overlap_for_tied_methods():
+    rs = []
+    for toy in ("toy_a", "toy_b"):
+        for s in range(3):
+            rs.append(fake(toy, "m1", s, [0.5, 0.7, 0.6][s]))
+            rs.append(fake(toy, "m2", s, [0.7, 0.5, 0.6][s]))
+    bands = {r.method.name: r.rank for r in build_board(rs).overall.rows}
+    assert bands["m1"][1] == bands["m2"][1] == 1 and bands["m1"][2] == bands["m2"][2] == 2
+
+
+def _store(rs: list[dict], root: Path) -> None:
+    for r in rs:
+        write_result(root, r)
+
+
+def test_leaderboard_command_writes_checks_and_updates_a_readme(tmp_path, files):
+    results = tmp_path / "board" / "results"
+    _store(grid(), results)
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- LEADERBOARD:START -->\nold\n<!-- LEADERBOARD:END -->\nrest\n")
+    assert main(["leaderboard", "--results", str(results), "--readme", str(readme)]) == 0
+    board = tmp_path / "board"
+    assert {p.relative_to(board).as_posix() for p in board.rglob("*") if p.is_file() and "results" not in p.parts} \
+        == set(files)
+    assert all((board / k).read_bytes() == v for k, v in files.items())  # the files the library renders
+    text = readme.read_text()
+    assert "old" not in text and "| good " in text and "board/figures/score_by_tier.png" in text
+    assert text.startswith("intro\n") and text.endswith("rest\n")
+    assert main(["leaderboard", "--results", str(results), "--check"]) == 0
+    (board / "latex" / "tier9.tex").write_text("stale")
+    assert main(["leaderboard", "--results", str(results), "--check"]) == 1
+    write_all(board, files)
+    assert not (board / "latex" / "tier9.tex").exists()
+    with pytest.raises(ValueError, match="markers"):
+        update_readme(board / "LEADERBOARD.md", build_board(grid()))
+
+
+def test_leaderboard_command_errors_clearly(tmp_path, capsys):
+    assert main(["leaderboard", "--results", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["leaderboard", "--results", str(tmp_path / "empty")]) == 1
+    assert "no valid results" in capsys.readouterr().err
+
+
+def test_overall_numbers_match_the_csv(files):
+    rows = list(csv.DictReader(io.StringIO(files["leaderboard.csv"].decode())))
+    good = next(r for r in rows if r["table"] == "overall" and r["method"] == "good")
+    assert float(good["mean"]) == pytest.approx((0.95 + 0.92 + 0.97) / 3)
+    assert good["rank_best"] == "1" and good["reference_row"] == "0"
+    assert all(math.isfinite(float(good[k])) for k in ("ci_low", "ci_high", "success_low", "success_high"))
+    assert json.loads(json.dumps(rows))  # plain strings only
