@@ -1,0 +1,61 @@
+"""L3D per-sample gradients: one vmap(grad) call against a Python loop over samples (arXiv:2504.00194 s2.2).
+
+Run with ``pytest tests/benchmarks/test_bench_l3d.py --benchmark-enable``; the two cases share a group, so
+pytest-benchmark prints them side by side. The model is L3D's circuit toy shape (10 -> 5 -> 10, ReLU output,
+all three tensors decomposed) and a batch of 32, the paper's L3D batch size.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from methods._l3d_grads import per_sample_grads, per_sample_grads_loop
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: the machine is shared, and tiny ops under an oversubscribed pool are far slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class Circuit(nn.Module):
+    def __init__(self, g: torch.Generator):
+        super().__init__()
+        self.W_in = nn.Parameter(torch.randn(5, 10, generator=g))
+        self.W_out = nn.Parameter(torch.randn(10, 5, generator=g))
+        self.b = nn.Parameter(torch.zeros(10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x @ self.W_in.T @ self.W_out.T + self.b)
+
+
+@pytest.fixture(scope="module")
+def case():
+    g = torch.Generator().manual_seed(0)
+    model = Circuit(g)
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    x = torch.rand(32, 10, generator=g) * (torch.rand(32, 10, generator=g) < 0.3)
+    with torch.no_grad():
+        y_ref = model(x)[torch.randint(0, 32, (32,), generator=g)]
+    return model, params, x, y_ref
+
+
+@pytest.mark.benchmark(group="l3d-per-sample-grads")
+def test_per_sample_grads_vmap(benchmark, case):
+    model, params, x, y_ref = case
+    out = benchmark(per_sample_grads, model, params, x, y_ref)
+    ref = per_sample_grads_loop(model, params, x, y_ref)
+    for n in params:  # the timed function must also be right
+        torch.testing.assert_close(out[n], ref[n], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.benchmark(group="l3d-per-sample-grads")
+def test_per_sample_grads_loop(benchmark, case):
+    model, params, x, y_ref = case
+    out = benchmark(per_sample_grads_loop, model, params, x, y_ref)
+    assert out["W_in"].shape == (32, 5, 10)
