@@ -1,0 +1,262 @@
+"""APD adapter (methods/apd.py, methods/_apd_core.py): unit tests on hand-computed cases, contract and
+determinism checks, and (marked slow) reproductions of the APD paper's toy results (arXiv:2501.14926)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from benchmark.decomposition import Decomposition
+from benchmark.method import Budget
+from benchmark.registry import METHODS
+from benchmark.scoring import score
+from methods import _apd_core as core
+from methods.apd import APD
+
+
+def paper_mmcs_ml2r(W: torch.Tensor, P: torch.Tensor) -> tuple[float, float]:
+    """APD's TMS metrics on the first weight matrix (signed, column-wise; apd_spd.md 2.1).
+
+    ``W [hidden, features]``, ``P [C, hidden, features]``.
+    """
+    W, P = W.double(), P.double()
+    cos = (P * W).sum(1) / (P.norm(dim=1) * W.norm(dim=0)).clamp_min(1e-12)  # [C, features]
+    best = cos.argmax(0)
+    cols = torch.arange(W.shape[1])
+    ml2r = (P[best, :, cols].norm(dim=1) / W.norm(dim=0)).mean()
+    return float(cos.max(0).values.mean()), float(ml2r)
+
+
+def stacked(dec: Decomposition, name: str) -> torch.Tensor:
+    return torch.stack([dec.dense(c)[name] for c in range(len(dec))])
+
+
+# ---------------------------------------------------------------------------------------------------
+# the pieces, on hand-computed cases
+
+
+def test_topk_mask_batch_and_per_input() -> None:
+    attr = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.2, 0.3]])
+    m = core.topk_mask(attr, topk=1.0, batch_topk=True)  # int(1.0 * 2) = 2 largest over the whole batch
+    assert m.tolist() == [[False, True, False], [True, False, False]]
+    m = core.topk_mask(attr, topk=1.5, batch_topk=True)  # int(3.0) = 3
+    assert m.sum() == 3 and m[1, 2]
+    m = core.topk_mask(attr, topk=2, batch_topk=False)
+    assert m.tolist() == [[True, True, False], [True, False, True]]
+
+
+def test_schatten_loss_matches_per_input_sum() -> None:
+    g = torch.Generator().manual_seed(0)
+    L = {"W": torch.randn(3, 4, 2, generator=g)}
+    R = {"W": torch.randn(3, 2, 5, generator=g)}
+    mask = torch.tensor([[1, 0, 1], [0, 0, 1]], dtype=torch.bool)
+    p = 0.9
+    want = 0.0
+    for b in range(2):
+        for c in range(3):
+            for k in range(2):
+                s = float(L["W"][c, :, k].norm() ** 2 * R["W"][c, k, :].norm() ** 2)
+                want += float(mask[b, c]) * (s + 1e-16) ** (p / 2)
+    want /= 20 * 2  # n_params, batch
+    got = core.schatten_loss(L, R, mask, p, n_params=20)
+    assert math.isclose(float(got), want, rel_tol=1e-5)
+
+
+def test_faithfulness_loss_hand_case() -> None:
+    theta = {"W": torch.ones(2, 2)}
+    P = {"W": torch.stack([torch.eye(2), torch.zeros(2, 2)])}  # sums to I, residual has two ones
+    assert float(core.faithfulness_loss(theta, P, n_params=4)) == pytest.approx(2 / 4)
+
+
+def test_lr_schedule_matches_reference_formula() -> None:
+    # warm-up 10 of 100 steps: linear from 0; then a quarter cosine over the 90 remaining
+    assert core.lr_at(0, 100, 1.0, "cosine", 0.1) == 0.0
+    assert core.lr_at(5, 100, 1.0, "cosine", 0.1) == pytest.approx(0.5)
+    assert core.lr_at(10, 100, 1.0, "cosine", 0.1) == pytest.approx(1.0)
+    assert core.lr_at(99, 100, 1.0, "cosine", 0.1) == pytest.approx(0.0, abs=1e-12)
+    assert core.lr_at(55, 100, 2.0, "linear", 0.1) == pytest.approx(2.0 * (1 - 45 / 90))
+    assert core.lr_at(55, 100, 2.0, "constant", 0.1) == 2.0
+    with pytest.raises(ValueError, match="lr_schedule"):
+        core.lr_at(55, 100, 2.0, "exponential", 0.1)
+
+
+def test_vectorised_attributions_equal_one_backward_per_output(toy) -> None:
+    """The JVP-over-components attributions equal the reference's loop: one backward per output, per-input
+    gradients w.r.t. the weights, dotted with each component (spd/utils.py:calc_grad_attributions)."""
+    t = toy("tms_5-2").target()
+    f = core.make_forward(t.model, ("W",))
+    theta = {"W": t.model.W.detach().clone()}
+    g = torch.Generator().manual_seed(3)
+    P = {"W": torch.randn(4, *theta["W"].shape, generator=g)}
+    x = t.sample(64, g) + 0.05  # dense inputs so that every ReLU path is exercised
+    fast = core.gradient_attributions(f, theta, P, x)
+
+    W_b = theta["W"].expand(64, -1, -1).clone().requires_grad_(True)  # one weight copy per input
+    out = core.per_input_forward(f, {"W": W_b}, x)
+    slow = torch.zeros(64, 4)
+    for o in range(out.shape[1]):
+        (grad,) = torch.autograd.grad(out[:, o].sum(), W_b, retain_graph=True)  # [64, 2, 5]
+        slow += torch.einsum("bij,cij->bc", grad, P["W"]) ** 2
+    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-6)
+
+
+def test_per_input_forward_uses_each_inputs_own_weights(toy) -> None:
+    t = toy("tms_5-2").target()
+    f = core.make_forward(t.model, ("W",))
+    x = t.sample(3, torch.Generator().manual_seed(0)) + 0.1
+    W_b = torch.randn(3, *t.model.W.shape, generator=torch.Generator().manual_seed(1))
+    got = core.per_input_forward(f, {"W": W_b}, x)
+    b = t.model.b.detach()
+    for i in range(3):
+        want = torch.relu(x[i] @ W_b[i].T @ W_b[i] + b)
+        torch.testing.assert_close(got[i], want)
+
+
+def test_adam_matches_torch_adam() -> None:
+    g = torch.Generator().manual_seed(0)
+    p1 = torch.randn(3, 4, generator=g).requires_grad_(True)
+    p2 = p1.detach().clone().requires_grad_(True)
+    ours, ref = core.Adam([p1]), torch.optim.Adam([p2], lr=0.1)
+    for _ in range(5):
+        target = torch.randn(3, 4, generator=g)
+        for p in (p1, p2):
+            ((p - target) ** 3).abs().sum().backward()
+        ours.step(0.1)
+        ref.step()
+        ours.zero_grad()
+        ref.zero_grad()
+        torch.testing.assert_close(p1, p2)
+
+
+def test_init_rejects_non_matrices_and_bad_rank() -> None:
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match="matrices"):
+        core.init_factors({"b": torch.Size([5])}, 2, None, "xavier_normal", 1.0, g)
+    with pytest.raises(ValueError, match="rank"):
+        core.init_factors({"W": torch.Size([2, 5])}, 2, 0, "xavier_normal", 1.0, g)
+    with pytest.raises(ValueError, match="init"):
+        core.init_factors({"W": torch.Size([2, 5])}, 2, None, "orthogonal", 1.0, g)
+    L, R = core.init_factors({"W": torch.Size([2, 5])}, 3, None, "kaiming_uniform", 2.0, g)
+    assert L["W"].shape == (3, 2, 2) and R["W"].shape == (3, 2, 5)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the adapter
+
+
+def test_registered_with_cited_per_model_defaults() -> None:
+    cls = METHODS.get("apd")
+    assert cls is APD and "2501.14926" in cls.paper
+    hp = cls().hparams("tms_5-2")
+    assert (hp["C"], hp["topk"], hp["simplicity_coeff"], hp["lr"]) == (5, 0.211, 0.7, 3e-2)
+    hp = cls().hparams("tms_40-10")
+    assert (hp["C"], hp["topk"], hp["minimality_coeff"], hp["simplicity_coeff"], hp["schatten_p"]) == (
+        40, 2.0, 10.0, 15.0, 0.9)
+    assert cls(C=7).hparams("tms_5-2")["C"] == 7
+    with pytest.raises(ValueError, match="no hyperparameter"):
+        cls(not_a_knob=1)
+
+
+def test_short_run_is_a_valid_faithful_decomposition(toy) -> None:
+    tm = toy("tms_5-2")
+    dec = APD().decompose(tm.target(), Budget(steps=300), seed=0)
+    dec.validate(tm.param_shapes())
+    assert len(dec) == 5 and dec.faithful and dec.record.steps == 300
+    total = stacked(dec, "W").sum(0)
+    # 300 steps at lr 0.03: the components already sum to W within a few percent
+    assert float((total - tm.model.W).norm() / tm.model.W.norm()) < 0.05
+    attr = dec.attributions(tm.sample(128, torch.Generator().manual_seed(1)))
+    assert attr.shape == (128, 5) and torch.isfinite(attr).all() and (attr >= 0).all()
+    zero = dec.attributions(torch.zeros(4, 5))  # TMS: no feature on, ReLU paths off except through b
+    assert torch.isfinite(zero).all()
+    with pytest.raises(ValueError, match="finite"):
+        dec.attributions(torch.full((2, 5), float("nan")))
+
+
+def test_same_seed_same_result_other_seed_differs(toy) -> None:
+    tm = toy("tms_5-2")
+    a = APD().decompose(tm.target(), Budget(steps=20), seed=4)
+    b = APD().decompose(tm.target(), Budget(steps=20), seed=4)
+    c = APD().decompose(tm.target(), Budget(steps=20), seed=5)
+    assert torch.equal(stacked(a, "W"), stacked(b, "W"))
+    assert not torch.equal(stacked(a, "W"), stacked(c, "W"))
+
+
+def test_budget_steps_and_scale_are_honoured(toy) -> None:
+    tm = toy("tms_5-2")
+    assert APD().decompose(tm.target(), Budget(steps=7), seed=0).record.steps == 7
+    dec = APD(steps=40).decompose(tm.target(), Budget(scale=0.25), seed=0)
+    assert dec.record.steps == 10 and dec.record.hparams["steps"] == 10
+
+
+def test_bad_hyperparameters_get_clear_errors(toy) -> None:
+    t = toy("tms_5-2").target()
+    for bad, match in [({"C": 0}, "C >= 1"), ({"topk": 0.0}, "topk"), ({"attribution_point": "x"}, "attribution"),
+                       ({"lr": float("nan")}, "lr"), ({"topk": 1e-5}, "selects no component"),
+                       ({"lr_schedule": "step"}, "lr_schedule")]:
+        with pytest.raises(ValueError, match=match):
+            APD(**bad).decompose(t, Budget(steps=2), seed=0)
+
+
+def test_diverging_run_raises_instead_of_returning_nan(toy) -> None:
+    with pytest.raises(FloatingPointError, match="APD loss"):
+        APD(lr=1e30, lr_warmup_pct=0.0).decompose(toy("tms_5-2").target(), Budget(steps=30), seed=0)
+
+
+def test_runs_on_a_two_matrix_model_with_act_recon_and_unit_norm(toy) -> None:
+    """block_mlp has two untied matrices: components span both, unit-norm keeps input-side rows at norm 1."""
+    tm = toy("block_mlp")
+    dec = APD(C=4, topk=1.0, batch_size=256, unit_norm=True, act_recon_coeff=1.0, act_recon_relu=True,
+              lr=1e-2).decompose(tm.target(), Budget(steps=30), seed=0)
+    dec.validate(tm.param_shapes())
+    assert set(dec.components[0]) == {"W1", "W2"}
+    for c in dec.components:
+        # the factor was normalised before the last step, which moved it only slightly
+        norms = c["W1"].right.norm(dim=1)
+        assert torch.allclose(norms, torch.ones_like(norms), atol=0.1)
+    scores = score(tm, dec)
+    assert all(v is None or math.isfinite(v) for v in scores.values())
+
+
+# ---------------------------------------------------------------------------------------------------
+# paper reproductions (slow)
+
+
+def _seed_sweep(tm, seeds, steps=None):
+    rows = []
+    for s in seeds:
+        dec = APD().decompose(tm.target(), Budget(steps=steps), seed=s)
+        rows.append((paper_mmcs_ml2r(tm.model.W.detach(), stacked(dec, "W")), score(tm, dec), dec))
+    return rows
+
+
+@pytest.mark.slow
+def test_tms_5_2_reproduces_paper_over_ten_seeds(toy) -> None:
+    """APD paper: MMCS 0.998, ML2R 0.893 on TMS 5-2. The reference code reaches MMCS >= 0.99 on 8/12 and
+    10/12 instances (reference_runs.md); we require at least 8 of 10 seeds, and the paper's numbers on those."""
+    tm = toy("tms_5-2")
+    rows = _seed_sweep(tm, range(10))
+    ok = [r for r in rows if r[0][0] >= 0.99]
+    print("tms_5-2 success", len(ok), "/ 10;", [(round(a, 4), round(b, 3)) for (a, b), _, _ in rows])
+    assert len(ok) >= 8
+    mmcs = sum(r[0][0] for r in ok) / len(ok)
+    ml2r = sum(r[0][1] for r in ok) / len(ok)
+    assert mmcs == pytest.approx(0.998, abs=0.002)
+    assert ml2r == pytest.approx(0.893, abs=0.03)
+    for (m, l), sc, _ in ok:  # the benchmark's own copy of the paper metric agrees with this file's
+        assert sc["mmcs_apd"] == pytest.approx(m, abs=1e-6)
+        assert sc["ml2r_apd"] == pytest.approx(l, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_tms_40_10_reproduces_paper(toy) -> None:
+    """APD paper: MMCS 0.996, ML2R 0.935 on TMS 40-10 (config C=40, topk 2, coefficients 1/10/15)."""
+    tm = toy("tms_40-10")
+    rows = _seed_sweep(tm, range(3))
+    ok = [r for r in rows if r[0][0] >= 0.99]
+    print("tms_40-10 success", len(ok), "/ 3;", [(round(a, 4), round(b, 3)) for (a, b), _, _ in rows])
+    assert len(ok) >= 2
+    assert sum(r[0][0] for r in ok) / len(ok) == pytest.approx(0.996, abs=0.004)
+    assert sum(r[0][1] for r in ok) / len(ok) == pytest.approx(0.935, abs=0.04)
