@@ -120,6 +120,20 @@ def topk_mask(attr: Tensor, topk: float, batch_topk: bool = True) -> Tensor:
     return out
 
 
+def masked_weights(P: Params, mask: Tensor) -> Params:
+    """Per input, the sum of its active components: ``[batch, *shape]`` = sum_c mask[b, c] P_c.
+
+    Only the active (input, component) pairs are gathered and added (batch top-k keeps about ``topk`` per
+    input), so the cost is ``topk * batch * N`` rather than ``C * batch * N``.
+    """
+    b_idx, c_idx = mask.nonzero(as_tuple=True)
+    out = {}
+    for n, p in P.items():
+        out[n] = torch.zeros(mask.shape[0], *p.shape[1:], dtype=p.dtype, device=p.device).index_add(
+            0, b_idx, p[c_idx])
+    return out
+
+
 def faithfulness_loss(theta: Params, P: Params, n_params: int) -> Tensor:
     """sum over matrices of ||theta* - sum_c P_c||_F^2 / N (APD's faithfulness loss)."""
     return sum(((theta[n] - P[n].sum(0)) ** 2).sum() for n in P) / n_params

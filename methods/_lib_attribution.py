@@ -18,6 +18,9 @@ def gradient_attributions(model: nn.Module, decomposition: Decomposition, inputs
                           chunk: int = 16) -> Tensor:
     """``[batch, C]`` float32 attributions of every component of ``decomposition`` on ``inputs``."""
     params = {n: p.detach() for n, p in model.named_parameters()}
+    if not params:
+        raise ValueError("the model has no parameters to attribute to")
+    inputs = inputs.to(next(iter(params.values())).device)
     primals = {n: params[n] for n in names}
     dense = [decomposition.dense(i) for i in range(len(decomposition))]
 
@@ -34,5 +37,5 @@ def gradient_attributions(model: nn.Module, decomposition: Decomposition, inputs
         stacked = {n: torch.stack([c.get(n, torch.zeros_like(primals[n])).to(primals[n]) for c in part])
                    for n in names}
         dy = vmap(one)(stacked)  # [k, batch, out]
-        cols.append(dy.pow(2).mean(-1).sqrt().T)
+        cols.append(dy.pow(2).mean(-1).sqrt().T.cpu())
     return torch.cat(cols, dim=1).float()

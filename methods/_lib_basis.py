@@ -40,7 +40,7 @@ class Basis:
 
     def coords(self, f: Tensor) -> Tensor:
         """Feature activations f_hat ``[batch, r]`` of activations ``f [batch, d]``."""
-        f = f.to(self.read)
+        f = f.detach().to(self.read)
         return (f - self.mean) @ self.read if self.centred else f @ self.read
 
     def projector(self) -> Tensor:
@@ -68,7 +68,7 @@ def covariance_eigen(f: Tensor, rel_tol: float) -> tuple[Tensor, Tensor, Tensor,
     as the reference advises, section 2.14). Also returns mu_perp, the part of the mean outside span(U), or
     None when it is negligible.
     """
-    f = f.to(torch.float64)
+    f = f.detach().to("cpu", torch.float64)
     if f.ndim != 2:
         raise ValueError(f"activations must be [batch, d], got shape {tuple(f.shape)}")
     if not torch.isfinite(f).all():
@@ -122,7 +122,7 @@ def lib_basis(f: Tensor, jac_gram: Tensor, rel_tol_var: float = 1e-10, rel_tol_l
     if jac_gram.shape != (d, d):
         raise ValueError(f"Jacobian Gram must be [{d}, {d}], got {tuple(jac_gram.shape)}")
     sq = D.sqrt()
-    M = (U * sq).T @ jac_gram.to(torch.float64) @ (U * sq)
+    M = (U * sq).T @ jac_gram.to("cpu", torch.float64) @ (U * sq)
     M = (M + M.T) / 2
     lam, V = torch.linalg.eigh(M)
     lam, V = lam.flip(0).clamp_min(0.0), V.flip(1)

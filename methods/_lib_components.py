@@ -135,7 +135,7 @@ def per_site_decomposition(target, seed: int, n_samples: int, make_basis: Callab
     for s, site in enumerate(sites):
         if site.param not in params:
             raise ValueError(f"site {s} reads parameter {site.param!r}, which is not decomposed")
-        W = params[site.param].detach().to(torch.float64)
+        W = params[site.param].detach().to("cpu", torch.float64)
         W = W.T if site.transposed else W
         acts = _site_acts(site, W, side)
         basis = next((b for a, b in cache if a.shape == acts.shape and torch.equal(a, acts)), None)
@@ -169,7 +169,7 @@ def per_site_decomposition(target, seed: int, n_samples: int, make_basis: Callab
 
 
 def _site_acts(site, W: Tensor, side: Side) -> Tensor:
-    f = site.inputs.detach().to(torch.float64).reshape(site.inputs.shape[0], -1)
+    f = site.inputs.detach().to("cpu", torch.float64).reshape(site.inputs.shape[0], -1)
     if not torch.isfinite(f).all():
         raise ValueError(f"site for {site.param!r} has NaN or infinite activations")
     if f.shape[1] != W.shape[1]:

@@ -56,7 +56,7 @@ def elementwise_derivative(z: Tensor, f: Tensor, rtol: float = 1e-4) -> tuple[Te
     (phi'(z + c) ``[N, d]``, kind); else None."""
     if z.shape != f.shape:
         return None
-    z, f = z.to(torch.float64), f.to(torch.float64)
+    z, f = z.to("cpu", torch.float64), f.to("cpu", torch.float64)
     atol = rtol * float(z.abs().max() + f.abs().max() + 1e-30)
     diff = f - z
     c = diff.median(dim=0).values
@@ -84,10 +84,10 @@ def build_graph(sites: list, params: dict[str, Tensor], output: Tensor | None, r
         if site.param not in params:
             raise ValueError(f"site {s} reads parameter {site.param!r}, which is not decomposed "
                              f"(decomposed: {', '.join(params)})")
-        f = site.inputs.detach().to(torch.float64).reshape(site.inputs.shape[0], -1)
+        f = site.inputs.detach().to("cpu", torch.float64).reshape(site.inputs.shape[0], -1)
         if not torch.isfinite(f).all():
             raise ValueError(f"site {s} ({site.param}) has NaN or infinite activations")
-        W = params[site.param].detach().to(torch.float64)
+        W = params[site.param].detach().to("cpu", torch.float64)
         if W.ndim != 2:
             raise ValueError(f"site {s}: parameter {site.param!r} is not a matrix (shape {tuple(W.shape)})")
         W = W.T if site.transposed else W
@@ -100,7 +100,7 @@ def build_graph(sites: list, params: dict[str, Tensor], output: Tensor | None, r
             n = len(nodes) - 1
         site_node.append(n)
         readers.append(Reader(s, site.param, site.transposed, W, n))
-    y = None if output is None else output.detach().to(torch.float64).reshape(output.shape[0], -1)
+    y = None if output is None else output.detach().to("cpu", torch.float64).reshape(output.shape[0], -1)
     for r in readers:
         z = nodes[r.node] @ r.weight.T
         for m, g in enumerate(nodes):

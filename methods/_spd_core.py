@@ -220,7 +220,7 @@ class SPDTrainer:
             opt.step()
             log.steps = step + 1
             if log_every and (step % log_every == 0 or step == cfg.steps - 1):
-                log.history.append({"step": step, **{k: float(v.detach()) for k, v in terms.items() if isinstance(v, torch.Tensor)}})
+                log.history.append({"step": step, **{k: float(v.detach()) for k, v in terms.items()}})
             if cfg.seconds is not None and step % 25 == 0 and time.perf_counter() - t0 > cfg.seconds:
                 log.stopped_early = True
                 break

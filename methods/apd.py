@@ -162,8 +162,7 @@ class APD(Method):
             at = theta if hp["attribution_point"] == "target" else {n: t.sum(0) for n, t in Pd.items()}
             attr = core.gradient_attributions(f, at, Pd, x, hp["attribution_chunk"])
             mask = core.topk_mask(attr, hp["topk"], hp["batch_topk"])
-        maskf = mask.to(x.dtype)
-        W_b = {n: torch.einsum("bc,c...->b...", maskf, P[n]) for n in P}
+        W_b = core.masked_weights(P, mask)
         out = core.per_input_forward(f, W_b, x)
         losses = {
             "faithfulness": core.faithfulness_loss(theta, P, n_params),

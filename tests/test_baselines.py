@@ -161,10 +161,9 @@ def test_bad_options_get_clear_errors(toy):
         PCA(n_samples=1).decompose(t.target(), Budget(), seed=0)
 
 
-@pytest.mark.parametrize("method", ["lib", "pca", "neuron", "whole", "random"])
+@pytest.mark.parametrize("method", ["lib", "pca"])
 def test_tms_cells_are_results_not_crashes(method):
     res = run_cell(Cell("tms_5-2", method, 0))
     assert res["status"] == "ok", res["error"]
     assert 0.0 <= res["metrics"]["hungarian"] <= 1.0
-    if method in ("lib", "pca"):
-        assert res["metrics"]["hungarian"] < 0.8  # the rank cap, shown as a score
+    assert res["metrics"]["hungarian"] < 0.8  # the rank cap, shown as a score
