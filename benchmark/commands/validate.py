@@ -224,7 +224,8 @@ def _artefact_check(root: Path, board_dir: Path, report: Report) -> None:
                              f"`pdbench leaderboard --results {root}`")
 
 
-def print_report(report: Report, stream=sys.stdout) -> None:
+def print_report(report: Report, stream=None) -> None:
+    stream = stream or sys.stdout
     for e in report.errors:
         print(f"error: {e}", file=stream)
     for w in report.warnings:
