@@ -1,0 +1,133 @@
+"""The runner at scale: interrupted runs resume with only the missing cells, parallel workers give the same
+results as one process, suites and budgets, the progress line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmark.decomposition import Decomposition, RunRecord
+from benchmark.method import Budget, Method
+from benchmark.registry import METHODS, TOY_MODELS
+from benchmark.results import Cell, load_results, stale_temp_files
+from benchmark.runner import Progress, run_grid
+from benchmark.suites import SUITES, suite_cells, toy_tiers
+from benchmark.toy import Target
+
+PLUGIN = Path(__file__).parent / "faults" / "fault_plugin.py"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _stored(root: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in root.rglob("seed*.json")}
+
+
+def _start(root: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "benchmark.cli", "--plugin", str(PLUGIN), "run", "--suite", "full",
+           "--toys", "tms_5-2,block_mlp", "--methods", "slow_valid,pca", "--results", str(root), "--jobs", "2",
+           "--no-leaderboard"]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _interrupt_after(root: Path, n: int, sig: int) -> tuple[dict[Path, bytes], str]:
+    proc = _start(root)
+    deadline = time.monotonic() + 240
+    while len(_stored(root)) < n and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before it could be interrupted: {proc.communicate()[1]}"
+    os.kill(proc.pid, sig)
+    _, err = proc.communicate(timeout=60)
+    return _stored(root), err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, pytest.param(signal.SIGKILL, marks=pytest.mark.slow)],
+                         ids=["ctrl-c", "crash"])
+def test_interrupting_a_full_run_then_starting_it_again_runs_only_the_missing_cells(tmp_path: Path, sig) -> None:
+    """Ctrl-C (SIGINT: the runner stops its workers) or a crash (SIGKILL: no clean-up at all), then the same
+    command again: the finished cells are kept byte for byte and only the missing ones run."""
+    root = tmp_path / "results"
+    total = 2 * 2 * len(SUITES["full"].seeds)  # toys x methods x seeds
+    before, err = _interrupt_after(root, 2, sig)
+    if sig == signal.SIGINT:
+        assert "interrupted: every finished cell is stored" in err
+    done = len(before)
+    assert 2 <= done < total
+    proc = _start(root)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert f"{total} cells: {done} already stored, {total - done} to run" in err
+    final = _stored(root)
+    assert len(final) == total and all(final[p] == b for p, b in before.items())
+    results, problems = load_results(root)
+    assert problems == [] and all(r["status"] == "ok" for r in results)
+    assert not stale_temp_files(root)
+    for r in results:  # each result records the suite's budget for its method
+        assert r["budget"] == SUITES["full"].budget_for(r["cell"]["method"]).to_dict()
+
+
+def test_parallel_workers_match_one_process(tmp_path: Path) -> None:
+    cells = [Cell("tms_5-2", m, s) for m in ("pca", "random") for s in (0, 1)]
+    run_grid(cells, tmp_path / "local", jobs=2, log=_quiet)
+    run_grid(cells, tmp_path / "serial", executor="serial", log=_quiet)
+    local = {json.dumps(r["cell"]): r["metrics"] for r in load_results(tmp_path / "local")[0]}
+    serial = {json.dumps(r["cell"]): r["metrics"] for r in load_results(tmp_path / "serial")[0]}
+    assert len(local) == 4 and local.keys() == serial.keys()
+    for k in local:  # worker threads may differ from this process's: equal up to float rounding
+        assert local[k] == pytest.approx(serial[k], abs=1e-9)
+
+
+class InTestMethod(Method):
+    """Registered inside a test, not at import: the workers learn it from its module:object reference."""
+
+    name = "in_test"
+    version = "1"
+
+    def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
+        return Decomposition([{n: p.detach().clone()} for n, p in target.params().items()], record=RunRecord(steps=0))
+
+
+def test_methods_registered_in_the_caller_reach_the_workers(tmp_path: Path) -> None:
+    METHODS.register("in_test", InTestMethod, replace=True)
+    run_grid([Cell("block_mlp", "in_test", 0)], tmp_path, jobs=1, log=_quiet)
+    (r,), _ = load_results(tmp_path)
+    assert r["status"] == "ok", r["error"]
+    assert r["method"]["class"].endswith("InTestMethod")
+
+
+def test_suites_cover_what_they_promise() -> None:
+    tiers = toy_tiers()
+    quick, suite = suite_cells("quick")
+    assert suite.seeds == (0,)
+    assert {c.toy for c in quick} == {t for t, tier in tiers.items() if tier <= 1}
+    assert {c.method for c in quick} == set(METHODS.names())
+    full, suite = suite_cells("full")
+    assert len(suite.seeds) >= 3 and {c.toy for c in full} == set(TOY_MODELS.names())
+    assert len(full) == len(TOY_MODELS.names()) * len(METHODS.names()) * len(suite.seeds)
+    assert SUITES["quick"].budget_for("pca", steps=7) == Budget(steps=7, scale=SUITES["quick"].budget.scale)
+    with pytest.raises(KeyError, match="unknown suite 'huge'; known suites: quick, full"):
+        suite_cells("huge")
+
+
+def test_the_progress_line_counts_and_estimates() -> None:
+    lines: list[str] = []
+    bar = Progress(4, lines.append)
+    ok = {"cell": {"toy": "t", "method": "m", "seed": 0}, "status": "ok", "metrics": {"hungarian": 0.5},
+          "headline": "hungarian", "cost": {"wall_time_s": 1.0}}
+    err = {**ok, "status": "error", "error": {"stage": "decomposing", "type": "ValueError", "message": "bad\nmore"}}
+    bar.update(ok)
+    bar.t0 -= 10  # pretend 10 s have passed
+    bar.update(err)
+    assert "2/4 (1 errors)" in lines[-1] and "elapsed 0m10s, ~0m10s left" in lines[-1]
+    assert "t x m x seed 0: ERROR in decomposing: ValueError: bad" in lines[-1] and "more" not in lines[-1]
+    assert "hungarian=0.500" in lines[0]
