@@ -17,6 +17,8 @@ i.e. mean-ablation semantics) or the APD-style gradient attribution (5.2).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from scipy.sparse import coo_matrix
@@ -94,6 +96,18 @@ def cluster_features(graph: NodeGraph, bases: dict[int, Basis], edges: list[tupl
     return {(key[1], key[2]): int(labels[v]) for key, v in ids.items() if key[0] == "f"}
 
 
+@dataclass
+class LIBFit:
+    """What LIB computes: the node-layer graph, per node the basis (read vectors = C, write vectors = its
+    left inverse C^+, ``scale`` = Lambda), the squared edges per section (reader index, next node or None
+    for an output, ``E [r_next, r_in]``), and the cluster label of each feature (node, i)."""
+
+    graph: NodeGraph
+    bases: dict[int, Basis]
+    edges: list[tuple[int, int | None, Tensor]]
+    labels: dict[tuple[int, int], int]
+
+
 @METHODS.register("lib")
 class LIB(Method):
     name = "lib"
@@ -105,18 +119,32 @@ class LIB(Method):
                 "group": True, "edge_threshold": 0.1, "granularity": "feature", "attribution": "activation",
                 "section_rtol": 1e-4, "max_floats": 1e7}
 
+    def fit(self, target: Target, seed: int) -> LIBFit:
+        """The basis of every node layer, the interaction edges and (with ``group``) the feature clusters."""
+        hp = self.hparams(target.spec.name)
+        n = capped_samples(target, hp["n_samples"], hp["max_floats"])
+        x = target.sample(n, torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            graph = build_graph(target.sites(x), target.params(), target.model(x), hp["section_rtol"])
+        bases = fit_lib(graph, hp["rel_tol_var"], hp["rel_tol_lambda"])
+        edges = all_edges(graph, bases, hp["n_edge_samples"])
+        labels = cluster_features(graph, bases, edges, hp["edge_threshold"]) if hp["group"] else {}
+        return LIBFit(graph, bases, edges, labels)
+
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
         hp = self.hparams(target.spec.name)
         if hp["granularity"] not in ("feature", "cluster"):
             raise ValueError(f"granularity must be 'feature' or 'cluster', not {hp['granularity']!r}")
+        if hp["granularity"] == "cluster" and not hp["group"]:
+            raise ValueError("granularity='cluster' needs group=True")
         if hp["attribution"] not in ("activation", "gradient"):
             raise ValueError(f"attribution must be 'activation' or 'gradient', not {hp['attribution']!r}")
-        n = capped_samples(target, hp["n_samples"], hp["max_floats"])
-        x = target.sample(n, torch.Generator().manual_seed(seed))
+        if not hp["edge_threshold"] > 0:
+            raise ValueError(f"edge_threshold must be > 0, not {hp['edge_threshold']!r}")
+        fitted = self.fit(target, seed)
+        self.last_fit = fitted  # for inspection and tests
+        graph, bases, edges, labels = fitted.graph, fitted.bases, fitted.edges, fitted.labels
         params = target.params()
-        with torch.no_grad():
-            graph = build_graph(target.sites(x), params, target.model(x), hp["section_rtol"])
-        bases = fit_lib(graph, hp["rel_tol_var"], hp["rel_tol_lambda"])
         counts = use_counts([r.param for r in graph.readers])
         components: list[Component] = []
         infos: list[CompInfo] = []
@@ -125,8 +153,6 @@ class LIB(Method):
                                    1.0 / counts[r.param], params[r.param].dtype)
             components += c
             infos += i
-        edges = all_edges(graph, bases, hp["n_edge_samples"]) if hp["group"] else []
-        labels = cluster_features(graph, bases, edges, hp["edge_threshold"]) if hp["group"] else {}
         groups = self._groups(graph, infos, labels) if hp["group"] else None
         feature_infos = infos
         members = [[k] for k in range(len(components))]
@@ -141,6 +167,8 @@ class LIB(Method):
             "lambda": {f"node{n}": [float(v) for v in b.scale[:32]] for n, b in sorted(bases.items())},
             "rank_cap": sum(b.rank + (b.const_read is not None) for b in site_basis.values()),
             "n_clusters": len(set(labels.values())) if labels else None,
+            "edge_sections": [f"site{graph.readers[k].site} -> {'output' if m is None else f'node{m}'}: "
+                              f"{tuple(E.shape)}, total {float(E.sum()):.4g}" for k, m, E in edges],
             "kinds": [i.kind for i in infos],
         })
         dec = Decomposition(components, groups=groups, faithful=True, record=record)
@@ -156,7 +184,6 @@ class LIB(Method):
                 return torch.stack([per[:, m].sum(1) for m in members], dim=1)
 
             dec.attributions = attributions
-        self.last_bases, self.last_graph, self.last_edges = bases, graph, edges  # for inspection and tests
         return dec
 
     @staticmethod

@@ -130,17 +130,17 @@ def test_linear_chain_gives_diagonal_edges():
     target = chain_target([6, 5, 4, 3], relu=False)
     m = LIB(n_samples=4000, n_edge_samples=4000)
     m.decompose(target, Budget(), seed=0)
-    inner = [E for _, nxt, E in m.last_edges if nxt is not None]
+    inner = [E for _, nxt, E in m.last_fit.edges if nxt is not None]
     assert len(inner) == 2
     for E in inner:
         _assert_diagonal(E)
     # into the output, edges are diagonal once the output is rotated onto its principal directions
     # (rib's rotate_final_node_layer); the unrotated output is the default
-    k, _, _ = next(e for e in m.last_edges if e[1] is None)
-    r = m.last_graph.readers[k]
-    f = m.last_graph.nodes[r.node]
+    k, _, _ = next(e for e in m.last_fit.edges if e[1] is None)
+    r = m.last_fit.graph.readers[k]
+    f = m.last_fit.graph.nodes[r.node]
     out_pca = pca_basis(f @ r.weight.T)
-    _assert_diagonal(section_edges(r, m.last_bases[r.node], f, out_pca.read, r.out_derivative))
+    _assert_diagonal(section_edges(r, m.last_fit.bases[r.node], f, out_pca.read, r.out_derivative))
 
 
 def test_components_sum_to_the_weights_and_act_alike_on_data():
@@ -185,14 +185,14 @@ def test_block_model_lib_stays_in_blocks_and_groups_recover_them(toy):
     assert float(ev.max() / ev.min()) < 1.1  # the input variance is isotropic: PCA has nothing to go on
     m = LIB(n_samples=50_000)
     dec = m.decompose(t.target(), Budget(), seed=0)
-    for n, b in m.last_bases.items():  # sparse inputs (p = 0.25) leave some sampling noise between blocks
+    for n, b in m.last_fit.bases.items():  # sparse inputs (p = 0.25) leave some sampling noise between blocks
         purity = block_purity(b.read, k)
         assert float(purity.min()) > 0.8 and float(purity.median()) > 0.99, f"node {n}"
     # read-side PCA at the isotropic input layer mixes the blocks
-    pca_in = pca_basis(m.last_graph.nodes[0])
+    pca_in = pca_basis(m.last_fit.graph.nodes[0])
     assert float(block_purity(pca_in.read, k).min()) < 0.8
     # grouping: exactly the k blocks, each group inside one block's support
-    assert m.last_bases and dec.groups is not None
+    assert m.last_fit.bases and dec.groups is not None
     feature_groups = [g for g in dec.groups if all(dec.record.extra["kinds"][i] == "feature" for i in g)]
     assert len(feature_groups) == k
     masks = [mech.support for mech in t.ground_truth.mechanisms]
@@ -219,9 +219,9 @@ def test_dense_block_chain_features_are_block_pure():
     target.model.load_state_dict(model.state_dict())
     m = LIB(n_samples=20_000)
     dec = m.decompose(target, Budget(), seed=0)
-    for n, b in m.last_bases.items():
+    for n, b in m.last_fit.bases.items():
         assert float(block_purity(b.read, 2).min()) > 0.95, f"node {n}"
-    assert float(block_purity(pca_basis(m.last_graph.nodes[0]).read, 2).min()) < 0.8
+    assert float(block_purity(pca_basis(m.last_fit.graph.nodes[0]).read, 2).min()) < 0.8
     assert len([g for g in dec.groups if len(g) > 1]) >= 2
 
 
@@ -248,7 +248,7 @@ def test_tms_rank_cap_is_a_result_not_a_crash(toy):
     dec.validate(t.param_shapes())
     rank = int(torch.linalg.matrix_rank(t.model.W.detach()))
     assert rank == 2
-    assert all(b.rank <= rank for b in m.last_bases.values())  # the input layer keeps 2 of 5 directions
+    assert all(b.rank <= rank for b in m.last_fit.bases.values())  # the input layer keeps 2 of 5 directions
     assert dec.record.extra["kinds"].count("feature") <= 2 * rank
     flat = dec.flat(t.spec.decomposed, t.param_shapes())
     gt = torch.stack([mech.basis(t.spec.decomposed, t.param_shapes())[0] for mech in t.ground_truth.mechanisms])
