@@ -43,7 +43,7 @@ def score_by_tier(board: Board) -> Figure:
             names.append(m.name)
     refs = {m.name for m in board.methods if m.reference_row}
     colors = _colors(names)
-    fig = Figure(figsize=(max(6.0, 1.1 * len(tables) * max(1, len(names)) ** 0.5 + 2.5), 3.6))
+    fig = Figure(figsize=(min(12.0, max(6.0, 0.22 * len(tables) * len(names) + 2.5)), 3.6))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / max(1, len(names))
