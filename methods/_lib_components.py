@@ -34,7 +34,7 @@ class CompInfo:
     """What one component is: which site and feature it comes from, and how to read its activity."""
 
     site: int
-    kind: str  # "feature" | "const" | "residual"
+    kind: str  # "feature" | "const" | "residual" | "unread" (a decomposed parameter no site reads)
     feature: int = -1
     side: Side = "read"
 
@@ -77,6 +77,13 @@ def site_components(param: str, weight: Tensor, transposed: bool, basis: Basis, 
     return comps, infos
 
 
+def unread_components(params: dict[str, Tensor], read: set[str]) -> tuple[list[Component], list[CompInfo]]:
+    """One whole-parameter component per decomposed parameter that no site reads (no basis can split it),
+    so that the components still sum to the parameters."""
+    names = [n for n in params if n not in read]
+    return ([{n: params[n].detach().clone()} for n in names], [CompInfo(-1, "unread") for _ in names])
+
+
 def use_counts(params: list[str]) -> Counter:
     """How many sites use each parameter (for the 1/k scaling of tied weights)."""
     return Counter(params)
@@ -84,7 +91,8 @@ def use_counts(params: list[str]) -> Counter:
 
 def activity(infos: list[CompInfo], bases_by_site: dict[int, Basis], acts_by_site: dict[int, Tensor]) -> Tensor:
     """|feature activation| per component ``[batch, C]``: |f_hat_i| (centred: 0 at the data mean, i.e.
-    mean-ablation semantics); 1 for constant components (always on); 0 for residuals (never on)."""
+    mean-ablation semantics); 1 for constant and unread-parameter components (always on); 0 for residuals
+    (never on)."""
     cols = []
     coords = {s: bases_by_site[s].coords(a) for s, a in acts_by_site.items()}
     batch = next(iter(acts_by_site.values())).shape[0]
@@ -92,7 +100,7 @@ def activity(infos: list[CompInfo], bases_by_site: dict[int, Basis], acts_by_sit
         if info.kind == "feature":
             cols.append(coords[info.site][:, info.feature].abs())
         else:
-            val = 1.0 if info.kind == "const" else 0.0
+            val = 1.0 if info.kind in ("const", "unread") else 0.0
             cols.append(torch.full((batch,), val, dtype=torch.float64))
     return torch.stack(cols, dim=1).float()
 
@@ -136,6 +144,8 @@ def per_site_decomposition(target, seed: int, n_samples: int, make_basis: Callab
         if site.param not in params:
             raise ValueError(f"site {s} reads parameter {site.param!r}, which is not decomposed")
         W = params[site.param].detach().to("cpu", torch.float64)
+        if W.ndim != 2:
+            raise ValueError(f"site {s}: parameter {site.param!r} is not a matrix (shape {tuple(W.shape)})")
         W = W.T if site.transposed else W
         acts = _site_acts(site, W, side)
         basis = next((b for a, b in cache if a.shape == acts.shape and torch.equal(a, acts)), None)
@@ -148,6 +158,9 @@ def per_site_decomposition(target, seed: int, n_samples: int, make_basis: Callab
         comps += c
         infos += i
         caps.append(int(torch.linalg.matrix_rank(W)))
+    c, i = unread_components(params, set(counts))
+    comps += c
+    infos += i
     record = RunRecord(steps=0, hparams=hparams, extra={
         "features_per_site": [bases[s].rank for s in range(len(sites))],
         "weight_rank_per_site": caps,

@@ -31,7 +31,14 @@ from benchmark.registry import METHODS
 from benchmark.toy import Target
 from methods._lib_attribution import gradient_attributions
 from methods._lib_basis import Basis, lib_basis
-from methods._lib_components import CompInfo, activity, capped_samples, site_components, use_counts
+from methods._lib_components import (
+    CompInfo,
+    activity,
+    capped_samples,
+    site_components,
+    unread_components,
+    use_counts,
+)
 from methods._lib_graph import NodeGraph, backward_order, build_graph, jacobian_gram, section_edges
 
 
@@ -153,6 +160,9 @@ class LIB(Method):
                                    1.0 / counts[r.param], params[r.param].dtype)
             components += c
             infos += i
+        c, i = unread_components(params, set(counts))
+        components += c
+        infos += i
         groups = self._groups(graph, infos, labels) if hp["group"] else None
         feature_infos = infos
         members = [[k] for k in range(len(components))]

@@ -318,3 +318,20 @@ def test_fit_lib_output_section_uses_the_final_relu(toy):
     assert [r.out_kind for r in graph.readers] == ["identity", "output (relu)"]
     bases = fit_lib(graph)
     assert [bases[n].rank for n in sorted(bases)] == [2, 2]
+
+
+def test_a_parameter_no_site_reads_stays_one_whole_component():
+    target = chain_target([4, 3, 2], relu=True)
+    partial = Target(target.spec, target.model, target.sample, target.loss,
+                     lambda x: target.sites(x)[:1])  # only W1's use is exposed
+    for method in (LIB(n_samples=2000), PCA(n_samples=2000)):
+        dec = method.decompose(partial, Budget(), seed=0)
+        kinds = dec.record.extra["kinds"]
+        assert kinds.count("unread") == 1
+        unread = dec.dense(kinds.index("unread"))
+        assert set(unread) == {"W2"} and torch.equal(unread["W2"], target.params()["W2"])
+        total = component_sum(dec, target.params())
+        for n, p in target.params().items():
+            assert torch.allclose(total[n], p.double(), atol=1e-5)
+        a = dec.attributions(target.sample(8, torch.Generator().manual_seed(0)))
+        assert torch.equal(a[:, kinds.index("unread")], torch.ones(8))
