@@ -212,6 +212,29 @@ def test_bad_input_is_rejected(toy):
         train_l3d(tms.model, ("nope",), torch.zeros(4, 5), L3DConfig(), seed=0)
 
 
+ZOO = ["block_mlp", "parallel_tms", "shared_neurons", "tms_5-2", "tms_40-10", "tms_5-2-id", "tmcs_10-5-10",
+       "higher_rank_30-10-30", "square_mlp"]
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_runs_on_every_zoo_model(toy, name):
+    """A few steps on each toy model of tiers 0-3: valid components of unit norm, attributions, intervention."""
+    from benchmark.registry import TOY_MODELS
+    if name not in TOY_MODELS.names():
+        pytest.skip(f"toy model {name} is not registered")
+    model = toy(name)
+    dec = L3D(n_samples=64, n_refs=2).decompose(model.target(), Budget(steps=3), seed=0)
+    shapes = model.param_shapes()
+    dec.validate(shapes)
+    assert len(dec) == L3D().hparams(name)["n_v"]
+    flat = dec.flat(model.spec.decomposed, shapes)
+    torch.testing.assert_close(flat.norm(dim=1), torch.ones(len(dec), dtype=torch.float64), rtol=1e-4, atol=1e-4)
+    x = model.sample(8, torch.Generator().manual_seed(0))
+    att = dec.attributions(x)
+    assert att.shape == (8, len(dec)) and torch.isfinite(att).all()
+    assert dec.intervention(x, 0, 0.1).shape == model.model(x).shape
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # slow: paper reproductions (arXiv:2504.00194 s3, App. B.3; numbers in docs/methods/l3d.md)
 
