@@ -365,13 +365,40 @@ class SerialExecutor:
             on_result(run_cell(t.cell, t.budget, t.device, cache, t.hparams))
 
 
-def _ray_cell(task: CellTask, config: WorkerConfig) -> dict[str, Any]:
+class TimeLimitExceeded(Exception):
+    """Raised inside a cell by the in-process alarm when it overruns its time limit."""
+
+
+def _alarm(signum: int, frame: Any) -> None:
+    raise TimeLimitExceeded("the cell ran longer than its time limit and was stopped (set with --time-limit)")
+
+
+def _ray_cell(task: CellTask, config: WorkerConfig, time_s: float | None) -> dict[str, Any]:
+    """A Ray task: the time limit is an alarm started after the worker's start-up, so a busy cluster's
+    scheduling and process start-up do not count against the cell; the driver keeps a backstop."""
     init_worker(config)
-    return run_task(task, config)
+    armed = False
+    if time_s is not None:
+        try:
+            signal.signal(signal.SIGALRM, _alarm)
+            signal.setitimer(signal.ITIMER_REAL, time_s)
+            armed = True
+        except (ValueError, AttributeError, OSError):  # not the main thread, or no SIGALRM (Windows)
+            pass
+    try:
+        return run_task(task, config)
+    finally:
+        if armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 class RayExecutor:
-    """One Ray task per cell on a Ray cluster (``RAY_ADDRESS``) or a local instance with ``jobs`` CPUs."""
+    """One Ray task per cell on a Ray cluster (``RAY_ADDRESS``) or a local instance with ``jobs`` CPUs.
+
+    The time limit runs inside the task (an alarm); the driver cancels a task that outlives it by more
+    than ``backstop_s`` (a hang in native code that the alarm cannot interrupt)."""
+
+    backstop_s = 300.0
 
     def __init__(self, jobs: int | None = None, limits: Any = None, plugins: Sequence[str] = (),
                  cache_root: str | None = None, device: str = "cpu", address: str | None = None, **_: Any):
@@ -404,7 +431,7 @@ class RayExecutor:
         while pending or inflight:
             while pending and len(inflight) < capacity:
                 t = pending.popleft()
-                inflight[remote.remote(t, config)] = (t, time.monotonic())
+                inflight[remote.remote(t, config, self.limits.time_s)] = (t, time.monotonic())
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=self.limits.poll_s * 5)
             for ref in ready:
                 task, t0 = inflight.pop(ref)
@@ -416,7 +443,7 @@ class RayExecutor:
                                            {"wall_time_s": time.monotonic() - t0}, config.cache_root))
             now = time.monotonic()
             for ref, (task, t0) in list(inflight.items()):
-                if self.limits.time_s is not None and now - t0 > self.limits.time_s:
+                if self.limits.time_s is not None and now - t0 > self.limits.time_s + self.backstop_s:
                     ray.cancel(ref, force=True)
                     del inflight[ref]
                     on_result(error_result(task.cell, task.budget, task.device, "running the cell (Ray task)",
