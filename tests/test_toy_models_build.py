@@ -1,0 +1,122 @@
+"""Building toy models: determinism, the SHA-256-checked weight cache, and the health retry (issue 3)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from benchmark.cache import CacheWarning, WeightCache
+from benchmark.toy import load_toy
+from toy_models.circuits import CircuitSuperposition
+from toy_models.resid_mlp import ResidMLP
+from toy_models.shared_neurons import SharedNeurons
+from toy_models.square_mlp import SquareMLP
+from toy_models.tms import TMS, TMSId
+
+
+@pytest.mark.parametrize("make", [
+    lambda: TMS(steps=100), lambda: TMSId(steps=100), lambda: CircuitSuperposition(n_data=512, epochs=2),
+    lambda: CircuitSuperposition(30, 10, group=5, n_data=512, epochs=2), lambda: ResidMLP(2, steps=5),
+    lambda: SquareMLP(n_data=512, epochs=2), lambda: SharedNeurons(),
+], ids=["tms", "tms-id", "tmcs", "higher-rank", "resid2", "square", "shared"])
+def test_training_is_deterministic(make):
+    a, b = make(), make()
+    na, nb = a.make_model(), b.make_model()
+    a.fit(na, 3)
+    b.fit(nb, 3)
+    for (k, va), (_, vb) in zip(na.state_dict().items(), nb.state_dict().items(), strict=True):
+        assert torch.equal(va, vb), k
+    nc = make().make_model()
+    make().fit(nc, 4)
+    assert any(not torch.equal(va, vc) for va, vc in zip(na.state_dict().values(), nc.state_dict().values(),
+                                                           strict=True)), "another seed, other weights"
+
+
+def test_cache_round_trip_and_fast_load(tmp_path):
+    cache = WeightCache(tmp_path)
+    first = load_toy("tmcs_10-5-10", cache=cache, epochs=1)
+    assert not first.build_info.from_cache
+    again = load_toy("tmcs_10-5-10", cache=cache, epochs=1)
+    assert again.build_info.from_cache
+    assert again.build_info.weights_sha256 == first.build_info.weights_sha256
+    assert again.build_info.build_seconds < 1.0
+    assert torch.equal(again.model.A, first.model.A)
+
+
+def _corrupt_bytes(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["flip a byte", "truncate", "stale weights hash", "delete metadata"])
+def test_corrupt_or_stale_cache_is_reported_and_rebuilt(tmp_path, damage):
+    cache = WeightCache(tmp_path)
+    good = load_toy("tmcs_10-5-10", cache=cache, epochs=1)
+    pt, meta = cache.paths(good.cache_key)
+    if damage == "flip a byte":
+        _corrupt_bytes(pt)
+    elif damage == "truncate":
+        pt.write_bytes(pt.read_bytes()[:50])
+    elif damage == "stale weights hash":
+        m = json.loads(meta.read_text())
+        m["weights_sha256"] = "0" * 64
+        meta.write_text(json.dumps(m))
+    else:
+        meta.unlink()
+    with pytest.warns(CacheWarning, match="invalid"):
+        rebuilt = load_toy("tmcs_10-5-10", cache=cache, epochs=1)
+    assert not rebuilt.build_info.from_cache
+    assert rebuilt.build_info.weights_sha256 == good.build_info.weights_sha256, "rebuilt deterministically"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_toy("tmcs_10-5-10", cache=cache, epochs=1).build_info.from_cache, "and cached again"
+
+
+class _FirstSeedsSick(SharedNeurons):
+    """Rejects seeds below 2, to exercise the retry."""
+
+    def health(self, model: nn.Module, info: dict[str, Any]) -> str | None:
+        return "sick on purpose" if info["seed"] < 2 else None
+
+    def fit(self, model: nn.Module, seed: int) -> dict[str, Any]:
+        return dict(super().fit(model, seed), seed=seed)
+
+
+def test_unhealthy_seed_moves_to_the_next_and_is_recorded(tmp_path):
+    toy = _FirstSeedsSick().build(WeightCache(tmp_path))
+    assert toy.build_info.train_seed == 2
+    assert toy.build_info.extra["rejected_seeds"] == ["seed 0: sick on purpose", "seed 1: sick on purpose"]
+    again = _FirstSeedsSick().build(WeightCache(tmp_path))
+    assert again.build_info.from_cache and again.build_info.train_seed == 2
+
+
+def test_tms_health_detects_a_lost_feature():
+    toy = TMS()
+    net = toy.make_model()
+    with torch.no_grad():
+        net.W.copy_(torch.randn(2, 5, generator=torch.Generator().manual_seed(0)))
+        net.W[:, 3] *= 0.01
+    assert "feature 3 lost" in toy.health(net, {})
+
+
+def test_resid_health_detects_an_ignored_feature():
+    toy = ResidMLP(1, n_features=4, d_mlp=2, d_embed=8, steps=1)
+    net = toy.make_model()
+    with torch.no_grad():
+        net.W_E.copy_(torch.eye(4, 8))
+        net.layers[0].W_in.copy_(torch.tensor([[1.0, 1, 0, 0, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0, 0, 0]]))
+        net.layers[0].W_out.copy_(torch.tensor([[1.0, 0], [1, 0], [0, 1], [0, 0], *([[0, 0]] * 4)]))
+    assert "feature 3 ignored" in toy.health(net, {})
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="groups"):
+        CircuitSuperposition(10, 5, group=3).sample(4, torch.Generator())
+    with pytest.raises(ValueError, match="layers"):
+        ResidMLP(5)
