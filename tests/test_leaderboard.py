@@ -7,6 +7,8 @@ import csv
 import io
 import json
 import math
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -200,3 +202,19 @@ def test_overall_numbers_match_the_csv(files):
     assert good["rank_best"] == "1" and good["reference_row"] == "0"
     assert all(math.isfinite(float(good[k])) for k in ("ci_low", "ci_high", "success_low", "success_high"))
     assert json.loads(json.dumps(rows))  # plain strings only
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed (Debian: texlive-latex-base "
+                                                                "and texlive-latex-recommended for booktabs)")
+def test_latex_tables_compile(files, tmp_path):
+    inputs = []
+    for name, data in files.items():
+        if name.startswith("latex/"):
+            (tmp_path / Path(name).name).write_bytes(data)
+            inputs.append(f"\\begin{{table}}\\centering\\input{{{Path(name).name}}}\\end{{table}}")
+    doc = "\\documentclass{article}\\usepackage{booktabs}\\begin{document}" + "\n".join(inputs) + "\\end{document}\n"
+    (tmp_path / "doc.tex").write_text(doc)
+    out = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 0
