@@ -12,7 +12,7 @@ keep every hidden unit on for every input), so there is no exact split, and proj
 the weights breaks every input. We give it at the support level: mechanism i is active iff x_i != 0, and
 its subspace is the set of weight directions whose first-order effect on the output is concentrated on
 the inputs using feature i: the top generalised eigenvectors of E[J^T J | x_i != 0] against
-E[J^T J | x_i = 0] (J: the output Jacobian with respect to the decomposed weights, on 2,000 inputs from
+E[J^T J | x_i = 0] (J: the output Jacobian with respect to the decomposed weights, on 1,000 inputs from
 the generator; biases fixed), kept while the ratio is >= 10, at most 6. Its support mask is the weight
 entries holding 99% of that span's mass. That is why the status is ``strong``, not ``exact``; the test
 is L3D's intervention: moving the weights along the span changes outputs on feature i's inputs far more
@@ -135,7 +135,7 @@ class SquareMLP(ToyModel):
         shapes = {k: v.shape for k, v in model.named_parameters()}
         names = self.spec.decomposed
         sizes = [shapes[k].numel() for k in names]
-        x = self.sample(2000, torch.Generator().manual_seed(self.spec.seed + 777))
+        x = self.sample(1000, torch.Generator().manual_seed(self.spec.seed + 777))
         J = self.jacobians(model, x)
         out = []
         for i in range(self.n):
