@@ -42,7 +42,8 @@ _TMS_40_10 = {  # tms_topk_config.yaml (TMS 40-10); the paper's appendix says C=
 _RESID_MLP1 = {  # resid_mlp_topk_config.yaml (1 layer); the paper says 40k steps and batch 2048
     "C": 130, "m": None, "topk": 1.28, "batch_size": 256, "lr": 1e-3, "lr_schedule": "cosine",
     "lr_warmup_pct": 0.01, "faithfulness_coeff": 1.0, "minimality_coeff": 1.0, "simplicity_coeff": 10.0,
-    "schatten_p": 0.9, "act_recon_coeff": 1.0, "act_recon_relu": True, "unit_norm": True,
+    "schatten_p": 0.9, "act_recon_coeff": 1.0, "act_recon_relu": True, "act_recon_params": ("layers.0.W_in",),
+    "unit_norm": True,
     "init": "kaiming_uniform", "init_scale": 2.0, "steps": 10_000,
 }
 
@@ -82,6 +83,11 @@ class APD(Method):
         "tms_40-10": _TMS_40_10,
         "tms_40-10-id": {**_TMS_40_10, "C": 50},
         "resid_mlp1": _RESID_MLP1,
+        # Toy models outside the paper: its TMS 5-2 recipe with its rule C = number of features and
+        # topk = p_active x number of features (apd_spd.md 3.1, "natural choice"); our choice, not the paper's.
+        "parallel_tms": {**_TMS_5_2, "C": 15, "m": 7, "topk": 1.4},  # all-zero inputs dropped: 0.75 / (1 - 0.95^15)
+        "block_mlp": {**_TMS_5_2, "C": 4, "m": None, "topk": 1.0},
+        "shared_neurons": {**_TMS_5_2, "C": 6, "m": None, "topk": 1.2},
     }
 
     on_log = None  # optional diagnostics hook: called as on_log(step, {param: [C, *shape]}) at each log step
