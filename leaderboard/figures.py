@@ -81,17 +81,19 @@ def score_vs_time(board: Board) -> Figure:
     fig = Figure(figsize=(6.0, 3.8))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    for r in rows:
+    for i, r in enumerate(rows):  # rows are sorted by score: alternate label sides so neighbours do not collide
         x = max(r.wall_time_s, 1e-4)
         lo = r.score.mean - (r.score.low if r.score.low is not None else r.score.mean)
         hi = (r.score.high if r.score.high is not None else r.score.mean) - r.score.mean
         ax.errorbar([x], [r.score.mean], yerr=[[lo], [hi]], fmt="s" if r.method.reference_row else "o",
                     color=colors[r.method.name], mfc="white" if r.method.reference_row else colors[r.method.name],
                     capsize=2, label=_label(r))
-        ax.annotate(_label(r), (x, r.score.mean), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        ax.annotate(_label(r), (x, r.score.mean), textcoords="offset points", xytext=(5, 4 if i % 2 == 0 else -10),
+                    fontsize=7)
     ax.set_xscale("log")
     ax.set_ylim(0, 1.05)
-    ax.set_xlabel("wall time per cell (s, mean over toy models of the median over seeds; log scale)")
+    ax.set_xlabel("wall time per cell (s, log scale, floored at 1e-4)\n"
+                  "mean over toy models of the median over seeds", fontsize=8)
     ax.set_ylabel(f"overall {board.headline} (95% CI)")
     ax.set_title("Score vs cost", loc="left")
     fig.tight_layout()

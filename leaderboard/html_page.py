@@ -13,7 +13,7 @@ import re
 from html import escape
 
 from leaderboard.data import Board, Cell, Row, Stat, Table, fmt, fmt_rank
-from leaderboard.markdown import ERR_MARK, legend
+from leaderboard.markdown import ERR_MARK, legend, wall_text
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:1.5rem auto;max-width:80rem;
@@ -162,7 +162,7 @@ def _overall(board: Board) -> str:
                     _stat_td(r.score, "" if r.complete else " (partial)") + _success_td(r) +
                     "".join(_stat_td(r.by_tier[k]) if k in r.by_tier else '<td data-v="">-</td>' for k in tiers) +
                     err + f'<td data-v="{_v(r.wall_time_s)}">'
-                          f'{"-" if r.wall_time_s is None else f"{r.wall_time_s:.2g}"}</td></tr>')
+                          f'{wall_text(r.wall_time_s)}</td></tr>')
     return _section(t, head, body)
 
 

@@ -8,6 +8,7 @@ with a dagger, and failed seeds are counted with a cross (``$\\times k/n$``) as 
 from __future__ import annotations
 
 from leaderboard.data import Board, Cell, Row, Stat, Table, fmt, fmt_rank
+from leaderboard.markdown import wall_text
 
 _SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
@@ -65,7 +66,7 @@ def overall_tex(board: Board) -> str:
             score += f" $\\times{r.n_errors}$"
         rows.append([rank_tex(r), method_tex(r), score, f"{r.n_success}/{r.n_runs}",
                      *[f"${fmt(r.by_tier[k].mean)}$" if k in r.by_tier else "--" for k in tiers],
-                     "--" if r.wall_time_s is None else f"${r.wall_time_s:.2g}$"])
+                     "--" if r.wall_time_s is None else f"${wall_text(r.wall_time_s)}$"])
     return _tabular(header, rows, "cl" + "c" * (len(header) - 2), f"{t.title}: {board.headline}, mean over seeds "
                     "[95% bootstrap CI]; rank = 95% rank band; dagger = reference row; times = failed seeds")
 
