@@ -53,23 +53,25 @@ class NodeGraph:
 
 def elementwise_derivative(z: Tensor, f: Tensor, rtol: float = 1e-4) -> tuple[Tensor, str] | None:
     """If f = phi(z + c) on every sample with phi identity or ReLU and c a per-coordinate offset, return
-    (phi'(z + c) ``[N, d]``, kind); else None."""
+    (phi'(z + c) ``[N, d]``, kind); else None. The offset is estimated on a subset and checked on all."""
     if z.shape != f.shape:
         return None
     z, f = z.to("cpu", torch.float64), f.to("cpu", torch.float64)
     atol = rtol * float(z.abs().max() + f.abs().max() + 1e-30)
-    diff = f - z
-    c = diff.median(dim=0).values
-    if bool(((diff - c).abs() <= atol).all()):
-        return torch.ones_like(z), "identity"
-    if bool((f < -atol).any()):
-        return None
-    pos = f > atol
-    c = torch.nanmedian(torch.where(pos, diff, torch.nan), dim=0).values
-    dead = torch.isnan(c)
-    c = torch.where(dead, -z.max(dim=0).values, c)
-    if bool(((f - torch.relu(z + c)).abs() <= atol).all()):
-        return pos.to(torch.float64), "relu"
+    for rows in (slice(0, 4096), slice(None)):  # estimate on a subset first; all rows if that fails
+        diff = f[rows] - z[rows]
+        c = diff.median(dim=0).values
+        if bool(((f - z - c).abs() <= atol).all()):
+            return torch.ones_like(z), "identity"
+        if bool((f < -atol).any()):
+            return None
+        pos = f[rows] > atol
+        c = torch.nanmedian(torch.where(pos, diff, torch.nan), dim=0).values
+        c = torch.where(torch.isnan(c), -z.max(dim=0).values, c)
+        if bool(((f - torch.relu(z + c)).abs() <= atol).all()):
+            return (f > atol).to(torch.float64), "relu"
+        if rows == slice(None) or f.shape[0] <= 4096:
+            return None
     return None
 
 
@@ -157,12 +159,13 @@ def section_edges(reader: Reader, basis_in: Basis, f_in: Tensor, next_read: Tens
     """rib's squared edges E[i, j] = E_x[(d f_hat_out_i / d f_hat_in_j * f_hat_in_j)^2], ``[r_out, r_in]``."""
     fin = basis_in.coords(f_in)  # [N, r_in]
     B = reader.weight @ basis_in.write  # [d_out, r_in]
-    A = None if next_read is None else next_read.T  # [r_out, d_out]; None: the unrotated output
-    r_out = deriv.shape[1] if A is None else A.shape[0]
-    total = torch.zeros(r_out, B.shape[1], dtype=torch.float64)
-    step = max(1, min(chunk, 2**22 // max(1, deriv.shape[1] * B.shape[1])))  # bound the [b, d_out, r_in] block
+    phi = deriv.to(torch.float64)
+    if next_read is None:  # unrotated output: E_ij = B_ij^2 E[phi'_i^2 f_hat_j^2], one matmul
+        return B.pow(2) * (phi.pow(2).T @ fin.pow(2)) / fin.shape[0]
+    A = next_read.T  # [r_out, d_out]
+    total = torch.zeros(A.shape[0], B.shape[1], dtype=torch.float64)
+    step = max(1, min(chunk, 2**22 // max(1, phi.shape[1] * B.shape[1])))  # bound the [b, d_out, r_in] block
     for start in range(0, fin.shape[0], step):
-        scaled = deriv[start:start + step].unsqueeze(2) * B  # [b, d_out, r_in]
-        jac = scaled if A is None else A @ scaled  # [b, r_out, r_in]
+        jac = A @ (phi[start:start + step].unsqueeze(2) * B)  # [b, r_out, r_in]
         total += ((jac * fin[start:start + step].unsqueeze(1)) ** 2).sum(0)
     return total / fin.shape[0]

@@ -335,3 +335,15 @@ def test_a_parameter_no_site_reads_stays_one_whole_component():
             assert torch.allclose(total[n], p.double(), atol=1e-5)
         a = dec.attributions(target.sample(8, torch.Generator().manual_seed(0)))
         assert torch.equal(a[:, kinds.index("unread")], torch.ones(8))
+
+
+def test_output_edges_fast_path_equals_the_general_formula():
+    target = chain_target([5, 6, 4], relu=True, seed=2)
+    m = LIB(n_samples=3000, n_edge_samples=3000)
+    m.decompose(target, Budget(), seed=0)
+    k, _, E = next(e for e in m.last_fit.edges if e[1] is None)
+    r = m.last_fit.graph.readers[k]
+    f = m.last_fit.graph.nodes[r.node][:3000]
+    general = section_edges(r, m.last_fit.bases[r.node], f, torch.eye(4, dtype=torch.float64),
+                            r.out_derivative[:3000], chunk=7)
+    assert torch.allclose(E, general, rtol=1e-10, atol=1e-14)
