@@ -116,11 +116,13 @@ def capped_samples(target, n_samples: int, max_floats: float) -> int:
 
 
 def per_site_decomposition(target, seed: int, n_samples: int, make_basis: Callable[[Tensor], Basis], side: Side,
-                           attribution: str, hparams: dict) -> Decomposition:
+                           attribution: str, hparams: dict, max_per_site: int | None = None) -> Decomposition:
     """Read- or write-side components of every weight use from a basis fitted per site (PCA, neuron).
 
     ``make_basis`` gets the activations the basis lives in: the site's inputs f (read side) or its
-    pre-activations z = W f (write side). Sites with equal activations share one basis.
+    pre-activations z = W f (write side). Sites with equal activations share one basis. With
+    ``max_per_site``, a site whose chosen side is wider than that uses the other side where it is narrower
+    (recorded in ``record.extra["side_per_site"]``), which bounds the number of components.
     """
     if side not in ("read", "write"):
         raise ValueError(f"side must be 'read' or 'write', not {side!r}")
@@ -135,6 +137,7 @@ def per_site_decomposition(target, seed: int, n_samples: int, make_basis: Callab
         raise ValueError("the target exposes no linear sites: activation-basis methods have nothing to read")
     counts = use_counts([s.param for s in sites])
     weights: dict[int, Tensor] = {}
+    sides: dict[int, Side] = {}
     bases: dict[int, Basis] = {}
     cache: list[tuple[Tensor, Basis]] = []
     comps: list[Component] = []
@@ -147,13 +150,18 @@ def per_site_decomposition(target, seed: int, n_samples: int, make_basis: Callab
         if W.ndim != 2:
             raise ValueError(f"site {s}: parameter {site.param!r} is not a matrix (shape {tuple(W.shape)})")
         W = W.T if site.transposed else W
-        acts = _site_acts(site, W, side)
+        sides[s] = side
+        other: Side = "write" if side == "read" else "read"
+        width = {"read": W.shape[1], "write": W.shape[0]}
+        if max_per_site is not None and width[side] > max_per_site and width[other] < width[side]:
+            sides[s] = other
+        acts = _site_acts(site, W, sides[s])
         basis = next((b for a, b in cache if a.shape == acts.shape and torch.equal(a, acts)), None)
         if basis is None:
             basis = make_basis(acts)
             cache.append((acts, basis))
         weights[s], bases[s] = W, basis
-        c, i = site_components(site.param, W, site.transposed, basis, side, s, 1.0 / counts[site.param],
+        c, i = site_components(site.param, W, site.transposed, basis, sides[s], s, 1.0 / counts[site.param],
                                params[site.param].dtype)
         comps += c
         infos += i
@@ -164,6 +172,7 @@ def per_site_decomposition(target, seed: int, n_samples: int, make_basis: Callab
     record = RunRecord(steps=0, hparams=hparams, extra={
         "features_per_site": [bases[s].rank for s in range(len(sites))],
         "weight_rank_per_site": caps,
+        "side_per_site": [sides[s] for s in range(len(sites))],
         "kinds": [i.kind for i in infos],
     })
     dec = Decomposition(comps, faithful=True, record=record)
@@ -174,7 +183,7 @@ def per_site_decomposition(target, seed: int, n_samples: int, make_basis: Callab
         def attributions(inputs: Tensor) -> Tensor:
             with torch.no_grad():
                 new = target.sites(inputs)
-            acts = {s: _site_acts(new[s], weights[s], side) for s in bases}
+            acts = {s: _site_acts(new[s], weights[s], sides[s]) for s in bases}
             return activity(infos, bases, acts)
 
         dec.attributions = attributions

@@ -5,6 +5,8 @@ row, for a weight used transposed). Uncentred, as in rib (Bushnaq et al. 2024, a
 ``shared/reference/rib_lib_pca.md`` sections 3 and 5.5); attributions |f_i(x)|. A trivial reference row:
 where a toy model's mechanisms are aligned with its input neurons (TMS's features are one-hot input
 directions), it recovers them exactly, which says more about the toy than about any method.
+A site that reads more than ``max_per_site`` neurons (a 1000-wide residual stream) uses the standard basis
+of its output side instead, where that is narrower, so that the row stays a handful of components.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ class Neuron(Method):
     version = "1"
     paper = "reference row: standard (neuron) basis per layer (rib basis_formula: neuron, arXiv:2405.10928)"
     reference_row = True
-    defaults = {"side": "read", "attribution": "activation"}
+    defaults = {"side": "read", "attribution": "activation", "max_per_site": 256}
 
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
         hp = self.hparams(target.spec.name)
         return per_site_decomposition(target, seed, 2, lambda a: neuron_basis(a.shape[1]), hp["side"],
-                                      hp["attribution"], hp)
+                                      hp["attribution"], hp, hp["max_per_site"])

@@ -2,7 +2,8 @@
 
 Each component is u v^T (Gaussian u, v) in one decomposed matrix (a Gaussian tensor for parameters
 that are not matrices). By default each parameter of shape (m, n) gets max(m, n) of them, as many as
-a parameter-decomposition method would need to give each input or output direction its own piece.
+a parameter-decomposition method would need to give each input or output direction its own piece, but at
+most ``max_per_parameter`` (128), so that a 1000-wide residual weight does not become 1000 dense components.
 A lower reference row: its recovery scores sit at chance level for that number of components. Its
 per-input attribution is the APD-style gradient attribution (``methods._lib_attribution``).
 """
@@ -24,7 +25,7 @@ class RandomComponents(Method):
     version = "2"
     paper = "reference row: chance level"
     reference_row = True
-    defaults = {"per_parameter": None}  # None: max(shape) per parameter
+    defaults = {"per_parameter": None, "max_per_parameter": 128}  # None: max(shape), at most max_per_parameter
 
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
         hp = self.hparams(target.spec.name)
@@ -34,7 +35,7 @@ class RandomComponents(Method):
         g = torch.Generator().manual_seed(seed)
         components = []
         for n, p in target.params().items():
-            count = per or max(p.shape)
+            count = per or min(max(p.shape), hp["max_per_parameter"])
             for _ in range(count):
                 if p.dim() == 2:
                     u = torch.randn(p.shape[0], 1, generator=g, dtype=p.dtype)

@@ -167,3 +167,18 @@ def test_tms_cells_are_results_not_crashes(method):
     assert res["status"] == "ok", res["error"]
     assert 0.0 <= res["metrics"]["hungarian"] <= 1.0
     assert res["metrics"]["hungarian"] < 0.8  # the rank cap, shown as a score
+
+
+def test_neuron_wide_inputs_use_the_narrow_side():
+    from tests.test_lib import chain_target
+
+    target = chain_target([300, 4, 2], relu=True)
+    dec = Neuron().decompose(target, Budget(), seed=0)
+    assert dec.record.extra["side_per_site"] == ["write", "read"]
+    assert len(dec) == 4 + 4  # four rows of W1, four columns of W2
+    W1 = target.params()["W1"]
+    want = torch.zeros_like(W1)
+    want[0] = W1[0]
+    assert torch.allclose(dec.dense(0)["W1"], want)
+    assert Neuron(max_per_site=None).decompose(target, Budget(), seed=0).record.extra["side_per_site"] == \
+        ["read", "read"]
