@@ -89,11 +89,14 @@ class WorkerConfig:
     device: str = "cpu"
 
 
-def registry_refs(tasks: Sequence[CellTask]) -> tuple[tuple[str, str, str], ...]:
-    """``module:object`` references of the methods and toy models the tasks use, where importable."""
+def registry_refs(tasks: Sequence[CellTask]) -> tuple[tuple[tuple[str, str, str], ...], tuple[str, ...]]:
+    """``module:object`` references of the methods and toy models the tasks use, where importable, and the
+    plugin files (loaded in this process with ``load_plugin``) that define the others."""
+    import sys
+
     from benchmark.registry import METHODS, TOY_MODELS
 
-    refs = []
+    refs, files = [], []
     for kind, reg, names in (("method", METHODS, {t.cell.method for t in tasks}),
                              ("toy", TOY_MODELS, {t.cell.toy for t in tasks})):
         for name in sorted(names):
@@ -103,9 +106,13 @@ def registry_refs(tasks: Sequence[CellTask]) -> tuple[tuple[str, str, str], ...]
                 continue  # the worker reports the unknown name in the cell's error row
             module = getattr(obj, "__module__", None)
             qual = getattr(obj, "__qualname__", None)
-            if module and qual and module != "__main__" and "<locals>" not in qual:
+            if module and module.startswith("pdbench_plugin_"):
+                path = getattr(sys.modules.get(module), "__file__", None)
+                if path and path not in files:
+                    files.append(path)
+            elif module and qual and module != "__main__" and "<locals>" not in qual:
                 refs.append((kind, name, f"{module}:{qual}"))
-    return tuple(refs)
+    return tuple(refs), tuple(files)
 
 
 # -- inside a worker -------------------------------------------------------------------------------------
@@ -130,8 +137,8 @@ def init_worker(config: WorkerConfig) -> None:
         load_plugin(path)
     if config.plugin_sources:
         folder = Path(tempfile.mkdtemp(prefix="pdbench-plugins-"))
-        for name, source in config.plugin_sources:
-            dest = folder / Path(name).name
+        for i, (name, source) in enumerate(config.plugin_sources):
+            dest = folder / f"{i}_{Path(name).name}"
             dest.write_text(source)
             load_plugin(dest)
     for kind, name, ref in config.refs:
@@ -249,7 +256,9 @@ class LocalExecutor:
     def run(self, tasks: Sequence[CellTask], on_result: OnResult) -> None:
         from benchmark.runner import error_result
 
-        config = WorkerConfig(**{**self.config.__dict__, "refs": registry_refs(tasks)})
+        refs, files = registry_refs(tasks)
+        plugins = self.config.plugins + tuple(f for f in files if f not in self.config.plugins)
+        config = WorkerConfig(**{**self.config.__dict__, "refs": refs, "plugins": plugins})
         ctx = mp.get_context("spawn")
         pending = deque(tasks)
         building: set[str] = set()  # toy models whose first cell is running (its weights may be training)
@@ -422,7 +431,11 @@ class RayExecutor:
             address = self.address or os.environ.get("RAY_ADDRESS")
             kw: dict[str, Any] = {"address": address} if address else {"num_cpus": self.jobs or cpu_count()}
             ray.init(include_dashboard=False, log_to_driver=False, **kw)
-        config = WorkerConfig(**{**self.config.__dict__, "refs": registry_refs(tasks)})
+        refs, files = registry_refs(tasks)
+        known = {name for name, _ in self.config.plugin_sources}
+        sources = self.config.plugin_sources + tuple((Path(f).name, Path(f).read_text()) for f in files
+                                                     if Path(f).name not in known)
+        config = WorkerConfig(**{**self.config.__dict__, "refs": refs, "plugin_sources": sources})
         gpus = 1 if self.device.startswith("cuda") else 0
         remote = ray.remote(num_cpus=1, num_gpus=gpus, max_calls=1, max_retries=0)(_ray_cell)
         capacity = max(1, int(ray.available_resources().get("GPU" if gpus else "CPU", 1)))

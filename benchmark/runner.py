@@ -180,17 +180,18 @@ def run_cell(cell: Cell, budget: Budget | None = None, device: str = "cpu", cach
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
         dtype, grad = torch.get_default_dtype(), torch.is_grad_enabled()
+        c0 = time.process_time()
         try:
             dec = method.decompose(target, budget, cell.seed, device)
         finally:  # a method's global torch settings must not leak into scoring or the next cell
             torch.set_default_dtype(dtype)
             torch.set_grad_enabled(grad)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         if not isinstance(dec, Decomposition):
             raise TypeError(f"decompose() returned {type(dec).__name__}, not a Decomposition")
         peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else peak_rss_mb()
         steps = dec.record.steps if isinstance(dec.record.steps, int) else None
-        result["cost"] = {"wall_time_s": wall, "peak_memory_mb": peak, "steps": steps,
+        result["cost"] = {"wall_time_s": wall, "cpu_time_s": cpu, "peak_memory_mb": peak, "steps": steps,
                           "n_components": len(dec.components) if isinstance(dec.components, list | tuple) else None,
                           "memory_kind": "cuda_max_allocated" if cuda else "process_peak_rss"}
         if dec.record.hparams:

@@ -15,7 +15,7 @@ import pytest
 
 from benchmark.decomposition import Decomposition, RunRecord
 from benchmark.method import Budget, Method
-from benchmark.registry import METHODS, TOY_MODELS
+from benchmark.registry import METHODS, TOY_MODELS, load_plugin
 from benchmark.results import Cell, load_results, stale_temp_files
 from benchmark.runner import Progress, run_grid
 from benchmark.suites import SUITES, suite_cells, toy_tiers
@@ -98,11 +98,14 @@ class InTestMethod(Method):
 
 
 def test_methods_registered_in_the_caller_reach_the_workers(tmp_path: Path) -> None:
+    """A class registered by the caller, and a plugin file the caller loaded itself (no ``plugins=``)."""
     METHODS.register("in_test", InTestMethod, replace=True)
-    run_grid([Cell("block_mlp", "in_test", 0)], tmp_path, jobs=1, log=_quiet)
-    (r,), _ = load_results(tmp_path)
-    assert r["status"] == "ok", r["error"]
-    assert r["method"]["class"].endswith("InTestMethod")
+    load_plugin(PLUGIN)
+    run_grid([Cell("block_mlp", "in_test", 0), Cell("block_mlp", "slow_valid", 0)], tmp_path, jobs=1, log=_quiet)
+    rows = {r["cell"]["method"]: r for r in load_results(tmp_path)[0]}
+    assert rows["in_test"]["status"] == "ok", rows["in_test"]["error"]
+    assert rows["in_test"]["method"]["class"].endswith("InTestMethod")
+    assert rows["slow_valid"]["status"] == "ok", rows["slow_valid"]["error"]
 
 
 def test_suites_cover_what_they_promise() -> None:
