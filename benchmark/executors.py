@@ -264,6 +264,7 @@ class LocalExecutor:
         building: set[str] = set()  # toy models whose first cell is running (its weights may be training)
         built: set[str] = set()
         workers: list[_Worker] = []
+        retiring: list[_Worker] = []
         failed_starts = 0
 
         def next_task() -> CellTask | None:
@@ -320,10 +321,9 @@ class LocalExecutor:
                     elif msg is not None and msg[0] == "result":
                         finish(w, msg[1])
                         if self.cells_per_worker and w.n_done >= self.cells_per_worker:
-                            w.conn.send(None)
-                            w.proc.join(timeout=10)
-                            w.kill()
+                            w.conn.send(None)  # it exits on its own; reaped at the end
                             workers.remove(w)
+                            retiring.append(w)
                     elif not w.proc.is_alive():
                         if w.task is not None:
                             fail(w, "WorkerDied", f"the worker process running the cell "
@@ -331,7 +331,7 @@ class LocalExecutor:
                         else:
                             w.kill()
                             workers.remove(w)
-                            failed_starts += 1
+                            failed_starts += not w.ready
                             if failed_starts >= self.max_failed_starts:
                                 raise RuntimeError(f"{failed_starts} worker processes in a row died while "
                                                    f"starting ({describe_exit(w.proc.exitcode)}); run with "
@@ -354,7 +354,7 @@ class LocalExecutor:
                         w.conn.send(None)
                     except OSError:
                         pass
-            for w in workers:
+            for w in workers + retiring:
                 w.proc.join(timeout=2 if w.task is None else 0)
                 w.kill()
 
