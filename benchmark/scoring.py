@@ -27,12 +27,12 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from benchmark.decomposition import Decomposition, DecompositionError
+from benchmark.decomposition import Decomposition, DecompositionError, LowRank
 from benchmark.registry import METRICS
 from benchmark.toy import ToyModel
 
 EVAL_SEED = 20250101  # inputs used by input-dependent metrics; fixed so scores are reproducible
-EVAL_BATCH = 2048
+EVAL_BATCH = 1024
 DEAD_TOL = 1e-3  # a unit with norm below DEAD_TOL * (largest unit norm) is negligible ("dead")
 ACTIVE_TOL = 0.1  # a component is active on an input when its attribution exceeds ACTIVE_TOL * (batch max)
 HEADLINE = "hungarian"  # the one score per (toy model, method); see docs/metrics.md, "Headline"
@@ -74,7 +74,16 @@ class ScoringContext:
     @cached_property
     def components(self) -> Tensor:
         """``[C, D]`` float64: every component, flattened over the decomposed parameters."""
-        return self.decomposition.flat(self.names, self.shapes)
+        dec, C = self.decomposition, len(self.decomposition)
+        parts = []
+        for n in self.names:
+            numel = math.prod(self.shapes[n])
+            block = torch.zeros(C, numel, dtype=torch.float64)
+            idx = [i for i in range(C) if n in dec.components[i]]
+            if idx:
+                block[idx] = torch.stack([_dense(dec.components[i][n]).reshape(-1) for i in idx])
+            parts.append(block)
+        return torch.cat(parts, dim=1)
 
     @cached_property
     def weights(self) -> Tensor:
@@ -101,8 +110,14 @@ class ScoringContext:
 
     @cached_property
     def unit_vectors(self) -> Tensor:
-        """``[U, D]``: each unit's components summed."""
-        return self.membership @ self.components
+        """``[U, D]``: each unit's components summed (the components themselves when there are no groups)."""
+        if all(len(u) == 1 for u in self.units) and [u[0] for u in self.units] == list(range(len(self.units))):
+            return self.components
+        owner = torch.empty(self.components.shape[0], dtype=torch.long)
+        for u, idx in enumerate(self.units):
+            owner[idx] = u
+        out = torch.zeros(len(self.units), self.components.shape[1], dtype=torch.float64)
+        return out.index_add_(0, owner, self.components)
 
     @cached_property
     def unit_norms(self) -> Tensor:
@@ -128,17 +143,77 @@ class ScoringContext:
         return torch.stack([m.support_flat(self.names, self.shapes) for m in self.mechanisms])
 
     @cached_property
+    def support_cols(self) -> list[Tensor | None]:
+        """Per mechanism, the flattened indices inside its support, or None where the support covers more
+        than a quarter of the space (then whole vectors are used: cheaper than gathering)."""
+        return [_cols_or_none(self.supports[m]) for m in range(len(self.mechanisms))]
+
+    @cached_property
+    def basis_cols(self) -> list[Tensor | None]:
+        """Per mechanism, the flattened indices where its basis is non-zero (None: a quarter or more)."""
+        return [_cols_or_none(b.ne(0).any(dim=0)) for b in self.bases]
+
+    @cached_property
+    def basis_owner(self) -> Tensor:
+        """``[K]``: the mechanism each row of ``projections`` belongs to."""
+        return torch.cat([torch.full((b.shape[0],), m) for m, b in enumerate(self.bases)]) if self.bases \
+            else torch.zeros(0, dtype=torch.long)
+
+    @cached_property
+    def projections(self) -> Tensor:
+        """``[K, U]``: each unit's coordinates along every mechanism basis row (the bases stacked).
+
+        Mechanisms with small bases are multiplied over their non-zero columns only; the others in one
+        matrix product, so the cost follows the mechanisms' sizes."""
+        vecs = self.unit_vectors
+        if not self.bases:
+            return torch.zeros(0, len(self.units), dtype=torch.float64)
+        rows: list[Tensor | None] = [None] * len(self.bases)
+        dense = [m for m, cols in enumerate(self.basis_cols) if cols is None]
+        if dense:
+            prod = torch.cat([self.bases[m] for m in dense]) @ vecs.T
+            for m, part in zip(dense, prod.split([self.bases[m].shape[0] for m in dense]), strict=True):
+                rows[m] = part
+        for m, cols in enumerate(self.basis_cols):
+            if cols is not None:
+                rows[m] = self.bases[m][:, cols] @ vecs[:, cols].T
+        return torch.cat([r for r in rows if r is not None])
+
+    def support_sq_norms(self, which: str) -> Tensor:
+        """``[M, N]``: squared norm inside each mechanism's support of every component (``which`` =
+        "components") or unit ("units"); computed once per distinct support mask."""
+        key = f"_support_sq_{which}"
+        if key in self.__dict__:
+            return self.__dict__[key]
+        vecs = {"components": self.components, "units": self.unit_vectors}[which]
+        sq = vecs.pow(2)
+        out = torch.zeros(len(self.mechanisms), vecs.shape[0], dtype=torch.float64)
+        distinct: dict[bytes, list[int]] = {}
+        for m in range(len(self.mechanisms)):
+            distinct.setdefault(self.supports[m].numpy().tobytes(), []).append(m)
+        for ms in distinct.values():
+            cols = self.support_cols[ms[0]]
+            out[ms] = (sq @ self.supports[ms[0]].to(torch.float64) if cols is None else sq[:, cols].sum(dim=1))
+        self.__dict__[key] = out
+        return out
+
+    def basis_gram(self, m1: int, m2: int) -> Tensor:
+        """``[k1, k2]``: inner products between the basis rows of two mechanisms."""
+        return self.bases[m1] @ self.bases[m2].T
+
+    @cached_property
     def cosines(self) -> Tensor:
         """``[M, U]``: |cos| of the angle between live unit u and mechanism m's span (0 for dead units).
 
         For a rank-1 mechanism this is |cos(u, z_m)|; for a subspace it is the cosine of the principal
         angle between u and the subspace, ``||B_m u|| / ||u||``. Invariant to sign and scale of u.
         """
-        vecs, norms = self.unit_vectors, self.unit_norms
+        norms = self.unit_norms
         if not self.bases:
             return torch.zeros(0, len(norms), dtype=torch.float64)
-        safe = norms.clamp_min(1e-300)
-        cos = torch.stack([(b @ vecs.T).norm(dim=0) / safe for b in self.bases])
+        sq = torch.zeros(len(self.bases), len(norms), dtype=torch.float64)
+        sq.index_add_(0, self.basis_owner, self.projections.pow(2))
+        cos = sq.sqrt() / norms.clamp_min(1e-300)
         cos[:, ~self.live] = 0.0
         return cos.clamp(0.0, 1.0)
 
@@ -202,6 +277,15 @@ class ScoringContext:
         if ca is None:
             return None
         return (ca.to(torch.float64) @ self.membership.T) > 0
+
+
+def _cols_or_none(mask: Tensor) -> Tensor | None:
+    cols = torch.nonzero(mask).flatten()
+    return None if len(cols) * 4 >= mask.numel() else cols
+
+
+def _dense(v: Tensor | LowRank) -> Tensor:
+    return (v.dense() if isinstance(v, LowRank) else v).detach().to("cpu", torch.float64)
 
 
 def score(toy: ToyModel, decomposition: Decomposition, names: list[str] | None = None) -> dict[str, float | None]:

@@ -22,17 +22,18 @@ from torch.func import functional_call, vmap
 from benchmark.scoring import ScoringContext, metric
 
 SCALE = 0.1
-BATCH = 1024  # evaluation inputs used (the first BATCH of the shared eval batch)
+PER_SIDE = 32  # inputs using the mechanism, and inputs not using it, per mechanism
+MIN_SIDE = 2
 CLIP = 1e6
 MAX_ELEMENTS = 2**24  # outputs held at once, per vmap chunk
 
 
 def _output_changes(ctx: ScoringContext, directions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``[K, B]``: ||f(x; W + d_k) - f(x; W)|| for each flattened weight change d_k (``[K, D]``)."""
+    """``[K, B]``: ||f(x_k; W + d_k) - f(x_k; W)|| for each flattened weight change d_k (``[K, D]``) and
+    its own inputs x_k (``[K, B, ...]``)."""
     model = ctx.toy.model
     params = {n: p.detach() for n, p in model.named_parameters()}
     buffers = dict(model.named_buffers())
-    base_out = functional_call(model, (params, buffers), (x,))
     deltas, offset = {}, 0
     for n in ctx.names:
         numel = math.prod(ctx.shapes[n])
@@ -40,14 +41,16 @@ def _output_changes(ctx: ScoringContext, directions: torch.Tensor, x: torch.Tens
         deltas[n] = directions[:, offset:offset + numel].reshape(-1, *p.shape).to(p.dtype)
         offset += numel
 
-    def run(delta: dict[str, torch.Tensor]) -> torch.Tensor:
+    def run(delta: dict[str, torch.Tensor], xk: torch.Tensor) -> torch.Tensor:
         moved = {**params, **{n: params[n] + d for n, d in delta.items()}}
-        out = functional_call(model, (moved, buffers), (x,))
-        return (out - base_out).flatten(1).norm(dim=1)
+        out = functional_call(model, (moved, buffers), (xk,))
+        base = functional_call(model, (params, buffers), (xk,))
+        return (out - base).flatten(1).norm(dim=1)
 
-    chunk = max(1, MAX_ELEMENTS // max(1, base_out.numel()))
     with torch.no_grad():
-        return vmap(run, chunk_size=chunk)(deltas).to(torch.float64)
+        width = functional_call(model, (params, buffers), (x[0],)).numel()
+        chunk = max(1, MAX_ELEMENTS // max(1, width))
+        return vmap(run, chunk_size=chunk)(deltas, x).to(torch.float64)
 
 
 @metric(
@@ -58,25 +61,32 @@ def _output_changes(ctx: ScoringContext, directions: torch.Tensor, x: torch.Tens
     "/ (mean change on other inputs) when the weights move +-delta along the matched unit (L3D's perturbation test).",
 )
 def intervention_specificity(ctx: ScoringContext) -> float | None:
-    candidates = [m for m, mech in enumerate(ctx.mechanisms) if not mech.always_on]
-    x = ctx.eval_inputs[:BATCH]
-    truth = ctx.true_active[:BATCH]
-    candidates = [m for m in candidates if truth[:, m].any() and not truth[:, m].all()]
-    if not candidates:
+    truth = ctx.true_active
+    sides: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    for m, mech in enumerate(ctx.mechanisms):
+        on = torch.nonzero(truth[:, m]).flatten()[:PER_SIDE]
+        off = torch.nonzero(~truth[:, m]).flatten()[:PER_SIDE]
+        if not mech.always_on and len(on) >= MIN_SIDE and len(off) >= MIN_SIDE:
+            sides[m] = (on, off)
+    if not sides:
         return None
     matched = dict(ctx.matching)
-    pairs = [(m, matched[m]) for m in candidates if m in matched]
-    log_ratios = [0.0] * (len(candidates) - len(pairs))  # unmatched: ratio 1
+    pairs = [(m, matched[m]) for m in sides if m in matched]
+    log_ratios = [0.0] * (len(sides) - len(pairs))  # unmatched: ratio 1
     if pairs:
         units = torch.tensor([u for _, u in pairs])
         vecs = ctx.unit_vectors[units]
         step = SCALE * float(ctx.weights.norm()) / math.sqrt(len(ctx.mechanisms))
         dirs = step * vecs / vecs.norm(dim=1, keepdim=True)
-        change = _output_changes(ctx, torch.cat([dirs, -dirs]), x)
-        change = 0.5 * (change[: len(pairs)] + change[len(pairs):])  # [P, B]
-        for i, (m, _) in enumerate(pairs):
-            on = truth[:, m]
-            a, b = float(change[i, on].mean()), float(change[i, ~on].mean())
+        # each mechanism's inputs: PER_SIDE using it then PER_SIDE not (cycled where fewer exist)
+        pick = torch.arange(PER_SIDE)
+        rows = torch.stack([torch.cat([on[pick % len(on)], off[pick % len(off)]]) for on, off in
+                            (sides[m] for m, _ in pairs)])  # [P, 2 * PER_SIDE]
+        x = ctx.eval_inputs[rows]
+        change = _output_changes(ctx, torch.cat([dirs, -dirs]), torch.cat([x, x]))
+        change = 0.5 * (change[: len(pairs)] + change[len(pairs):])  # [P, 2 * PER_SIDE]
+        for i in range(len(pairs)):
+            a, b = float(change[i, :PER_SIDE].mean()), float(change[i, PER_SIDE:].mean())
             ratio = 1.0 if a == b == 0.0 else (CLIP if b == 0.0 else a / b)
             log_ratios.append(math.log(min(CLIP, max(1.0 / CLIP, ratio))))
     return math.exp(sum(log_ratios) / len(log_ratios))

@@ -55,8 +55,9 @@ def subspace_coverage(ctx: ScoringContext) -> float | None:
     matched = dict(ctx.matching)
     scores = []
     for m, mech in enumerate(ctx.mechanisms):
-        if mech.subspace is None:
-            continue
+        if mech.subspace is None or mech.components is not None:
+            continue  # only mechanisms defined by a span alone (a span given beside exact components is
+            # the set of valid choices, not a subspace to cover)
         basis = ctx.bases[m]
         u = matched.get(m)
         if u is None:
@@ -81,27 +82,30 @@ def subspace_coverage(ctx: ScoringContext) -> float | None:
 def support_purity(ctx: ScoringContext) -> float | None:
     if not ctx.matching:
         return None
-    m_idx = torch.tensor([m for m, _ in ctx.matching])
     u_idx = torch.tensor([u for _, u in ctx.matching])
-    vecs = ctx.unit_vectors[u_idx]
-    inside = (vecs.pow(2) * ctx.supports[m_idx]).sum(dim=1)
-    return float((inside / vecs.pow(2).sum(dim=1)).mean())
+    m_idx = torch.tensor([m for m, _ in ctx.matching])
+    inside = ctx.support_sq_norms("units")[m_idx, u_idx]
+    return float((inside / ctx.unit_norms[u_idx].pow(2)).mean())
 
 
 @metric(
     "split_mechanisms",
     version="1",
     higher_is_better=False,
-    description=f"Number of mechanisms covered by two or more live units, each with |cosine| >= {COVER_TOL} to the "
-    "mechanism and closer to it than to any other mechanism.",
+    description=f"Number of matched mechanisms that some unmatched live unit also covers: |cosine| >= {COVER_TOL} to "
+    "the mechanism, and no closer to any other mechanism (one mechanism split over several units).",
 )
 def split_mechanisms(ctx: ScoringContext) -> float | None:
-    if not ctx.mechanisms or ctx.cosines.shape[1] == 0:
-        return None if not ctx.mechanisms else 0.0
-    best = ctx.cosines.argmax(dim=0)  # [U]
-    cover = (ctx.cosines >= COVER_TOL) & (best[None, :] == torch.arange(len(ctx.mechanisms))[:, None])
-    cover &= ctx.live[None, :]
-    return float((cover.sum(dim=1) >= 2).sum())
+    if not ctx.mechanisms:
+        return None
+    matched_units = {u for _, u in ctx.matching}
+    spare = [u for u in torch.nonzero(ctx.live).flatten().tolist() if u not in matched_units]
+    if not spare:
+        return 0.0
+    cos = ctx.cosines[:, spare]  # [M, spare]
+    best = cos >= cos.max(dim=0, keepdim=True).values - 1e-12  # ties: the unit is closest to each of them
+    cover = (cos >= COVER_TOL) & best
+    return float(sum(bool(cover[m].any()) for m, _ in ctx.matching))
 
 
 @metric(
@@ -115,19 +119,17 @@ def merged_components(ctx: ScoringContext) -> float | None:
     M = len(ctx.mechanisms)
     if M < 2:
         return None if M == 0 else 0.0
-    stacked = torch.cat(ctx.bases)  # [K, D]
-    owner = torch.cat([torch.full((b.shape[0],), m) for m, b in enumerate(ctx.bases)])
-    unit = ctx.unit_vectors / ctx.unit_norms.clamp_min(1e-300)[:, None]
-    proj = stacked @ unit.T  # [K, U]
-    gram = stacked @ stacked.T
+    owner = ctx.basis_owner
+    proj = ctx.projections / ctx.unit_norms.clamp_min(1e-300)[None, :]  # [K, U], coordinates of unit vectors
     top2 = ctx.cosines.topk(2, dim=0)
     count = 0
     for u in torch.nonzero(ctx.live).flatten().tolist():
         m1, m2 = top2.indices[:, u].tolist()
         c1 = float(top2.values[0, u])
-        rows = torch.nonzero((owner == m1) | (owner == m2)).flatten()
-        a = proj[rows, u]
-        c12 = float(a @ torch.linalg.pinv(gram[rows][:, rows]) @ a) ** 0.5
+        a = torch.cat([proj[owner == m1, u], proj[owner == m2, u]])
+        gram = torch.cat([torch.cat([ctx.basis_gram(m1, m1), ctx.basis_gram(m1, m2)], dim=1),
+                          torch.cat([ctx.basis_gram(m2, m1), ctx.basis_gram(m2, m2)], dim=1)])
+        c12 = abs(float(a @ torch.linalg.pinv(gram) @ a)) ** 0.5
         count += c12 >= COVER_TOL and c12 - c1 >= MERGE_GAIN
     return float(count)
 

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from benchmark.scoring import ScoringContext, metric
+from benchmark.toy import flatten
 
 EPS = 1e-12  # as in SPD's compute_cosine_similarities
 
@@ -27,25 +28,23 @@ EPS = 1e-12  # as in SPD's compute_cosine_similarities
 def _column_cosines(ctx: ScoringContext) -> tuple[Tensor, Tensor, Tensor] | None:
     """(cos [M', C], restricted component norms [M', C], mechanism norms [M']) over exact, not-always-on
     mechanisms; None when there are none."""
+    if "_apd_cosines" in ctx.__dict__:
+        return ctx.__dict__["_apd_cosines"]
     idx = [i for i, m in enumerate(ctx.mechanisms) if m.components is not None and not m.always_on]
     if not idx:
         return None
-    supports = ctx.supports[idx].to(torch.float64)  # [M', D]
-    z = torch.stack([ctx.bases[i][0] for i in idx]) * supports  # unit vectors, restricted to their support
-    z_norm = torch.stack([_exact_norm(ctx, i) for i in idx])
+    exact = [ctx.mechanisms[i].components for i in idx]
+    z = torch.cat([flatten({k: v.unsqueeze(0) for k, v in e.items()}, ctx.names, ctx.shapes, 1)
+                   for e in exact if e is not None]) * ctx.supports[idx]  # restricted to the support
+    z_norm = z.norm(dim=1)
     comps = ctx.components  # [C, D]
-    restricted_norm = (comps.pow(2) @ supports.T).sqrt().T  # [M', C]
-    dots = z @ comps.T  # [M', C]; z is zero outside the support, so this is the restricted dot product
-    cos = dots / (restricted_norm * z.norm(dim=1, keepdim=True)).clamp_min(EPS)
+    restricted_norm = ctx.support_sq_norms("components")[idx].sqrt()  # [M', C]
+    dots = z @ comps.T  # [M', C]; z is zero off its support, so this is the restricted dot product
+    cos = dots / (restricted_norm * z_norm[:, None]).clamp_min(EPS)
     if not ctx.decomposition.faithful:
         cos = cos.abs()
+    ctx.__dict__["_apd_cosines"] = (cos, restricted_norm, z_norm)
     return cos, restricted_norm, z_norm
-
-
-def _exact_norm(ctx: ScoringContext, i: int) -> Tensor:
-    mech = ctx.mechanisms[i]
-    assert mech.components is not None
-    return torch.sqrt(sum((v.detach().to(torch.float64) ** 2).sum() for v in mech.components.values()))
 
 
 @metric(
