@@ -256,9 +256,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if not args.no_leaderboard:
         from benchmark.results import load_results
         from leaderboard.build import render_all, write_all
+        from leaderboard.data import BoardError
 
         results, problems = load_results(args.results)
-        _, files = render_all(results, problems)
+        try:
+            _, files = render_all(results, problems)
+        except BoardError as exc:
+            print(f"pdbench: error: your results are stored, but the leaderboard cannot be regenerated: {exc}",
+                  file=sys.stderr)
+            return 1
         out = args.out or default_out(args.results)
         write_all(out, files)
         log(f"leaderboard regenerated in {out}/ (LEADERBOARD.md, index.html, leaderboard.csv, latex/, figures/)")
