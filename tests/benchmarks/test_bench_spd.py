@@ -69,3 +69,39 @@ def test_spd_run_to_paper_quality(benchmark, name):
     mmcs, ml2r = _mmcs_ml2r(toy.model.W.detach(), P)
     benchmark.extra_info.update({"mmcs": mmcs, "ml2r": ml2r, "steps": dec.record.steps})
     assert mmcs >= 0.999 and 0.99 <= ml2r <= 1.04, (mmcs, ml2r)
+
+
+def _ci_loop(spd, inner: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    """One small MLP call per (site, subcomponent): what batching replaces."""
+    cols = []
+    for s in range(inner.shape[1]):
+        for c in range(inner.shape[2]):
+            h = torch.nn.functional.gelu(inner[:, s, c, None] * spd.w_in[s, c] + spd.b_in[s, c])
+            cols.append(h @ spd.w_out[s, c] + spd.b_out[s, c])
+    return torch.stack(cols, dim=1).reshape(inner.shape)
+
+
+@pytest.fixture(scope="module")
+def ci_case():
+    toy = load_toy("tms_40-10")
+    t = toy.target()
+    tr = SPDTrainer(t.model.to(DEVICE), t.params(), t.sample, SPDConfig(C=200, steps=1, batch_size=1024),
+                    seed=0, device=DEVICE)
+    _, inner = tr.target_pass(tr.sample(1024))
+    return tr.spd, inner.detach().requires_grad_(True)
+
+
+@pytest.mark.benchmark(group="spd-ci-tms40-10")
+@pytest.mark.parametrize("impl", ["batched", "loop"])
+def test_ci_forward_backward(benchmark, ci_case, impl):
+    """TMS 40-10 sizes (2 sites x C = 200 MLPs, batch 1024): all CI MLPs at once vs one call per MLP."""
+    spd, inner = ci_case
+    fn = spd.ci_raw if impl == "batched" else (lambda x: _ci_loop(spd, x))
+
+    def run() -> torch.Tensor:
+        out = fn(inner)
+        out.square().sum().backward()
+        return out.detach()
+
+    out = benchmark(run)
+    torch.testing.assert_close(out, _ci_loop(spd, inner).detach(), rtol=1e-5, atol=1e-5)
