@@ -216,3 +216,13 @@ def test_committed_leaderboard_results_pass_validation(capsys):
 def test_plugin_file_is_loaded_once(tmp_path):
     path = _plugin(tmp_path, "outside-once")
     assert load_plugin(path) is load_plugin(path)
+
+
+def test_module_reference_and_registered_name(monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)  # `module:Class` resolves from the current folder, as with `python -m`
+    assert main(["submit", "examples.svd_method:WeightSVD", "--check-only"]) == 0
+    assert "the adapter passes the checks" in capsys.readouterr().err
+    assert main(["submit", "pca", "--check-only"]) == 1  # a registered name; a reference row cannot be submitted
+    assert "[FAIL] is not a reference row" in capsys.readouterr().err
+    assert main(["submit", "no-such-method", "--check-only"]) == 2
+    assert "unknown method 'no-such-method'" in capsys.readouterr().err
