@@ -202,5 +202,12 @@ def render_html(board: Board) -> str:
 <label>Table <select id="table"><option value="all">all tables</option>{options}</select></label>
 </div>
 {_overall(board)}{"".join(_tier(board, t) for t in board.tiers)}
+<h2>Figures and files</h2>
+<p class="note">Beside this page: <a href="leaderboard.csv">leaderboard.csv</a> (every statistic),
+<a href="cells.csv">cells.csv</a> (every result), <a href="LEADERBOARD.md">LEADERBOARD.md</a>,
+<a href="latex/overall.tex">latex/</a> (booktabs tables) and
+<a href="figures/score_by_tier.pdf">figures/</a> (PNG, PDF).</p>
+<p><img src="figures/score_by_tier.png" alt="score by tier, per method, with 95% intervals" style="max-width:100%"></p>
+<p><img src="figures/score_vs_time.png" alt="overall score against wall time per cell" style="max-width:100%"></p>
 </body></html>
 """

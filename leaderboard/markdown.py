@@ -93,6 +93,7 @@ def render_markdown(results: list[dict[str, Any]] | Board, headline: str | None 
     if board.overall.note:
         parts += [f"The overall table {board.overall.note}.", ""]
     parts += [tabulate(rows, headers=header, tablefmt="github", disable_numparse=True), ""]
+    parts += ["![score by tier](figures/score_by_tier.png)", ""]
     for table in board.tiers:
         header, rows = tier_rows(board, table)
         parts += [f"## {table.title}", ""]
