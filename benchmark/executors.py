@@ -1,7 +1,8 @@
 """Executors: where and how the cells of a grid run.
 
 - ``local`` (default): ``jobs`` worker processes started with ``spawn``. Each worker imports torch and the
-  plugins once, then runs cells one at a time. The parent enforces a per-cell time limit and a memory
+  plugins once, then runs cells one at a time on ``threads`` intra-op threads (default 1: the toy models
+  are small, and more threads per tiny op only contend; parallelism comes from the workers). The parent enforces a per-cell time limit and a memory
   guard (the worker's resident memory, polled; plus ``RLIMIT_DATA`` inside CPU workers, so a runaway
   allocation fails inside the cell). A worker that overruns, blows the guard or dies (segfault,
   ``os._exit``, the OOM killer) is killed and replaced; its cell becomes an error row and the other
@@ -244,13 +245,14 @@ class LocalExecutor:
     max_failed_starts = 3
 
     def __init__(self, jobs: int | None = None, limits: Any = None, plugins: Sequence[str] = (),
-                 cache_root: str | None = None, device: str = "cpu", cells_per_worker: int | None = None):
+                 cache_root: str | None = None, device: str = "cpu", cells_per_worker: int | None = None,
+                 threads: int | None = None):
         self.jobs = max(1, jobs or cpu_count())
         self.limits = limits or Limits()
         self.memory_mb = self.limits.memory_for(self.jobs)
         self.cells_per_worker = cells_per_worker
         self.config = WorkerConfig(plugins=tuple(plugins), cache_root=cache_root,
-                                   threads=max(1, cpu_count() // self.jobs), memory_mb=self.memory_mb,
+                                   threads=max(1, threads or 1), memory_mb=self.memory_mb,
                                    device=device)
 
     def run(self, tasks: Sequence[CellTask], on_result: OnResult) -> None:
@@ -466,10 +468,11 @@ class RayExecutor:
 
 
 def make_executor(name: str, *, jobs: int | None = None, limits: Any = None, plugins: Sequence[str] = (),
-                  cache_root: str | None = None, device: str = "cpu", cells_per_worker: int | None = None):
+                  cache_root: str | None = None, device: str = "cpu", cells_per_worker: int | None = None,
+                  threads: int | None = None):
     """The executor called ``name`` ('local', 'serial' or 'ray')."""
     if name == "local":
-        return LocalExecutor(jobs, limits, plugins, cache_root, device, cells_per_worker)
+        return LocalExecutor(jobs, limits, plugins, cache_root, device, cells_per_worker, threads)
     if name == "serial":
         return SerialExecutor(device=device, cache_root=cache_root)
     if name == "ray":

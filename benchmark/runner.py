@@ -311,14 +311,15 @@ def run_grid(cells: Iterable[Cell], results_dir: Path, budget: Budget | None = N
              log: Log = print, *, executor: str = "local", jobs: int | None = None,
              limits: Any = None, budgets: Mapping[str, Budget] | None = None, retry_errors: bool = False,
              progress: bool = True, hparams: Mapping[str, dict[str, Any]] | None = None,
-             cells_per_worker: int | None = None) -> list[Path]:
+             cells_per_worker: int | None = None, threads: int | None = None) -> list[Path]:
     """Run every cell not already stored; write each result as it arrives; return the paths written.
 
     ``executor``: 'local' (worker processes, the default), 'serial' (in this process, no isolation) or
     'ray'. ``jobs``: parallel workers (default: one per CPU core). ``limits``: an
     :class:`benchmark.executors.Limits` (time limit, memory guard). ``budgets``: per-method budgets that
     override ``budget``. ``hparams``: per-method hyperparameter overrides. ``cells_per_worker``: restart a
-    local worker after that many cells (1: a fresh process per cell).
+    local worker after that many cells (1: a fresh process per cell). ``threads``: torch intra-op threads per
+    local worker (default 1).
     """
     from benchmark.executors import CellTask, Limits, make_executor
 
@@ -337,7 +338,7 @@ def run_grid(cells: Iterable[Cell], results_dir: Path, budget: Budget | None = N
              for c in todo]
     ex = make_executor(executor, jobs=jobs, limits=limits or Limits(), plugins=plugins,
                        cache_root=str(cache.root) if cache is not None else None, device=device,
-                       cells_per_worker=cells_per_worker)
+                       cells_per_worker=cells_per_worker, threads=threads)
     bar = Progress(len(tasks), log)
     written: list[Path] = []
 

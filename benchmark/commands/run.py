@@ -91,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_grid(cells, args.results, device=args.device, rerun=args.rerun, plugins=args.plugin, log=stderr_log,
                  executor=args.executor, jobs=args.jobs, limits=limits, budgets=suite.budgets(methods, args.steps),
                  retry_errors=args.retry_errors, budget=suite.budget_for("", args.steps),
-                 cells_per_worker=args.cells_per_worker)
+                 cells_per_worker=args.cells_per_worker, threads=args.threads)
     except KeyboardInterrupt:
         print("\ninterrupted: every finished cell is stored; run the same command again to resume",
               file=sys.stderr)
@@ -126,5 +126,7 @@ def add_parser(sub, common) -> None:
                         "(default: 80%% of the machine's memory shared among the workers)")
     p.add_argument("--cells-per-worker", type=_positive_int, default=None, metavar="N",
                    help="restart a worker process after N cells (1: a fresh process per cell; default: never)")
+    p.add_argument("--threads", type=_positive_int, default=1, metavar="N",
+                   help="torch intra-op threads per worker (default: 1; the toy models are small)")
     p.add_argument("--no-leaderboard", action="store_true", help="do not print the leaderboard afterwards")
     p.set_defaults(fn=cmd_run)
