@@ -2,11 +2,11 @@
 
 - ``local`` (default): ``jobs`` worker processes started with ``spawn``. Each worker imports torch and the
   plugins once, then runs cells one at a time on ``threads`` intra-op threads (default 1: the toy models
-  are small, and more threads per tiny op only contend; parallelism comes from the workers). The parent enforces a per-cell time limit and a memory
-  guard (the worker's resident memory, polled; plus ``RLIMIT_DATA`` inside CPU workers, so a runaway
-  allocation fails inside the cell). A worker that overruns, blows the guard or dies (segfault,
-  ``os._exit``, the OOM killer) is killed and replaced; its cell becomes an error row and the other
-  cells go on. ``cells_per_worker=1`` gives every cell a fresh process.
+  are small, and more threads per tiny op only contend; parallelism comes from the workers). The parent
+  enforces a per-cell time limit and a memory guard (the worker's resident memory, polled; plus
+  ``RLIMIT_DATA`` inside CPU workers, so a runaway allocation fails inside the cell). A worker that
+  overruns, blows the guard or dies (segfault, ``os._exit``, the OOM killer) is killed and replaced; its
+  cell becomes an error row and the other cells go on. ``cells_per_worker=1`` gives every cell a fresh process.
 - ``serial``: in the calling process, without isolation or limits (debugging, profilers).
 - ``ray``: one Ray task per cell (``max_calls=1``: a fresh worker process each), on the cluster that
   ``ray.init`` finds (``RAY_ADDRESS``) or a local one; plugin files are shipped by content.
