@@ -229,7 +229,8 @@ def test_tms_identity_is_frozen_and_matches_plain_tms(toy):
         plain, ident = toy(small), toy(big)
         m1 = ident.model.W.shape[0]
         assert torch.equal(ident.model.hidden_layer, torch.eye(m1))
-        assert torch.equal(plain.model.W, ident.model.W), "H = I makes training identical to plain TMS"
+        # H = I makes the training plain TMS's, up to float summation order (measured: 6e-4 of 0.89 on 40-10)
+        assert torch.allclose(plain.model.W, ident.model.W, atol=5e-3 * float(plain.model.W.abs().max()))
         pieces = [m for m in ident.ground_truth.mechanisms if m.name.startswith("identity")]
         assert len(pieces) == m1 and all(m.always_on and m.rank == m1 * m1 for m in pieces)
 
