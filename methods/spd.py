@@ -72,6 +72,7 @@ class SPD(Method):
         # toy models the paper does not cover: the fast TMS 5-2 recipe; C = 2 x the largest matrix side
         "C": None, "lr": 1e-2, "steps": 3_000, "batch_size": 1024, "preset": "fast",
         "ci_threshold": 0.1,  # a subcomponent is active on an input where its CI exceeds this (spd configs)
+        "min_norm": 0.01,  # ... and kept only if its norm is at least this x the largest in its matrix
         "group_jaccard": 0.8,  # subcomponents whose active sets overlap this much form one group
         "n_eval": 20_000,  # inputs used for grouping
         "log_every": 0,
@@ -104,7 +105,9 @@ class SPD(Method):
 
 def _export(trainer: SPDTrainer, hp: dict[str, Any], log: Any, seed: int) -> Decomposition:
     """Keep the subcomponents that are causally important (CI > ci_threshold) on some input, SPD's own
-    notion of an alive subcomponent; the others can be ablated on every input and are dropped."""
+    notion of an alive subcomponent, and whose norm is not negligible (>= min_norm x the largest in the
+    same matrix; the paper's TMS figure separates the few non-negligible subcomponents from the ~0 rest).
+    The others can be ablated on every input, or change nothing, and are dropped."""
     spd = trainer.spd
     n_par = len(spd.names)
     C = spd.U[0].shape[1]
@@ -121,12 +124,15 @@ def _export(trainer: SPDTrainer, hp: dict[str, Any], log: Any, seed: int) -> Dec
 
     x = trainer.sample_fn(int(hp["n_eval"]), torch.Generator().manual_seed(seed + 2))
     ci = torch.cat([importances(xb) for xb in x.split(4096)])
-    alive = (ci > hp["ci_threshold"]).any(dim=0)
+    with torch.no_grad():
+        per_matrix = spd.component_norms().cpu()  # [n_params, C]
+        norms = per_matrix.flatten()
+    big = (per_matrix >= float(hp["min_norm"]) * per_matrix.amax(dim=1, keepdim=True)).flatten()
+    alive = (ci > hp["ci_threshold"]).any(dim=0) & big
     keep = alive.nonzero().flatten().tolist()
     if not keep:
         raise RuntimeError("spd: no subcomponent is causally important on any input; the run failed")
     with torch.no_grad():
-        norms = spd.component_norms().cpu().flatten()
         components = [{spd.names[j // C]: LowRank(spd.U[j // C][:, j % C:j % C + 1].detach().cpu().clone(),
                                                   spd.V[j // C][j % C:j % C + 1, :].detach().cpu().clone())}
                       for j in keep]

@@ -271,3 +271,30 @@ def test_reproduces_resid_mlp(toy, name: str) -> None:  # noqa: ANN001
         assert int(dense.sum()) >= 0.9 * rm.d_mlp, (layer, int(dense.sum()))
     all_out = sorted(i for layer in range(n_layers) for i in _param_stack(dec, f"layers.{layer}.W_out")[0])
     assert max(len(set(g) & set(all_out)) for g in dec.groups) >= 0.9 * len(all_out)
+
+
+def test_export_keeps_alive_subcomponents_of_non_negligible_norm(toy) -> None:  # noqa: ANN001
+    from methods._spd_core import TrainLog
+    from methods.spd import _export
+
+    tms = toy("tms_5-2")
+    tr = _trainer(tms, C=7)
+    W = tms.model.W.detach()
+    with torch.no_grad():
+        tr.spd.U[0].zero_()
+        tr.spd.U[0][:, :5] = W
+        tr.spd.V[0].zero_()
+        tr.spd.V[0][:5, :5] = torch.eye(5)
+        tr.spd.U[0][:, 5] = 1e-4 * W[:, 0]  # negligible norm
+        tr.spd.V[0][5, 0] = 1.0
+        tr.spd.U[0][:, 6] = W[:, 1]  # large, but never causally important
+        tr.spd.V[0][6, 1] = 1.0
+        tr.spd.w_out.zero_()
+        tr.spd.b_out.fill_(2.0)  # CI = 1 everywhere ...
+        tr.spd.b_out[:, 6] = -2.0  # ... except subcomponent 6
+    hp = {**SPD().hparams("tms_5-2"), "n_eval": 500}
+    dec = _export(tr, hp, TrainLog(), seed=0)
+    assert len(dec) == 5
+    assert torch.allclose(torch.stack([dec.dense(i)["W"] for i in range(5)]).sum(0), W)
+    assert dec.groups == [[0, 1, 2, 3, 4]]  # all five always on together here: one co-activation group
+    assert dec.record.extra["dropped_norm"] == pytest.approx(float(W[:, 1].norm()), rel=1e-4)
