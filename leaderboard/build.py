@@ -35,7 +35,7 @@ def render_all(results: list[dict[str, Any]], problems: list[str] | None = None)
     """Relative path -> file bytes for every artefact."""
     board = build_board(results, problems or [])
     files: dict[str, bytes] = {
-        "LEADERBOARD.md": render_markdown(board).encode(),
+        "LEADERBOARD.md": render_markdown(board, figure=True).encode(),
         "leaderboard.csv": summary_csv(board).encode(),
         "cells.csv": cells_csv(results).encode(),
         "index.html": render_html(board).encode(),

@@ -84,8 +84,9 @@ def legend(board: Board) -> str:
             f"pca, ...). `{ERR_MARK}k/n`: k of n seeds failed; a failed seed scores 0 and is never dropped.")
 
 
-def render_markdown(results: list[dict[str, Any]] | Board, headline: str | None = None) -> str:
-    """The whole leaderboard as Markdown, from result records or a built :class:`Board`."""
+def render_markdown(results: list[dict[str, Any]] | Board, figure: bool = False) -> str:
+    """The whole leaderboard as Markdown, from result records or a built :class:`Board`; ``figure`` links the
+    score-by-tier figure that :mod:`leaderboard.build` writes beside it."""
     board = results if isinstance(results, Board) else build_board(results)
     parts = ["# Leaderboard", "", legend(board), ""]
     header, rows = overall_rows(board)
@@ -93,7 +94,8 @@ def render_markdown(results: list[dict[str, Any]] | Board, headline: str | None 
     if board.overall.note:
         parts += [f"The overall table {board.overall.note}.", ""]
     parts += [tabulate(rows, headers=header, tablefmt="github", disable_numparse=True), ""]
-    parts += ["![score by tier](figures/score_by_tier.png)", ""]
+    if figure:
+        parts += ["![score by tier](figures/score_by_tier.png)", ""]
     for table in board.tiers:
         header, rows = tier_rows(board, table)
         parts += [f"## {table.title}", ""]
