@@ -120,3 +120,17 @@ def test_bad_input_is_refused():
         CircuitSuperposition(10, 5, group=3).sample(4, torch.Generator())
     with pytest.raises(ValueError, match="layers"):
         ResidMLP(5)
+
+
+def test_list_shows_the_ladder(tmp_path):
+    from benchmark.commands.list import toy_rows
+    from benchmark.registry import TOY_MODELS
+
+    cache = WeightCache(tmp_path)
+    SharedNeurons().build(cache)
+    rows = toy_rows(cache)
+    assert sorted(r[0] for r in rows) == sorted(TOY_MODELS.names())
+    assert [r[1] for r in rows] == sorted(r[1] for r in rows), "ordered by tier"
+    by_name = {r[0]: r for r in rows}
+    assert by_name["shared_neurons"][4].startswith("hand-built") and by_name["tms_5-2"][4] == "not built"
+    assert by_name["resid_mlp1"][2] == "contested" and by_name["resid_mlp1"][3] == "100,000 / 100,000"
