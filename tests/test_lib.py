@@ -347,3 +347,20 @@ def test_output_edges_fast_path_equals_the_general_formula():
     general = section_edges(r, m.last_fit.bases[r.node], f, torch.eye(4, dtype=torch.float64),
                             r.out_derivative[:3000], chunk=7)
     assert torch.allclose(E, general, rtol=1e-10, atol=1e-14)
+
+
+def test_gradient_attribution_matches_forward_mode(toy):
+    import torch.autograd.forward_ad as fwAD
+    from torch.func import functional_call
+
+    t = toy("tms_5-2")
+    dec = LIB(group=False).decompose(t.target(), Budget(), seed=0)
+    x = t.sample(256, torch.Generator().manual_seed(2))
+    with torch.no_grad():  # the scorer calls attributions under no_grad
+        a = gradient_attributions(t.model, dec, x, t.spec.decomposed)
+    params = {n: p.detach() for n, p in t.model.named_parameters()}
+    for i in range(len(dec)):
+        with fwAD.dual_level():
+            dual = fwAD.make_dual(params["W"], dec.dense(i)["W"])
+            tangent = fwAD.unpack_dual(functional_call(t.model, {**params, "W": dual}, (x,))).tangent
+        assert torch.allclose(a[:, i], tangent.pow(2).mean(1).sqrt(), rtol=1e-5, atol=1e-7)
