@@ -3,7 +3,7 @@
 A_c(x) = sqrt(mean_o (sum_theta dy_o/dtheta * P_c,theta)^2): the size of the first-order change of the
 model's output when the weights move along component c. The Jacobian-vector product J P_c is taken with
 the double-backward trick (g(v) = J^T v is linear in v, and d<g(v), P_c>/dv = J P_c): reverse mode only,
-vectorised over samples, one backward pass per component. Forward-mode AD gives the same numbers (tested)
+vectorised over samples, one backward pass per component. Forward-mode AD gives the same numbers
 but makes torch script its JIT decompositions on first use in every fresh process.
 """
 
