@@ -28,12 +28,12 @@ def _attr(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([x[:, 0], x[:, 1] + 0.5 * x[:, 0]], dim=1)
 
 
-def run(components, *, faithful=False, attributions=None, groups=None, names=None) -> dict:
+def run(components, *, faithful=False, attributions=None, groups=None, names=None, x=X) -> dict:
     toy = LinearToy(W)
     dec = Decomposition([{"W": c} for c in components], attributions=attributions, groups=groups,
                         faithful=faithful)
     ctx = ScoringContext(toy, dec)
-    ctx.eval_inputs = X  # override the cached sample with the hand-picked inputs
+    ctx.eval_inputs = x  # override the cached sample with the hand-picked inputs
     out = {}
     for name in names or METRICS.names():
         v = METRICS.get(name).fn(ctx)
@@ -109,10 +109,15 @@ def test_activity_na_without_attributions():
 
 
 def test_intervention_specificity_hand_computed():
-    # y = x W^T. Along c0/|c0|: dy = s/sqrt2 (x0 + x1, 0): on rows using m0 (0, 2) mean 1.5, others (1, 3) 0.5 -> 3.
-    # Along c1: dy = s (0, x1): zero on rows not using m1 -> clipped at 1e6. Geometric mean sqrt(3e6).
-    s = run([C0, C1], names=["intervention_specificity"])
-    assert s["intervention_specificity"] == pytest.approx(math.sqrt(3 * 1e6), rel=1e-5)
+    # y = x W^T. "Off" inputs use the other mechanism but not this one; an input using nothing is left out.
+    # Along c0/|c0|: ||dy|| = s/sqrt2 |x0 + x1|: on rows 0, 2, 4 (1, 2, 2) mean 5/3, off rows 1, 5 (1, 2) mean 3/2.
+    # Along c1: ||dy|| = s |x1|: zero on the off rows 0, 4 -> clipped at 1e6. Geometric mean sqrt(10/9 * 1e6).
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0], [2.0, 0.0], [0.0, 2.0]])
+    s = run([C0, C1], names=["intervention_specificity"], x=x)
+    assert s["intervention_specificity"] == pytest.approx(math.sqrt(10 / 9 * 1e6), rel=1e-5)
+    # sign- and order-free: the same with -c1, c0
+    s2 = run([-C1, C0], names=["intervention_specificity"], x=x)
+    assert s2["intervention_specificity"] == pytest.approx(s["intervention_specificity"], rel=1e-6)
 
 
 def test_dead_components_hand_computed():
@@ -164,3 +169,14 @@ def test_every_metric_is_documented():
     assert HEADLINE in METRICS.names()
     for name, m in METRICS.items():
         assert m.version and m.description and isinstance(m.higher_is_better, bool), name
+
+
+def test_every_builtin_metric_is_on_the_metrics_page():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
+    for name, m in METRICS.items():
+        if m.fn.__module__.startswith("benchmark.metrics."):
+            assert f"`{name}`" in page, f"{name} is not defined in docs/metrics.md"
+            row = next((line for line in page.splitlines() if line.startswith(f"| `{name}`")), None)
+            assert row is not None and row.rstrip(" |").endswith(m.version), f"{name}: no table row with version"

@@ -62,10 +62,12 @@ def _output_changes(ctx: ScoringContext, directions: torch.Tensor, x: torch.Tens
 )
 def intervention_specificity(ctx: ScoringContext) -> float | None:
     truth = ctx.true_active
+    sparse = torch.tensor([not mech.always_on for mech in ctx.mechanisms], dtype=torch.bool)
+    n_sparse_active = truth[:, sparse].sum(dim=1)
     sides: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     for m, mech in enumerate(ctx.mechanisms):
         on = torch.nonzero(truth[:, m]).flatten()[:PER_SIDE]
-        off = torch.nonzero(~truth[:, m]).flatten()[:PER_SIDE]
+        off = torch.nonzero(~truth[:, m] & (n_sparse_active > 0)).flatten()[:PER_SIDE]  # uses another one
         if not mech.always_on and len(on) >= MIN_SIDE and len(off) >= MIN_SIDE:
             sides[m] = (on, off)
     if not sides:
@@ -78,15 +80,19 @@ def intervention_specificity(ctx: ScoringContext) -> float | None:
         vecs = ctx.unit_vectors[units]
         step = SCALE * float(ctx.weights.norm()) / math.sqrt(len(ctx.mechanisms))
         dirs = step * vecs / vecs.norm(dim=1, keepdim=True)
-        # each mechanism's inputs: PER_SIDE using it then PER_SIDE not (cycled where fewer exist)
-        pick = torch.arange(PER_SIDE)
-        rows = torch.stack([torch.cat([on[pick % len(on)], off[pick % len(off)]]) for on, off in
-                            (sides[m] for m, _ in pairs)])  # [P, 2 * PER_SIDE]
+        # each mechanism's inputs: up to PER_SIDE using it, then up to PER_SIDE not (padded, masked out)
+        rows = torch.zeros(len(pairs), 2 * PER_SIDE, dtype=torch.long)
+        valid = torch.zeros(len(pairs), 2 * PER_SIDE, dtype=torch.bool)
+        for i, (m, _) in enumerate(pairs):
+            on, off = sides[m]
+            rows[i, : len(on)], rows[i, PER_SIDE: PER_SIDE + len(off)] = on, off
+            valid[i, : len(on)], valid[i, PER_SIDE: PER_SIDE + len(off)] = True, True
         x = ctx.eval_inputs[rows]
         change = _output_changes(ctx, torch.cat([dirs, -dirs]), torch.cat([x, x]))
-        change = 0.5 * (change[: len(pairs)] + change[len(pairs):])  # [P, 2 * PER_SIDE]
-        for i in range(len(pairs)):
-            a, b = float(change[i, :PER_SIDE].mean()), float(change[i, PER_SIDE:].mean())
+        change = 0.5 * (change[: len(pairs)] + change[len(pairs):]) * valid  # [P, 2 * PER_SIDE]
+        mean_on = change[:, :PER_SIDE].sum(dim=1) / valid[:, :PER_SIDE].sum(dim=1)
+        mean_off = change[:, PER_SIDE:].sum(dim=1) / valid[:, PER_SIDE:].sum(dim=1)
+        for a, b in zip(mean_on.tolist(), mean_off.tolist(), strict=True):
             ratio = 1.0 if a == b == 0.0 else (CLIP if b == 0.0 else a / b)
             log_ratios.append(math.log(min(CLIP, max(1.0 / CLIP, ratio))))
     return math.exp(sum(log_ratios) / len(log_ratios))

@@ -139,11 +139,17 @@ def merged_components(ctx: ScoringContext) -> float | None:
     version="1",
     higher_is_better=False,
     description=f"Number of components with negligible norm (< {DEAD_TOL} x the largest) or, where the method gives "
-    "attributions, never active on the evaluation inputs.",
+    "attributions, never active on the evaluation inputs (unless matched to a mechanism no eval input uses).",
 )
 def dead_components(ctx: ScoringContext) -> float | None:
     norms = ctx.components.norm(dim=1)
     dead = (norms == 0) | (norms < DEAD_TOL * float(norms.max()))
     if ctx.component_active is not None:
-        dead |= ~ctx.component_active.any(dim=0)
+        silent = ~ctx.component_active.any(dim=0)
+        # a component matched to a mechanism that no eval input uses cannot be seen firing: not called dead
+        unseen = [m for m in range(len(ctx.mechanisms)) if not ctx.true_active[:, m].any()]
+        for m, u in ctx.matching:
+            if m in unseen:
+                silent[ctx.units[u]] = False
+        dead |= silent
     return float(dead.sum())
