@@ -128,7 +128,7 @@ def per_site_decomposition(target, seed: int, n_samples: int, make_basis: Callab
         raise ValueError(f"side must be 'read' or 'write', not {side!r}")
     if attribution not in ("activation", "gradient"):
         raise ValueError(f"attribution must be 'activation' or 'gradient', not {attribution!r}")
-    x = target.sample(capped_samples(target, n_samples, hparams.get("max_floats", 2e7)),
+    x = target.sample(capped_samples(target, n_samples, hparams.get("max_floats", 1e7)),
                       torch.Generator().manual_seed(seed))
     params = target.params()
     with torch.no_grad():
