@@ -14,15 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from faults import PLUGIN, isolated_registries
+from faults.expected import EXPECTED
 
 from benchmark.cache import CacheWarning, WeightCache, file_sha256
 from benchmark.executors import CellTask, Limits, WorkerConfig, run_task
-from benchmark.registry import load_plugin
 from benchmark.results import Cell, load_results, read_result
 from benchmark.runner import plan, run_cell, run_grid
 
-PLUGIN = Path(__file__).parent / "faults" / "fault_plugin.py"
-faults = load_plugin(PLUGIN)
 TOY = "tms_5-2"
 MEMORY_MB = 1500.0
 TIME_S = 6.0
@@ -32,6 +31,17 @@ def _quiet(_: str) -> None:
     pass
 
 
+@pytest.fixture(scope="module", autouse=True)
+def fault_adapters():
+    """The fault adapters registered in this process too (the in-process tests and the leaderboard need
+    their classes); removed again afterwards so that no other test module sees them."""
+    from benchmark.registry import load_plugin
+
+    with isolated_registries():
+        load_plugin(PLUGIN)
+        yield
+
+
 @pytest.fixture(scope="module")
 def fault_run(tmp_path_factory) -> tuple[Path, bytes]:
     """One grid: every fault adapter, two good methods and the broken toy model, on two worker processes.
@@ -39,7 +49,7 @@ def fault_run(tmp_path_factory) -> tuple[Path, bytes]:
     root = tmp_path_factory.mktemp("faults")
     run_grid([Cell(TOY, "oracle", 0)], root, executor="serial", log=_quiet)
     oracle_bytes = Cell(TOY, "oracle", 0).path(root).read_bytes()
-    cells = [Cell(TOY, m, 0) for m in [*faults.EXPECTED, "oracle", "pca"]]
+    cells = [Cell(TOY, m, 0) for m in [*EXPECTED, "oracle", "pca"]]
     cells.append(Cell("fault_toy", "pca", 0))
     run_grid(cells, root, plugins=[str(PLUGIN)], jobs=2, log=_quiet,
              limits=Limits(time_s=TIME_S, memory_mb=MEMORY_MB))
@@ -53,11 +63,11 @@ def _row(root: Path, method: str, toy: str = TOY) -> dict:
     return read_result(Cell(toy, method, 0).path(root), root)
 
 
-@pytest.mark.parametrize("method", sorted(faults.EXPECTED))
+@pytest.mark.parametrize("method", sorted(EXPECTED))
 def test_each_fault_ends_in_its_error_row(fault_run, method: str) -> None:
     root, _ = fault_run
     row = _row(root, method)
-    expected = faults.EXPECTED[method]
+    expected = EXPECTED[method]
     if expected is None:
         assert row["status"] == "ok", row["error"]
         return
@@ -110,7 +120,7 @@ def test_the_other_cells_stay_intact(fault_run) -> None:
     assert pca["metrics"] == pytest.approx(again["metrics"], abs=1e-12)
     results, problems = load_results(root)
     assert problems == []
-    assert len(results) == len(faults.EXPECTED) + 4
+    assert len(results) == len(EXPECTED) + 4
     assert not list(root.rglob("*.tmp"))
 
 
@@ -124,16 +134,16 @@ def test_the_leaderboard_marks_failed_cells(fault_run) -> None:
         assert rows, f"{name} dropped from the leaderboard"
         return any("ERROR" in ln or "\u2717" in ln for ln in rows)
 
-    for method, expected in faults.EXPECTED.items():
+    for method, expected in EXPECTED.items():
         assert marked(method) == (expected is not None), method
     assert marked("pca (ref)")  # its cell on the broken toy model failed
 
 
 def test_a_resumed_run_keeps_error_rows_unless_asked(fault_run) -> None:
     root, _ = fault_run
-    cells = [Cell(TOY, m, 0) for m in faults.EXPECTED]
+    cells = [Cell(TOY, m, 0) for m in EXPECTED]
     assert plan(cells, root, log=_quiet) == []
-    failed = sorted(c for c in cells if faults.EXPECTED[c.method] is not None)
+    failed = sorted(c for c in cells if EXPECTED[c.method] is not None)
     assert plan(cells, root, retry_errors=True, log=_quiet) == failed
 
 

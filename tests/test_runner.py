@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from faults import PLUGIN, isolated_registries
 
 from benchmark.decomposition import Decomposition, RunRecord
 from benchmark.method import Budget, Method
@@ -21,7 +22,6 @@ from benchmark.runner import Progress, run_grid
 from benchmark.suites import SUITES, suite_cells, toy_tiers
 from benchmark.toy import Target
 
-PLUGIN = Path(__file__).parent / "faults" / "fault_plugin.py"
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -100,10 +100,12 @@ class InTestMethod(Method):
 def test_methods_registered_in_the_caller_reach_the_workers(tmp_path: Path) -> None:
     """A class registered by the caller, and a plugin file the caller loaded itself (no ``plugins=``); each
     cell in a fresh worker process (``cells_per_worker=1``)."""
-    METHODS.register("in_test", InTestMethod, replace=True)
-    load_plugin(PLUGIN)
-    run_grid([Cell("block_mlp", "in_test", 0), Cell("block_mlp", "slow_valid", 0)], tmp_path, jobs=1, log=_quiet,
-             cells_per_worker=1)
+    with isolated_registries():
+        METHODS.register("in_test", InTestMethod, replace=True)
+        load_plugin(PLUGIN)
+        run_grid([Cell("block_mlp", "in_test", 0), Cell("block_mlp", "slow_valid", 0)], tmp_path, jobs=1,
+                 log=_quiet, cells_per_worker=1)
+    assert "in_test" not in METHODS and "slow_valid" not in METHODS
     rows = {r["cell"]["method"]: r for r in load_results(tmp_path)[0]}
     assert rows["in_test"]["status"] == "ok", rows["in_test"]["error"]
     assert rows["in_test"]["method"]["class"].endswith("InTestMethod")

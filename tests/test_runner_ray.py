@@ -7,13 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from faults import PLUGIN
 
 from benchmark.executors import Limits
 from benchmark.results import Cell, load_results
 from benchmark.runner import run_grid
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra (pip install 'pdbench[ray]'); not installed here")
-PLUGIN = Path(__file__).parent / "faults" / "fault_plugin.py"
 TOY = "tms_5-2"
 
 

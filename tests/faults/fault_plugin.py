@@ -1,7 +1,8 @@
 """Fault-injection adapters, one per failure mode a submitted method or toy model can show.
 
 Loaded like a user's plugin (``--plugin tests/faults/fault_plugin.py``), so the worker processes load it
-the same way. Each class registers ``fault_<mode>``; ``EXPECTED`` says which error row each must produce.
+the same way. Each class registers ``fault_<mode>``; ``tests/faults/expected.py`` says which error row each
+must produce.
 """
 
 from __future__ import annotations
@@ -154,24 +155,6 @@ class BrokenToy(TMS):
 
 
 TOY_MODELS.register("fault_toy", BrokenToy)
-
-# method -> (error type, a fragment of the message, stage); None: the cell must succeed
-EXPECTED: dict[str, tuple[str, str, str] | None] = {
-    "fault_raise": ("RuntimeError", "injected failure inside decompose", "decomposing"),
-    "fault_hang": ("TimeLimitExceeded", "time limit", "running the cell (worker process)"),
-    "fault_nan": ("DecompositionError", "NaN", "validating the decomposition"),
-    "fault_shape": ("DecompositionError", "has shape (2, 5, 3), expected (2, 5)", "validating the decomposition"),
-    "fault_param": ("DecompositionError", "not_a_parameter", "validating the decomposition"),
-    "fault_device": ("DecompositionError", "is on device meta", "validating the decomposition"),
-    "fault_type": ("TypeError", "returned dict, not a Decomposition", "decomposing"),
-    "fault_memory_huge": ("RuntimeError", "out of memory", "decomposing"),
-    "fault_segfault": ("WorkerDied", "SIGSEGV", "running the cell (worker process)"),
-    "fault_exit": ("SystemExit", "3", "decomposing"),
-    "fault_state": None,
-    "fault_record": None,
-    "fault_state_probe": None,
-}
-
 
 @METHODS.register("slow_valid")
 class SlowValid(_Fault):
