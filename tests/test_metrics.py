@@ -180,3 +180,19 @@ def test_every_builtin_metric_is_on_the_metrics_page():
             assert f"`{name}`" in page, f"{name} is not defined in docs/metrics.md"
             row = next((line for line in page.splitlines() if line.startswith(f"| `{name}`")), None)
             assert row is not None and row.rstrip(" |").endswith(m.version), f"{name}: no table row with version"
+
+
+def test_apd_metrics_match_the_papers_column_formula(toy):
+    """On TMS 5-2, mmcs_apd / ml2r_apd equal APD/SPD's per-column formula written out directly."""
+    tms = toy("tms_5-2")
+    Wt = tms.model.W.detach().double()  # [2, 5]: column j is feature j
+    P = torch.randn(7, *Wt.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    eps = 1e-12
+    cols_cos = torch.stack([torch.stack([P[c, :, j] @ Wt[:, j] / max(float(P[c, :, j].norm() * Wt[:, j].norm()), eps)
+                                         for c in range(len(P))]) for j in range(Wt.shape[1])])  # [5, C]
+    best = cols_cos.argmax(dim=1)
+    mmcs = float(cols_cos.max(dim=1).values.mean())
+    ml2r = float(torch.stack([P[best[j], :, j].norm() / Wt[:, j].norm() for j in range(Wt.shape[1])]).mean())
+    s = score(tms, Decomposition([{"W": p.float()} for p in P], faithful=True), ["mmcs_apd", "ml2r_apd"])
+    assert s["mmcs_apd"] == pytest.approx(mmcs, abs=1e-6)
+    assert s["ml2r_apd"] == pytest.approx(ml2r, abs=1e-6)
