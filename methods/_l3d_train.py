@@ -36,6 +36,7 @@ class L3DConfig:
     lr_gamma: float = 0.8
     warm_start_epochs: int = 0
     norm: str = "l2"
+    reference: str = "random"  # "random": a random sample of the batch (paper, code); "mean": the data's mean output
     jacobian_limit: float = 5e7  # cache per-sample Jacobians when N * n_o * n_w is at most this
 
     def __post_init__(self) -> None:
@@ -47,6 +48,8 @@ class L3DConfig:
             raise ValueError("batch_size, n_samples and epochs must be >= 1")
         if self.norm not in ("l2", "code"):
             raise ValueError(f"norm must be 'l2' or 'code', got {self.norm!r}")
+        if self.reference not in ("random", "mean"):
+            raise ValueError(f"reference must be 'random' or 'mean', got {self.reference!r}")
 
     def ranks(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
         if isinstance(self.rank, int):
@@ -64,8 +67,9 @@ class GradientSource:
     each batch's gradients are J_i^T (f_i - y_r) / n_o; otherwise each batch calls vmap(grad(D)). Both are exact.
     """
 
-    def __init__(self, model: nn.Module, params: dict[str, Tensor], X: Tensor, jacobian_limit: float):
-        self.model, self.params, self.X = model, params, X
+    def __init__(self, model: nn.Module, params: dict[str, Tensor], X: Tensor, jacobian_limit: float,
+                 reference: str = "random"):
+        self.model, self.params, self.X, self.reference = model, params, X, reference
         self.names = tuple(params)
         with torch.no_grad():
             self.F = outputs(model, params, X)
@@ -77,8 +81,8 @@ class GradientSource:
                 self.J = jacobians(model, params, X)
 
     def batch(self, idx: Tensor, ref: Tensor) -> Tensor:
-        """Gradients for samples ``idx`` with references ``idx[ref]``."""
-        y_ref = self.F[idx][ref]
+        """Gradients for samples ``idx`` with references ``idx[ref]`` (or the mean output, see L3DConfig)."""
+        y_ref = self.F[idx][ref] if self.reference == "random" else self.F.mean(0).expand(idx.numel(), -1)
         with torch.no_grad():
             if self.J is not None:
                 return torch.einsum("bo,bow->bw", self.F[idx] - y_ref, self.J[idx]) / self.n_o
@@ -135,7 +139,7 @@ def train_l3d(model: nn.Module, names: tuple[str, ...], X: Tensor, cfg: L3DConfi
     dec.load_state_dict(enc_init.state_dict())  # V^in starts as a copy of the normalised V^out
     enc = enc_init.to(X.device)
     dec = dec.to(X.device)
-    src = GradientSource(model, params, X, cfg.jacobian_limit)
+    src = GradientSource(model, params, X, cfg.jacobian_limit, cfg.reference)
     opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=cfg.lr, foreach=True)
     N, B = X.shape[0], cfg.batch_size
     spe = math.ceil(N / B)

@@ -35,7 +35,7 @@ from methods._l3d_train import L3DConfig, L3DFit, train_l3d
 
 PAPER = "Chrisman, Bushnaq, Sharkey 2025, Local Loss Landscape Decomposition, arXiv:2504.00194"
 _CFG_KEYS = ("n_v", "rank", "k", "epochs", "batch_size", "n_samples", "lr", "lr_step_epochs", "lr_gamma",
-             "warm_start_epochs", "norm", "jacobian_limit")
+             "warm_start_epochs", "norm", "reference", "jacobian_limit")
 
 
 def intervene(model: nn.Module, component: Component, delta: float, inputs: Tensor) -> Tensor:
@@ -138,7 +138,8 @@ class L3D(Method):
     # Adam (the code) rather than the text's AdamW; loss, BatchTopK threshold, warm start: the code's.
     defaults: dict[str, Any] = {
         "n_v": 10, "rank": 1, "k": 0.1, "epochs": 1000, "batch_size": 32, "n_samples": 1000, "lr": 0.01,
-        "lr_step_epochs": 100, "lr_gamma": 0.8, "warm_start_epochs": 0, "norm": "l2", "jacobian_limit": 5e7,
+        "lr_step_epochs": 100, "lr_gamma": 0.8, "warm_start_epochs": 0, "norm": "l2", "reference": "random",
+        "jacobian_limit": 5e7,
         "drop_zero_inputs": True, "n_refs": 10,
     }
     # n_v = the number of circuits, as the paper sets it for each toy (App. B.3, scripts/*): TMS 5-2 n_v 5 rank 1;

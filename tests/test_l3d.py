@@ -77,6 +77,13 @@ def test_vectorised_per_sample_grads_match_loop_and_jacobian_path():
     direct = GradientSource(model, params, x, jacobian_limit=0)
     assert jac.J is not None and direct.J is None
     torch.testing.assert_close(jac.batch(idx, ref), direct.batch(idx, ref), rtol=1e-5, atol=1e-6)
+    # the paper's "mean output" reference option: the same gradients against the data set's mean output
+    mean = GradientSource(model, params, x, jacobian_limit=1e9, reference="mean")
+    with torch.no_grad():
+        y_mean = model(x).mean(0).expand(9, -1)
+    expect_mean = per_sample_grads(model, params, x, y_mean)
+    flat_mean = torch.cat([expect_mean[n].reshape(9, -1) for n in params], dim=1)
+    torch.testing.assert_close(mean.batch(idx, ref), flat_mean, rtol=1e-5, atol=1e-6)
     # and a hand-derived case: D = ||W x - y||^2 / (2 n_o) on a linear map gives (W x - y) x^T / n_o
     lin = nn.Linear(4, 3, bias=False)
     W = {"weight": lin.weight.detach()}
@@ -194,6 +201,8 @@ def test_bad_input_is_rejected(toy):
         L3D(n_vv=3)
     with pytest.raises(ValueError, match="norm"):
         L3D(norm="l1").decompose(tms.target(), Budget(steps=2), seed=0)
+    with pytest.raises(ValueError, match="reference"):
+        L3D(reference="uniform").decompose(tms.target(), Budget(steps=2), seed=0)
     with pytest.raises(ValueError, match="k"):
         L3D(k=0.0).decompose(tms.target(), Budget(steps=2), seed=0)
     target = tms.target()
