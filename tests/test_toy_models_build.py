@@ -134,3 +134,13 @@ def test_list_shows_the_ladder(tmp_path):
     by_name = {r[0]: r for r in rows}
     assert by_name["shared_neurons"][4].startswith("hand-built") and by_name["tms_5-2"][4] == "not built"
     assert by_name["resid_mlp1"][2] == "contested" and by_name["resid_mlp1"][3] == "100,000 / 100,000"
+
+
+def test_other_hyperparameters_get_their_own_cache_key():
+    from benchmark.registry import TOY_MODELS
+
+    assert TMS().cache_key == "tms_5-2-v1-seed0" == TOY_MODELS.get("tms_5-2")().cache_key
+    assert TMS(steps=100).cache_key.startswith("tms_5-2-v1-seed0-")
+    assert TMS(steps=100).cache_key != TMS(steps=200).cache_key
+    assert CircuitSuperposition(epochs=1).cache_key != CircuitSuperposition().cache_key
+    assert TMSId(40, 10, batch_size=8192).cache_key == "tms_40-10-id-v1-seed0"

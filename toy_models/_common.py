@@ -81,3 +81,27 @@ def train(model: Callable[[Tensor], Tensor], batches: Callable[[int], tuple[Tens
             if sched is not None:
                 sched.step()
     return float(loss.detach())
+
+
+class ConfigKeyed:
+    """Mixin for a :class:`~benchmark.toy.ToyModel` whose hyperparameters live in ``self._config``: a model
+    built with other hyperparameters than its registered name's gets its own cache key (a hash of them), so
+    a shortened or modified run can never overwrite, or be read as, the registered model's weights."""
+
+    _config: dict
+
+    @property
+    def cache_key(self) -> str:
+        import hashlib
+
+        from benchmark.registry import TOY_MODELS, RegistryError
+
+        base = super().cache_key  # type: ignore[misc]
+        spec = self.spec  # type: ignore[attr-defined]
+        try:
+            canon = TOY_MODELS.get(spec.name)(seed=spec.seed)
+        except (RegistryError, TypeError):
+            canon = None
+        if canon is not None and type(canon) is type(self) and getattr(canon, "_config", None) == self._config:
+            return base
+        return f"{base}-{hashlib.sha256(repr(sorted(self._config.items())).encode()).hexdigest()[:10]}"

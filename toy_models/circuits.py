@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from benchmark.registry import TOY_MODELS
 from benchmark.toy import LinearSite, Mechanism, ToyModel, ToyModelSpec
-from toy_models._common import SpannedMechanism, drop_zero_rows, sparse_features, train
+from toy_models._common import ConfigKeyed, SpannedMechanism, drop_zero_rows, sparse_features, train
 
 
 class CircuitNet(nn.Module):
@@ -41,13 +41,15 @@ class CircuitNet(nn.Module):
         return torch.relu(x @ self.W_in.T @ self.W_out.T + self.b)
 
 
-class CircuitSuperposition(ToyModel):
+class CircuitSuperposition(ConfigKeyed, ToyModel):
     def __init__(self, n_features: int = 10, n_hidden: int = 5, group: int = 1, p_active: float = 0.05,
                  n_data: int = 10_000, epochs: int = 200, batch_size: int = 128, max_coef: float = 3.0,
                  seed: int = 0, name: str | None = None):
         super().__init__()
         self.n, self.h, self.group, self.p = n_features, n_hidden, group, p_active
         self.n_data, self.epochs, self.batch_size, self.max_coef = n_data, epochs, batch_size, max_coef
+        self._config = {"n": n_features, "h": n_hidden, "group": group, "p": p_active, "n_data": n_data,
+                        "epochs": epochs, "batch_size": batch_size, "max_coef": max_coef}
         grouped = group > 1
         self.spec = ToyModelSpec(
             name=name or (f"higher_rank_{n_features}-{n_hidden}-{n_features}" if grouped

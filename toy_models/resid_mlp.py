@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from benchmark.registry import TOY_MODELS
 from benchmark.toy import LinearSite, Mechanism, ToyModel, ToyModelSpec
-from toy_models._common import train
+from toy_models._common import ConfigKeyed, train
 
 
 class ResidBlock(nn.Module):
@@ -78,7 +78,7 @@ class ResidMLPNet(nn.Module):
         return y
 
 
-class ResidMLP(ToyModel):
+class ResidMLP(ConfigKeyed, ToyModel):
     def __init__(self, n_layers: int = 1, n_features: int | None = None, d_mlp: int | None = None,
                  d_embed: int = 1000, p_active: float = 0.01, steps: int | None = None, batch_size: int = 2048,
                  lr: float = 3e-3, seed: int = 0):
@@ -89,6 +89,8 @@ class ResidMLP(ToyModel):
         f0, m0, s0 = defaults.get(n_layers, (0, 0, 0))
         self.n_layers, self.n_features, self.d_mlp = n_layers, n_features or f0, d_mlp or m0
         self.d_embed, self.p, self.steps, self.batch_size, self.lr = d_embed, p_active, steps or s0, batch_size, lr
+        self._config = {"n_layers": n_layers, "n_features": self.n_features, "d_mlp": self.d_mlp, "d_embed": d_embed,
+                        "p": p_active, "steps": self.steps, "batch_size": batch_size, "lr": lr}
         self.spec = ToyModelSpec(
             name=f"resid_mlp{n_layers}", tier=4, version="1", seed=seed, gt_status="contested",
             description=f"Residual MLP, {n_layers} layer(s) x {self.d_mlp} ReLU neurons, {self.n_features} features "

@@ -20,14 +20,15 @@ from torch import Tensor, nn
 
 from benchmark.registry import TOY_MODELS
 from benchmark.toy import LinearSite, Mechanism, ToyModel, ToyModelSpec
-from toy_models._common import sparse_features
+from toy_models._common import ConfigKeyed, sparse_features
 from toy_models.block_mlp import BlockMLPNet
 
 
-class SharedNeurons(ToyModel):
+class SharedNeurons(ConfigKeyed, ToyModel):
     def __init__(self, n_features: int = 6, d_out: int = 4, p_active: float = 0.2, seed: int = 0):
         super().__init__()
         self.n, self.d_out, self.p = n_features, d_out, p_active
+        self._config = {"n": n_features, "d_out": d_out, "p": p_active}
         self.spec = ToyModelSpec(
             name="shared_neurons", tier=0, version="1", seed=seed, gt_status="exact",
             description=f"Hand-built ReLU MLP {n_features}->{n_features}->{d_out}: every neuron serves two "

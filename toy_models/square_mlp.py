@@ -29,7 +29,7 @@ from torch.func import functional_call, jacrev, vmap
 
 from benchmark.registry import TOY_MODELS
 from benchmark.toy import LinearSite, Mechanism, ToyModel, ToyModelSpec
-from toy_models._common import drop_zero_rows, sparse_features, train
+from toy_models._common import ConfigKeyed, drop_zero_rows, sparse_features, train
 
 
 class SquareNet(nn.Module):
@@ -47,12 +47,14 @@ class SquareNet(nn.Module):
         return self.inputs_per_layer(x)[-1]
 
 
-class SquareMLP(ToyModel):
+class SquareMLP(ConfigKeyed, ToyModel):
     def __init__(self, n_features: int = 5, width: int = 10, depth: int = 4, p_active: float = 0.05,
                  n_data: int = 10_000, epochs: int = 100, batch_size: int = 128, seed: int = 0):
         super().__init__()
         self.n, self.p, self.n_data, self.epochs, self.batch_size = n_features, p_active, n_data, epochs, batch_size
         self.widths = (n_features, *([width] * depth), n_features)
+        self._config = {"widths": self.widths, "p": p_active, "n_data": n_data, "epochs": epochs,
+                        "batch_size": batch_size}
         self.spec = ToyModelSpec(
             name="square_mlp", tier=3, version="1", seed=seed, gt_status="strong",
             description=f"L3D x -> x^2 MLP {'-'.join(map(str, self.widths))} with ELU (code version), signed "

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from benchmark.registry import TOY_MODELS
 from benchmark.toy import LinearSite, Mechanism, ToyModel, ToyModelSpec
-from toy_models._common import SpannedMechanism, full_basis
+from toy_models._common import ConfigKeyed, SpannedMechanism, full_basis
 
 
 class TMSNet(nn.Module):
@@ -42,12 +42,14 @@ class TMSNet(nn.Module):
         return torch.relu(self.hidden(x) @ self.W + self.b)
 
 
-class TMS(ToyModel):
+class TMS(ConfigKeyed, ToyModel):
     def __init__(self, n_features: int = 5, n_hidden: int = 2, p_active: float = 0.05, steps: int = 10_000,
                  batch_size: int = 1024, lr: float = 5e-3, seed: int = 0, tier: int = 1, name: str | None = None):
         super().__init__()
         self.n_features, self.n_hidden, self.p = n_features, n_hidden, p_active
         self.steps, self.batch_size, self.lr = steps, batch_size, lr
+        self._config = {"n_features": n_features, "n_hidden": n_hidden, "p": p_active, "steps": steps,
+                        "batch_size": batch_size, "lr": lr}
         self.spec = ToyModelSpec(
             name=name or f"tms_{n_features}-{n_hidden}", tier=tier, version="1", seed=seed, gt_status="exact",
             description=f"TMS {n_features}-{n_hidden}: x_hat = ReLU(W^T W x + b), {n_features} sparse features "
