@@ -142,7 +142,7 @@ class ResidMLP(ConfigKeyed, ToyModel):
         with torch.no_grad():
             model.layers[0].W_in.copy_(model.layers[0].W_in @ proj)  # remove rounding drift off the span
             x = self.sample(50_000, torch.Generator().manual_seed(seed + 10_000))
-            final = float(self.loss(model(x), x))
+            final = float(self.loss(model.forward_fast(x), x))
             one_hot = model(torch.eye(self.n_features)).diagonal()
         return {"final_loss": final, "last_batch_loss": last, "steps": self.steps,
                 "one_hot_mean_output": float(one_hot.mean()), "baseline_loss": self.baseline_loss()}
