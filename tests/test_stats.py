@@ -142,3 +142,17 @@ def test_wilson_contains_point_estimate(kn):
     k, n = kn
     low, high = wilson_interval(k, n)
     assert 0.0 <= low <= k / n <= high <= 1.0
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 1000), st.floats(-0.5, 0.5))
+def test_rank_bands_ignore_method_order_and_common_shifts(seed, shift):
+    rng = np.random.default_rng(seed)
+    scores = {m: _cells(rng, rng.uniform(0, 1), rng.uniform(0, 1), 0.1, n=4) for m in "abcd"}
+    bands = rank_bands(scores, n_resamples=300)
+    reordered = rank_bands({m: scores[m] for m in "dcba"}, n_resamples=300)
+    shifted = rank_bands({m: {c: v + shift for c, v in cells.items()} for m, cells in scores.items()}, n_resamples=300)
+    for m in "abcd":
+        assert 1 <= bands[m][1] <= bands[m][2] <= 4 and 1.0 <= bands[m][0] <= 4.0
+        assert shifted[m] == pytest.approx(bands[m], abs=1e-9)
+        assert reordered[m] == bands[m]  # the resampling draws do not depend on the methods' order
