@@ -39,9 +39,9 @@ def test_training_is_deterministic(make):
 
 def test_cache_round_trip_and_fast_load(tmp_path):
     cache = WeightCache(tmp_path)
-    first = load_toy("tmcs_10-5-10", cache=cache, epochs=1)
+    first = load_toy("tmcs_10-5-10", cache=cache, epochs=1, n_data=512)
     assert not first.build_info.from_cache
-    again = load_toy("tmcs_10-5-10", cache=cache, epochs=1)
+    again = load_toy("tmcs_10-5-10", cache=cache, epochs=1, n_data=512)
     assert again.build_info.from_cache
     assert again.build_info.weights_sha256 == first.build_info.weights_sha256
     assert again.build_info.build_seconds < 1.0
@@ -57,7 +57,7 @@ def _corrupt_bytes(path):
 @pytest.mark.parametrize("damage", ["flip a byte", "truncate", "stale weights hash", "delete metadata"])
 def test_corrupt_or_stale_cache_is_reported_and_rebuilt(tmp_path, damage):
     cache = WeightCache(tmp_path)
-    good = load_toy("tmcs_10-5-10", cache=cache, epochs=1)
+    good = load_toy("tmcs_10-5-10", cache=cache, epochs=1, n_data=512)
     pt, meta = cache.paths(good.cache_key)
     if damage == "flip a byte":
         _corrupt_bytes(pt)
@@ -70,12 +70,12 @@ def test_corrupt_or_stale_cache_is_reported_and_rebuilt(tmp_path, damage):
     else:
         meta.unlink()
     with pytest.warns(CacheWarning, match="invalid"):
-        rebuilt = load_toy("tmcs_10-5-10", cache=cache, epochs=1)
+        rebuilt = load_toy("tmcs_10-5-10", cache=cache, epochs=1, n_data=512)
     assert not rebuilt.build_info.from_cache
     assert rebuilt.build_info.weights_sha256 == good.build_info.weights_sha256, "rebuilt deterministically"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert load_toy("tmcs_10-5-10", cache=cache, epochs=1).build_info.from_cache, "and cached again"
+        assert load_toy("tmcs_10-5-10", cache=cache, epochs=1, n_data=512).build_info.from_cache, "and cached again"
 
 
 class _FirstSeedsSick(SharedNeurons):
