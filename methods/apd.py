@@ -46,7 +46,7 @@ _RESID_MLP1 = {  # resid_mlp_topk_config.yaml (1 layer); the paper says 40k step
     "lr_warmup_pct": 0.01, "faithfulness_coeff": 1.0, "minimality_coeff": 1.0, "simplicity_coeff": 10.0,
     "schatten_p": 0.9, "act_recon_coeff": 1.0, "act_recon_relu": True, "act_recon_params": ("layers.0.W_in",),
     "unit_norm": True,
-    "init": "kaiming_uniform", "init_scale": 2.0, "steps": 10_000,
+    "init": "kaiming_uniform", "init_scale": 2.0, "steps": 10_000, "num_threads": None,  # big matmuls: torch default
 }
 
 
@@ -78,6 +78,9 @@ class APD(Method):
         "init_scale": 1.0,
         "attribution_chunk": None,  # vmap chunk size over components (memory bound); None: all at once
         "log_every": 1000,
+        # intra-op threads while training (restored after): APD's per-step ops are tiny on the toy models, and
+        # on a shared 2-core machine 2 threads made a block_mlp run 25x slower than 1; None leaves torch's setting
+        "num_threads": 1,
     }
     per_model_defaults: dict[str, dict[str, Any]] = {
         "tms_5-2": _TMS_5_2,
@@ -97,6 +100,15 @@ class APD(Method):
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
         hp = self.hparams(target.spec.name)
         _check_hparams(hp)
+        before = torch.get_num_threads()
+        if hp["num_threads"] is not None:
+            torch.set_num_threads(hp["num_threads"])
+        try:
+            return self._decompose(target, budget, seed, device, hp)
+        finally:
+            torch.set_num_threads(before)
+
+    def _decompose(self, target: Target, budget: Budget, seed: int, device: str, hp: dict[str, Any]) -> Decomposition:
         steps = budget.steps_or(hp["steps"])
         t0 = time.perf_counter()
         dev = torch.device(device)
@@ -189,6 +201,8 @@ def _check_hparams(hp: dict[str, Any]) -> None:
         raise ValueError(f"APD topk must be > 0, got {hp['topk']!r}")
     if hp["batch_topk"] and int(hp["topk"] * hp["batch_size"]) < 1:
         raise ValueError(f"topk * batch_size = {hp['topk'] * hp['batch_size']} selects no component")
+    if hp["num_threads"] is not None and not (isinstance(hp["num_threads"], int) and hp["num_threads"] >= 1):
+        raise ValueError(f"num_threads must be None or an int >= 1, got {hp['num_threads']!r}")
     if hp["attribution_point"] not in ("target", "apd"):
         raise ValueError(f"attribution_point must be 'target' or 'apd', got {hp['attribution_point']!r}")
     if hp["lr_schedule"] not in ("constant", "linear", "cosine"):

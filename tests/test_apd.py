@@ -209,11 +209,20 @@ def test_budget_steps_and_scale_are_honoured(toy) -> None:
     assert dec.record.steps == 10 and dec.record.hparams["steps"] == 10
 
 
+def test_thread_setting_is_restored(toy) -> None:
+    torch.set_num_threads(2)
+    try:
+        APD(num_threads=1).decompose(toy("tms_5-2").target(), Budget(steps=2), seed=0)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+
+
 def test_bad_hyperparameters_get_clear_errors(toy) -> None:
     t = toy("tms_5-2").target()
     for bad, match in [({"C": 0}, "C >= 1"), ({"topk": 0.0}, "topk"), ({"attribution_point": "x"}, "attribution"),
                        ({"lr": float("nan")}, "lr"), ({"topk": 1e-5}, "selects no component"),
-                       ({"lr_schedule": "step"}, "lr_schedule")]:
+                       ({"lr_schedule": "step"}, "lr_schedule"), ({"num_threads": 0}, "num_threads")]:
         with pytest.raises(ValueError, match=match):
             APD(**bad).decompose(t, Budget(steps=2), seed=0)
 
