@@ -194,6 +194,17 @@ def _worker_main(conn: Connection, config: WorkerConfig) -> None:
 
 
 # -- the parent's side -------------------------------------------------------------------------------------
+def toy_is_cached(name: str, cache_root: str | None) -> bool:
+    """True when toy model ``name``'s weights are in the cache (its cells need not wait for a build)."""
+    try:
+        from benchmark.cache import WeightCache
+        from benchmark.registry import TOY_MODELS
+
+        return WeightCache(cache_root).paths(TOY_MODELS.get(name)().cache_key)[1].exists()
+    except Exception:
+        return False
+
+
 def rss_mb(pid: int) -> float | None:
     """Resident memory of process ``pid`` in MiB, or None where it cannot be read."""
     try:
@@ -264,7 +275,7 @@ class LocalExecutor:
         ctx = mp.get_context("spawn")
         pending = deque(tasks)
         building: set[str] = set()  # toy models whose first cell is running (its weights may be training)
-        built: set[str] = set()
+        built: set[str] = {t for t in {task.cell.toy for task in tasks} if toy_is_cached(t, config.cache_root)}
         workers: list[_Worker] = []
         retiring: list[_Worker] = []
         failed_starts = 0
