@@ -396,3 +396,22 @@ def test_paper_higher_rank_one_live_subnetwork_per_group(toy):
     assert sorted(groups) == list(range(6))  # one live subnetwork per group, every group covered
     assert all(float(mass[k].max()) > 0.8 for k in live)
     assert fit.final_loss <= 0.3
+
+
+@pytest.mark.slow
+def test_paper_x_squared_one_subnetwork_per_input(toy):
+    """Paper s3.4 (code version, zoo ``square_mlp``: ELU, 5-10-10-10-10-5): n_v 5, rank 2 on weights and 1 on
+    biases, warm start 10, every tensor decomposed; reconstruction error 0.32 and each subnetwork traces one
+    x_i -> x_i^2 path. Tolerance: error within +-0.08 of 0.32; the 5 subnetworks read 5 different inputs."""
+    sq = toy("square_mlp")
+    model = sq.target().model
+    names = tuple(n for n, _ in model.named_parameters())
+    rank = {n: ((2, 2) if p.dim() == 2 else (1,)) for n, p in model.named_parameters()}
+    X = sq.sample(1000, torch.Generator().manual_seed(1))
+    fit = train_l3d(model, names, X, L3DConfig(n_v=5, rank=rank, warm_start_epochs=10), seed=0)
+    first = fit.decoder.dense()[names[0]].detach()  # [n_v, hidden, 5]: the first layer's weight part
+    inputs = first.pow(2).sum(1).argmax(1).tolist()
+    print(f"\n[l3d square_mlp paper] recon error {fit.final_loss:.4f} (paper 0.32); inputs {inputs}; "
+          f"P_act {[round(p, 3) for p in fit.p_act]}")
+    assert sorted(inputs) == [0, 1, 2, 3, 4]
+    assert 0.24 <= fit.final_loss <= 0.40
