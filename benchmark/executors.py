@@ -373,18 +373,30 @@ class LocalExecutor:
 
 
 class SerialExecutor:
-    """Cells one after another in this process: no isolation, no limits (a crash ends the run)."""
+    """Cells one after another in this process: no isolation, no limits (a crash ends the run).
 
-    def __init__(self, device: str = "cpu", cache_root: str | None = None, **_: Any):
+    Like the local executor's workers it runs torch with ``threads`` intra-op threads (default 1; torch's
+    own default oversubscribes a shared machine badly), and restores the caller's setting afterwards.
+    """
+
+    def __init__(self, device: str = "cpu", cache_root: str | None = None, threads: int | None = None, **_: Any):
         self.cache_root = cache_root
+        self.threads = threads or 1
 
     def run(self, tasks: Sequence[CellTask], on_result: OnResult) -> None:
+        import torch
+
         from benchmark.cache import WeightCache
         from benchmark.runner import run_cell
 
         cache = WeightCache(self.cache_root) if self.cache_root else None
-        for t in tasks:
-            on_result(run_cell(t.cell, t.budget, t.device, cache, t.hparams))
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            for t in tasks:
+                on_result(run_cell(t.cell, t.budget, t.device, cache, t.hparams))
+        finally:
+            torch.set_num_threads(before)
 
 
 class TimeLimitExceeded(Exception):
@@ -485,7 +497,7 @@ def make_executor(name: str, *, jobs: int | None = None, limits: Any = None, plu
     if name == "local":
         return LocalExecutor(jobs, limits, plugins, cache_root, device, cells_per_worker, threads)
     if name == "serial":
-        return SerialExecutor(device=device, cache_root=cache_root)
+        return SerialExecutor(device=device, cache_root=cache_root, threads=threads)
     if name == "ray":
         return RayExecutor(jobs, limits, plugins, cache_root, device)
     raise ValueError(f"unknown executor {name!r}; known executors: {', '.join(EXECUTORS)}")

@@ -36,6 +36,9 @@ class Suite:
 SUITES = {
     "quick": Suite("quick", 1, (0,), Budget(scale=0.1),
                    "tiers 0-1, every method, one seed, 10% of each method's default steps"),
+    "standard": Suite("standard", 4, (0, 1, 2), Budget(scale=0.1),
+                      "every tier, every method, three seeds, 10% of each method's default steps: the "
+                      "committed leaderboard (leaderboard/results), small enough for 2 CPU cores in under an hour"),
     "full": Suite("full", 4, (0, 1, 2), Budget(scale=1.0),
                   "every tier, every method, three seeds, each method's default steps"),
 }

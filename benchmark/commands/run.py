@@ -7,6 +7,7 @@ already stored are skipped, so the same command resumes an interrupted run.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -87,6 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for m in methods:
         METHODS.get(m)
     limits = Limits(time_s=args.time_limit, memory_mb=args.memory_limit_mb)
+    previous = signal.signal(signal.SIGTERM, _terminate)  # `kill` stops workers as Ctrl-C does
     try:
         run_grid(cells, args.results, device=args.device, rerun=args.rerun, plugins=args.plugin, log=stderr_log,
                  executor=args.executor, jobs=args.jobs, limits=limits, budgets=suite.budgets(methods, args.steps),
@@ -99,9 +101,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         print(f"pdbench: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if not args.no_leaderboard:
         return print_leaderboard(args.results, cells)
     return 0
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def add_parser(sub, common) -> None:
