@@ -244,6 +244,8 @@ def test_reproduces_tms(toy, name: str) -> None:  # noqa: ANN001
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="measured 3 of 5 seeds (MMCS >= 0.999, ML2R in [0.98, 1.04]) with the fast "
+                   "preset; the target of 4 of 5 is not met yet (issue 8, docs/methods/spd.md)")
 def test_tms_5_2_success_rate_over_seeds(toy) -> None:  # noqa: ANN001
     """Reference code: 1 of 2 seeds split a feature (reference_runs.md). Report ours over 5 seeds."""
     tms = toy("tms_5-2")
