@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+import torch
 
 from benchmark.toy import ToyModel, load_toy
 
@@ -23,3 +24,13 @@ def get_toy(name: str) -> ToyModel:
 def toy() -> Callable[[str], ToyModel]:
     """``toy("tms_5-2")`` -> the built, session-shared toy model."""
     return get_toy
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch intra-op thread while a module's tests run (toy-sized ops are far slower under an
+    oversubscribed thread pool); use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

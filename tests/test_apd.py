@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from paper_metrics import paper_mmcs_ml2r
 
 from benchmark.decomposition import Decomposition
 from benchmark.method import Budget
@@ -15,27 +16,7 @@ from benchmark.scoring import score
 from methods import _apd_core as core
 from methods.apd import APD
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: APD's toy-sized ops are far slower under an oversubscribed thread pool."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def paper_mmcs_ml2r(W: torch.Tensor, P: torch.Tensor) -> tuple[float, float]:
-    """APD's TMS metrics on the first weight matrix (signed, column-wise; apd_spd.md 2.1).
-
-    ``W [hidden, features]``, ``P [C, hidden, features]``.
-    """
-    W, P = W.double(), P.double()
-    cos = (P * W).sum(1) / (P.norm(dim=1) * W.norm(dim=0)).clamp_min(1e-12)  # [C, features]
-    best = cos.argmax(0)
-    cols = torch.arange(W.shape[1])
-    ml2r = (P[best, :, cols].norm(dim=1) / W.norm(dim=0)).mean()
-    return float(cos.max(0).values.mean()), float(ml2r)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def stacked(dec: Decomposition, name: str) -> torch.Tensor:

@@ -20,14 +20,7 @@ from methods._l3d_train import GradientSource, L3DConfig, batch_topk, recon_loss
 from methods._l3d_tucker import TuckerBank
 from methods.l3d import L3D, intervene, sample_data
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the machine is shared, and tiny ops under an oversubscribed pool are far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # ---------------------------------------------------------------------------------------------------------------
 # small helpers

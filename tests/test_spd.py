@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from paper_metrics import paper_mmcs_ml2r
 from torch import nn
 
 from benchmark.method import Budget
@@ -22,15 +23,6 @@ from methods._spd_core import (
 )
 from methods._spd_sites import UnsupportedUse, run_sites
 from methods.spd import FAST, PAPER, SPD, coactivation_groups
-
-
-def paper_mmcs_ml2r(W: torch.Tensor, P: torch.Tensor) -> tuple[float, float]:
-    """Signed column-wise MMCS and ML2R of the APD/SPD papers: W [m1, m2], P [C, m1, m2]."""
-    W, P = W.double(), P.double()
-    cos = torch.einsum("cij,ij->cj", P, W) / (P.norm(dim=1) * W.norm(dim=0) + 1e-12)
-    best = cos.argmax(0)
-    ratio = P[best, :, torch.arange(W.shape[1])].norm(dim=1) / W.norm(dim=0)
-    return float(cos.max(0).values.mean()), float(ratio.mean())
 
 
 def test_paper_metric_on_hand_case() -> None:

@@ -27,7 +27,21 @@ class BlockMLPNet(nn.Module):
         return torch.relu(x @ self.W1.T) @ self.W2.T
 
 
-class BlockMLP(ToyModel):
+class HandBuiltMLP(ToyModel):
+    """Base of the hand-built ``y = W2 ReLU(W1 x)`` models (a :class:`BlockMLPNet`): their weight uses, and
+    a task that is the network's own function."""
+
+    def sites(self, model: nn.Module, inputs: Tensor) -> list[LinearSite]:
+        return [LinearSite("W1", inputs), LinearSite("W2", torch.relu(inputs @ model.W1.T))]
+
+    def loss(self, output: Tensor, inputs: Tensor) -> Tensor:
+        """Hand-built, so the task is the network's own function: MSE to its outputs."""
+        with torch.no_grad():
+            labels = self.model(inputs.to(self.model.W1.device))
+        return ((output - labels) ** 2).mean()
+
+
+class BlockMLP(HandBuiltMLP):
     def __init__(self, n_blocks: int = 4, d_in: int = 3, d_hidden: int = 4, d_out: int = 3,
                  p_active: float = 0.25, seed: int = 0, name: str = "block_mlp"):
         super().__init__()
@@ -79,15 +93,6 @@ class BlockMLP(ToyModel):
 
     def active(self, inputs: Tensor) -> Tensor:
         return inputs.reshape(inputs.shape[0], self.k, self.d_in).ne(0).any(dim=2)
-
-    def sites(self, model: nn.Module, inputs: Tensor) -> list[LinearSite]:
-        return [LinearSite("W1", inputs), LinearSite("W2", torch.relu(inputs @ model.W1.T))]
-
-    def loss(self, output: Tensor, inputs: Tensor) -> Tensor:
-        """Hand-built, so the task is the network's own function: MSE to its outputs."""
-        with torch.no_grad():
-            labels = self.model(inputs.to(self.model.W1.device))
-        return ((output - labels) ** 2).mean()
 
 
 TOY_MODELS.register("block_mlp", BlockMLP)

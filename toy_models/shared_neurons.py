@@ -19,12 +19,12 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.registry import TOY_MODELS
-from benchmark.toy import LinearSite, Mechanism, ToyModel, ToyModelSpec
+from benchmark.toy import Mechanism, ToyModelSpec
 from toy_models._common import ConfigKeyed, sparse_features
-from toy_models.block_mlp import BlockMLPNet
+from toy_models.block_mlp import BlockMLPNet, HandBuiltMLP
 
 
-class SharedNeurons(ConfigKeyed, ToyModel):
+class SharedNeurons(ConfigKeyed, HandBuiltMLP):
     def __init__(self, n_features: int = 6, d_out: int = 4, p_active: float = 0.2, seed: int = 0):
         super().__init__()
         self.n, self.d_out, self.p = n_features, d_out, p_active
@@ -77,15 +77,6 @@ class SharedNeurons(ConfigKeyed, ToyModel):
 
     def active(self, inputs: Tensor) -> Tensor:
         return inputs != 0
-
-    def sites(self, model: nn.Module, inputs: Tensor) -> list[LinearSite]:
-        return [LinearSite("W1", inputs), LinearSite("W2", torch.relu(inputs @ model.W1.T))]
-
-    def loss(self, output: Tensor, inputs: Tensor) -> Tensor:
-        """Hand-built, so the task is the network's own function: MSE to its outputs."""
-        with torch.no_grad():
-            labels = self.model(inputs.to(self.model.W1.device))
-        return ((output - labels) ** 2).mean()
 
 
 TOY_MODELS.register("shared_neurons", SharedNeurons)

@@ -9,7 +9,6 @@ cases that fixture ``heavy`` marks (a whole decomposition per method and toy mod
 from __future__ import annotations
 
 import pytest
-import torch
 
 
 @pytest.fixture
@@ -17,12 +16,3 @@ def heavy(request) -> None:
     """Skip this case unless benchmarks are enabled: it runs a method end to end."""
     if not request.config.getoption("benchmark_enable", default=False):
         pytest.skip("end-to-end method timing: run `pytest tests/benchmarks --benchmark-enable`")
-
-
-@pytest.fixture
-def one_thread():
-    """One intra-op thread while the case runs (the benchmark machine is shared; results are per core)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -17,14 +17,7 @@ from benchmark.toy import load_toy
 from methods import _apd_core as core
 from methods.apd import APD
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the machine is shared, and tiny ops under an oversubscribed pool are slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,7 @@ from torch import nn
 
 from methods._l3d_grads import per_sample_grads, per_sample_grads_loop
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the machine is shared, and tiny ops under an oversubscribed pool are far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Circuit(nn.Module):
