@@ -192,7 +192,11 @@ def test_sigkill_mid_write_leaves_no_partial_file(tmp_path: Path, valid: dict) -
     ctx = multiprocessing.get_context("fork")  # a forked writer starts at once
     path = CELL.path(tmp_path)
     saw_temp = 0
-    for delay in (0.15, 0.3, 0.45, 0.6, 0.75):
+    # Most of a write is serialising and checking the result; the temporary file exists only for part of
+    # it, so keep killing at staggered moments until at least one kill has landed mid-write (5 kills at least).
+    for attempt, delay in enumerate(0.15 + 0.037 * i for i in range(40)):
+        if attempt >= 5 and saw_temp:
+            break
         path.unlink(missing_ok=True)
         ready = ctx.Event()
         proc = ctx.Process(target=_writer, args=(str(tmp_path), valid, ready))
