@@ -239,17 +239,22 @@ class ToyModel(ABC):
                              meta.get("extra", {}))
         else:
             failures = []
-            for attempt in range(self.max_health_retries):
-                seed = self.spec.seed + attempt
-                model = self.make_model()
-                extra = self.fit(model, seed)
-                problem = self.health(model, extra)
-                if problem is None:
-                    break
-                failures.append(f"seed {seed}: {problem}")
-            else:
-                raise RuntimeError(f"toy model {self.spec.name}: no healthy model in "
-                                   f"{self.max_health_retries} seeds: {failures}")
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # multi-threaded reductions sum in another order: same seed, other weights
+            try:
+                for attempt in range(self.max_health_retries):
+                    seed = self.spec.seed + attempt
+                    model = self.make_model()
+                    extra = self.fit(model, seed)
+                    problem = self.health(model, extra)
+                    if problem is None:
+                        break
+                    failures.append(f"seed {seed}: {problem}")
+                else:
+                    raise RuntimeError(f"toy model {self.spec.name}: no healthy model in "
+                                       f"{self.max_health_retries} seeds: {failures}")
+            finally:
+                torch.set_num_threads(threads)
             extra = dict(extra, rejected_seeds=failures, train_seconds=time.perf_counter() - t0)
             meta = cache.save(self.cache_key, model.state_dict(), {"train_seed": seed, "extra": extra,
                                                                     "spec": self.spec.to_dict()})

@@ -159,3 +159,23 @@ def test_baselines_return_valid_decompositions(toy, name: str, method: str) -> N
         x = t.sample(64, torch.Generator().manual_seed(0))
         a = dec.attributions(x)
         assert a.shape == (64, len(dec)) and torch.isfinite(a).all()
+
+
+@pytest.mark.slow
+def test_training_does_not_depend_on_the_callers_thread_count(tmp_path) -> None:
+    """Multi-threaded reductions sum in another order; TMS 40-10 (batch 8192) trained with torch's default
+    2 threads once gave other weights than in a 1-thread worker. Builds now train on one thread."""
+    from benchmark.cache import WeightCache
+    from benchmark.toy import load_toy
+
+    before = torch.get_num_threads()
+    shas = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            toy = load_toy("tms_40-10", WeightCache(tmp_path / str(threads)))
+            shas.append(toy.build_info.weights_sha256)
+            assert torch.get_num_threads() == threads  # the caller's setting is restored
+    finally:
+        torch.set_num_threads(before)
+    assert shas[0] == shas[1]
