@@ -17,6 +17,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,7 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_.@" else "_" for ch in name)
 
 
+@cache  # one subprocess per process, not one per cell
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
@@ -73,6 +75,11 @@ def git_commit() -> str:
 
 
 def environment() -> dict[str, str]:
+    return dict(_environment())  # a copy: callers may edit their result's record
+
+
+@cache
+def _environment() -> dict[str, str]:
     import numpy
     import scipy
     import torch
