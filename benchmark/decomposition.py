@@ -45,7 +45,8 @@ class RunRecord:
 
     wall_time_s: float | None = None
     peak_memory_mb: float | None = None
-    steps: int | None = None
+    steps: int | None = None  # optimisation steps actually taken
+    stopped_early: bool = False  # stopped before its step budget because the budget's ``seconds`` ran out
     hparams: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 

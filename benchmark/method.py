@@ -8,6 +8,7 @@ in the module), then the caller's overrides.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
@@ -20,9 +21,11 @@ from benchmark.toy import Target
 class Budget:
     """A per-method compute budget, recorded in every result so that comparisons are fair.
 
-    ``steps`` caps optimisation steps (None: the method's own default); ``seconds`` is a soft wall-time
-    budget a method may use to stop early; ``scale`` multiplies a method's default number of steps
-    (the ``quick`` suite uses less than 1).
+    ``steps`` caps optimisation steps (None: the method's own default); ``scale`` multiplies a method's
+    default number of steps (the ``quick`` suite uses less than 1); ``seconds`` is a soft cap on the CPU time
+    of one ``decompose`` call: an iterative method checks :meth:`out_of_time` between steps, stops early and
+    says so in ``RunRecord.stopped_early``. CPU time of the process, not wall time, so that other load on the
+    machine hardly changes where a run stops (with one torch thread per worker, as the runner sets).
     """
 
     steps: int | None = None
@@ -34,6 +37,15 @@ class Budget:
 
     def steps_or(self, default: int) -> int:
         return self.steps if self.steps is not None else max(1, round(default * self.scale))
+
+    @staticmethod
+    def clock() -> float:
+        """The clock ``seconds`` is measured on: this process's CPU time."""
+        return time.process_time()
+
+    def out_of_time(self, start: float) -> bool:
+        """Whether the soft ``seconds`` cap has run out since ``start`` (a :meth:`clock` reading)."""
+        return self.seconds is not None and self.clock() - start > self.seconds
 
 
 class Method(ABC):

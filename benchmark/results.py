@@ -218,8 +218,8 @@ def validate_result(result: Any, where: str = "result") -> None:
         if not isinstance(sub, dict):
             raise ResultError(f"{where}: {key!r} must be an object, got {type(sub).__name__}")
     for k, v in result.get("cost", {}).items():
-        if not (v is None or isinstance(v, str) or _is_number(v)):
-            raise ResultError(f"{where}: cost {k!r} must be a finite number, a string or null, got {v!r}")
+        if not (v is None or isinstance(v, str | bool) or _is_number(v)):
+            raise ResultError(f"{where}: cost {k!r} must be a finite number, a string, a boolean or null, got {v!r}")
     if "headline" in result and not isinstance(result["headline"], str):
         raise ResultError(f"{where}: 'headline' must be a string, got {result['headline']!r}")
 

@@ -192,6 +192,7 @@ def run_cell(cell: Cell, budget: Budget | None = None, device: str = "cpu", cach
         peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else peak_rss_mb()
         steps = dec.record.steps if isinstance(dec.record.steps, int) else None
         result["cost"] = {"wall_time_s": wall, "cpu_time_s": cpu, "peak_memory_mb": peak, "steps": steps,
+                          "stopped_early": bool(getattr(dec.record, "stopped_early", False)),
                           "n_components": len(dec.components) if isinstance(dec.components, list | tuple) else None,
                           "memory_kind": "cuda_max_allocated" if cuda else "process_peak_rss"}
         if dec.record.hparams:

@@ -52,7 +52,7 @@ def cells_csv(results: list[dict[str, Any]]) -> str:
     """Every stored result, one row each, sorted by (toy, method, seed)."""
     metrics = sorted({k for r in results for k in r["metrics"]})
     header = ["toy", "tier", "method", "seed", "status", "headline", *metrics, "wall_time_s", "peak_memory_mb",
-              "n_components", "error"]
+              "steps", "stopped_early", "n_components", "error"]
     rows = []
     for r in sorted(results, key=lambda r: (r["cell"]["toy"], r["cell"]["method"], r["cell"]["seed"])):
         err = r.get("error") or {}
@@ -60,6 +60,8 @@ def cells_csv(results: list[dict[str, Any]]) -> str:
         rows.append([r["cell"]["toy"], r["toy"].get("tier", ""), r["cell"]["method"], r["cell"]["seed"],
                      r["status"], r.get("headline", ""), *[_num(r["metrics"].get(k)) for k in metrics],
                      _num(cost.get("wall_time_s")), _num(cost.get("peak_memory_mb")),
+                     cost.get("steps", "") if cost.get("steps") is not None else "",
+                     int(cost["stopped_early"]) if isinstance(cost.get("stopped_early"), bool) else "",
                      cost.get("n_components", "") if cost.get("n_components") is not None else "",
                      f"{err.get('type', '')}: {err.get('message', '')}".splitlines()[0] if err else ""])
     return _write(header, rows)

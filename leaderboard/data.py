@@ -75,6 +75,7 @@ class Cell:
     success: Stat
     n_success: int
     wall_time_s: float | None  # median over the seeds that ran
+    capped: list[int] = field(default_factory=list)  # seeds stopped early by the budget's CPU-time cap
 
     @property
     def n(self) -> int:
@@ -189,6 +190,7 @@ def _cell(method: str, toy: str, rs: list[dict[str, Any]]) -> Cell:
     values: dict[int, float] = {}
     errors: dict[int, str] = {}
     na: list[int] = []
+    capped: list[int] = []
     walls = []
     for r in sorted(rs, key=lambda r: r["cell"]["seed"]):
         seed = int(r["cell"]["seed"])
@@ -201,13 +203,15 @@ def _cell(method: str, toy: str, rs: list[dict[str, Any]]) -> Cell:
         if v is None:
             na.append(seed)
         values[seed] = 0.0 if v is None else v
+        if r.get("cost", {}).get("stopped_early") is True:
+            capped.append(seed)
         wall = r.get("cost", {}).get("wall_time_s")
         if isinstance(wall, int | float):
             walls.append(float(wall))
     vals = list(values.values())
     success, k = _success(vals)
     return Cell(toy, method, values, errors, na, _ci(vals), success, k,
-                statistics.median(walls) if walls else None)
+                statistics.median(walls) if walls else None, capped)
 
 
 def _row(method: MethodInfo, toys: list[ToyInfo], cells: dict[tuple[str, str], Cell]) -> Row | None:

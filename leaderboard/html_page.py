@@ -13,7 +13,7 @@ import re
 from html import escape
 
 from leaderboard.data import Board, Cell, Row, Stat, Table, fmt, fmt_rank
-from leaderboard.markdown import ERR_MARK, legend, wall_text
+from leaderboard.markdown import CAP_MARK, ERR_MARK, legend, wall_text
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:1.5rem auto;max-width:80rem;
@@ -122,6 +122,9 @@ def _cell_td(c: Cell | None) -> str:
     mark = f' <span class="errmark" title="{len(c.errors)} of {c.n} seeds failed (scored 0): ' \
            f'{escape("; ".join(sorted(set(c.errors.values())))[:300])}">{ERR_MARK}{len(c.errors)}/{c.n}</span>' \
         if c.errors else ""
+    if c.capped:
+        mark += f' <span class="capmark" title="{len(c.capped)} of {c.n} seeds reached the CPU-time cap and ' \
+                f'stopped early">{CAP_MARK}{len(c.capped)}</span>'
     if c.all_failed:
         return f'<td class="err" data-v="0">ERROR{mark}</td>'
     return _stat_td(c.score, mark)

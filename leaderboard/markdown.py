@@ -15,6 +15,7 @@ from leaderboard.data import Board, Cell, Row, Stat, Table, build_board, fmt, fm
 
 REF_MARK = "(ref)"
 ERR_MARK = "✗"
+CAP_MARK = "⏱"
 
 
 def stat_text(s: Stat, interval: bool = True) -> str:
@@ -35,6 +36,8 @@ def cell_text(c: Cell | None) -> str:
         text += f" {ERR_MARK}{len(c.errors)}/{c.n}"
     if c.na:
         text += f" (N/A x{len(c.na)})"
+    if c.capped:
+        text += f" {CAP_MARK}{len(c.capped)}"
     return text
 
 
@@ -81,7 +84,8 @@ def legend(board: Board) -> str:
             f"success = seeds scoring >= {SUCCESS_THRESHOLD} (Wilson 95% interval); rank = 95% rank band from a "
             f"paired bootstrap over (toy model, seed) cells, so methods whose bands overlap are statistically "
             f"tied. Only submitted methods are ranked; `{REF_MARK}` marks reference rows (oracle, random, whole, "
-            f"pca, ...). `{ERR_MARK}k/n`: k of n seeds failed; a failed seed scores 0 and is never dropped.")
+            f"pca, ...). `{ERR_MARK}k/n`: k of n seeds failed; a failed seed scores 0 and is never dropped. "
+            f"`{CAP_MARK}k`: k seeds reached the suite's CPU-time cap and stopped before their default steps.")
 
 
 def render_markdown(results: list[dict[str, Any]] | Board, figure: bool = False) -> str:

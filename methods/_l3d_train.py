@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,6 +115,7 @@ class L3DFit:
     p_act: list[float]  # per subnetwork: fraction of samples passing BatchTopK in the last epoch
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
+    stopped_early: bool = False  # ``out_of_time`` ended training before ``max_steps``
 
     @property
     def final_loss(self) -> float:
@@ -121,8 +123,10 @@ class L3DFit:
 
 
 def train_l3d(model: nn.Module, names: tuple[str, ...], X: Tensor, cfg: L3DConfig, seed: int,
-              max_steps: int | None = None, seconds: float | None = None) -> L3DFit:
-    """Fit L3D's encoder and decoder to the per-sample gradients of ``model`` on the data ``X``."""
+              max_steps: int | None = None, out_of_time: Callable[[], bool] | None = None) -> L3DFit:
+    """Fit L3D's encoder and decoder to the per-sample gradients of ``model`` on the data ``X``.
+
+    ``out_of_time`` (checked before each step) ends training early, e.g. :meth:`Budget.out_of_time`."""
     t0 = time.perf_counter()
     named = dict(model.named_parameters())
     unknown = [n for n in names if n not in named]
@@ -147,6 +151,7 @@ def train_l3d(model: nn.Module, names: tuple[str, ...], X: Tensor, cfg: L3DConfi
     curve: list[float] = []
     p_act = torch.zeros(cfg.n_v, dtype=X.dtype, device=X.device)
     step = epoch = 0
+    stopped = False
     while step < total:
         k_eff = WARM_K if epoch <= cfg.warm_start_epochs else cfg.k
         perm = torch.randperm(N, generator=g)
@@ -154,8 +159,10 @@ def train_l3d(model: nn.Module, names: tuple[str, ...], X: Tensor, cfg: L3DConfi
         act_sum = torch.zeros_like(p_act)
         n_seen = 0
         for s in range(spe):
-            if step >= total or (seconds is not None and time.perf_counter() - t0 > seconds):
-                total = step
+            if step >= total:
+                break
+            if out_of_time is not None and out_of_time():
+                total, stopped = step, True
                 break
             idx = perm[s * B:(s + 1) * B].to(X.device)
             b = idx.numel()
@@ -184,4 +191,5 @@ def train_l3d(model: nn.Module, names: tuple[str, ...], X: Tensor, cfg: L3DConfi
     if curve and not math.isfinite(curve[-1]):
         raise FloatingPointError(f"L3D training diverged (loss {curve[-1]}) at step {step}")
     return L3DFit(enc, dec, tuple(names), shapes, step, epoch, curve, p_act.tolist(),
-                  time.perf_counter() - t0, {"jacobian_cache": src.J is not None, "n_w": src.n_w, "n_o": src.n_o})
+                  time.perf_counter() - t0, {"jacobian_cache": src.J is not None, "n_w": src.n_w, "n_o": src.n_o},
+                  stopped_early=stopped)

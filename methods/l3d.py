@@ -168,6 +168,7 @@ class L3D(Method):
         return L3DConfig(**{k: hp[k] for k in _CFG_KEYS})
 
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
+        start = budget.clock()
         hp = self.hparams(target.spec.name)
         cfg = self.config(target.spec.name)
         g = torch.Generator().manual_seed(seed)
@@ -175,7 +176,7 @@ class L3D(Method):
         X = sample_data(target.sample, cfg.n_samples, g, hp["drop_zero_inputs"]).to(device)
         default_steps = cfg.epochs * math.ceil(X.shape[0] / cfg.batch_size)
         fit = train_l3d(model, target.decomposed, X, cfg, seed, max_steps=budget.steps_or(default_steps),
-                        seconds=budget.seconds)
+                        out_of_time=lambda: budget.out_of_time(start))
         ref_x = sample_data(target.sample, hp["n_refs"], g, hp["drop_zero_inputs"]).to(device)
         params = {n: p.detach() for n, p in model.named_parameters() if n in target.decomposed}
         with torch.no_grad():
@@ -188,7 +189,7 @@ class L3D(Method):
 
         curve = fit.loss_curve
         stride = max(1, len(curve) // 100)
-        record = RunRecord(steps=fit.steps, hparams=hp, extra={
+        record = RunRecord(steps=fit.steps, stopped_early=fit.stopped_early, hparams=hp, extra={
             "final_loss": fit.final_loss, "epochs_run": fit.epochs, "loss_curve": curve[::stride],
             "loss_curve_stride_epochs": stride, "p_act": fit.p_act,
             "n_dead": sum(1 for p in fit.p_act if p == 0.0), **fit.extra})

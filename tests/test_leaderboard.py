@@ -218,3 +218,18 @@ def test_latex_tables_compile(files, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout[-3000:]
     assert (tmp_path / "doc.pdf").stat().st_size > 0
+
+
+def test_cells_stopped_by_the_cpu_time_cap_are_marked():
+    rs = grid()
+    for r in rs:
+        if r["cell"]["method"] == "good" and r["cell"]["toy"] == "toy_a" and r["cell"]["seed"] < 2:
+            r["cost"].update(stopped_early=True, steps=40)
+    board = build_board(rs)
+    assert board.cell("good", "toy_a").capped == [0, 1] and board.cell("good", "toy_b").capped == []
+    md, out = render_markdown(board), render_all(rs)[1]
+    assert "⏱2" in md and md.count("⏱") == 2  # the cell and the legend
+    rows = list(csv.DictReader(io.StringIO(out["cells.csv"].decode())))
+    capped = [(r["toy"], r["method"], r["seed"], r["steps"]) for r in rows if r["stopped_early"] == "1"]
+    assert capped == [("toy_a", "good", "0", "40"), ("toy_a", "good", "1", "40")]
+    assert 'class="capmark"' in out["index.html"].decode()

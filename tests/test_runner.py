@@ -121,10 +121,11 @@ def test_suites_cover_what_they_promise() -> None:
     full, suite = suite_cells("full")
     assert len(suite.seeds) >= 3 and {c.toy for c in full} == set(TOY_MODELS.names())
     assert len(full) == len(TOY_MODELS.names()) * len(METHODS.names()) * len(suite.seeds)
-    standard, suite = suite_cells("standard")
-    assert set(standard) == set(full) and suite.budget.scale < SUITES["full"].budget.scale
+    assert suite.budget.scale == 1.0 and suite.budget.seconds is not None  # default steps, capped in CPU time
+    paper, suite = suite_cells("paper")
+    assert set(paper) == set(full) and suite.budget == Budget(scale=1.0)  # the same grid, uncapped
     assert SUITES["quick"].budget_for("pca", steps=7) == Budget(steps=7, scale=SUITES["quick"].budget.scale)
-    with pytest.raises(KeyError, match="unknown suite 'huge'; known suites: quick, standard, full"):
+    with pytest.raises(KeyError, match="unknown suite 'huge'; known suites: quick, full, paper"):
         suite_cells("huge")
 
 
