@@ -23,16 +23,33 @@ Params = dict[str, Tensor]
 Forward = Callable[[Params, Tensor], Tensor]
 
 
-def make_forward(model: nn.Module, names: tuple[str, ...]) -> Forward:
+class _Fast(nn.Module):
+    """Runs the wrapped model's ``forward_fast`` (its output computed another way) under ``functional_call``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.m = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.m.forward_fast(x)
+
+
+def make_forward(model: nn.Module, names: tuple[str, ...], fast: bool = False) -> Forward:
     """``f(params, x)``: the model's output with the decomposed parameters replaced by ``params``.
 
-    The other parameters and buffers (a bias, a frozen embedding) keep their trained values.
+    The other parameters and buffers (a bias, a frozen embedding) keep their trained values. With
+    ``fast=True`` and a model that has a ``forward_fast`` (the same function with products by fixed
+    matrices folded together, e.g. the residual MLP's embedding), that method is run instead: for shared
+    weights, as in the attributions, it is much cheaper; with per-input weights it is not, so the
+    per-input forward keeps the plain one.
     """
     fixed = {k: v.detach() for k, v in model.named_parameters() if k not in names}
     fixed.update({k: v.detach() for k, v in model.named_buffers()})
+    module, prefix = (_Fast(model), "m.") if fast and hasattr(model, "forward_fast") else (model, "")
+    fixed = {prefix + k: v for k, v in fixed.items()}
 
     def f(params: Params, x: Tensor) -> Tensor:
-        out = functional_call(model, {**fixed, **params}, (x,))
+        out = functional_call(module, {**fixed, **{prefix + k: v for k, v in params.items()}}, (x,))
         if not isinstance(out, Tensor):
             raise TypeError(f"APD needs a model whose forward returns one tensor, got {type(out).__name__}")
         return out
@@ -123,14 +140,16 @@ def topk_mask(attr: Tensor, topk: float, batch_topk: bool = True) -> Tensor:
 def masked_weights(P: Params, mask: Tensor) -> Params:
     """Per input, the sum of its active components: ``[batch, *shape]`` = sum_c mask[b, c] P_c.
 
-    Only the active (input, component) pairs are gathered and added (batch top-k keeps about ``topk`` per
-    input), so the cost is ``topk * batch * N`` rather than ``C * batch * N``.
+    A sparse ``[batch, C]`` 0/1 matrix times the flattened components: only the active (input, component)
+    pairs are added (batch top-k keeps about ``topk`` per input), so the cost is ``topk * batch * N``
+    rather than ``C * batch * N``, and the backward pass is the transposed sparse product (about 10x
+    faster on a CPU than gathering ``P[c]`` per pair and scattering the gradient back).
     """
-    b_idx, c_idx = mask.nonzero(as_tuple=True)
+    b, C = mask.shape
     out = {}
     for n, p in P.items():
-        out[n] = torch.zeros(mask.shape[0], *p.shape[1:], dtype=p.dtype, device=p.device).index_add(
-            0, b_idx, p[c_idx])
+        M = mask.to(p.dtype).to_sparse()
+        out[n] = torch.sparse.mm(M, p.reshape(C, -1)).reshape(b, *p.shape[1:])
     return out
 
 

@@ -118,6 +118,7 @@ class APD(Method):
         shapes = {n: t.shape for n, t in theta.items()}
         n_params = sum(t.numel() for t in theta.values())
         f = core.make_forward(model, names)
+        f_attr = core.make_forward(model, names, fast=True)
 
         g_init = torch.Generator().manual_seed(seed)
         L0, R0 = core.init_factors(shapes, hp["C"], hp["m"], hp["init"], hp["init_scale"], g_init)
@@ -136,7 +137,7 @@ class APD(Method):
                 _normalise(R, L, input_side)
             lr = core.lr_at(step, steps, hp["lr"], hp["lr_schedule"], hp["lr_warmup_pct"])
             x = target.sample(hp["batch_size"], g_data).to(dev)
-            losses = self._losses(f, theta, L, R, x, hp, n_params, sites, target)
+            losses = self._losses(f, theta, L, R, x, hp, n_params, sites, target, f_attr)
             loss = sum(hp[f"{k}_coeff"] * v for k, v in losses.items())
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"APD loss became {float(loss.detach())} at step {step}: {_fmt(losses)}; "
@@ -174,13 +175,16 @@ class APD(Method):
 
     @staticmethod
     def _losses(f: core.Forward, theta: dict[str, Tensor], L: dict[str, Tensor], R: dict[str, Tensor], x: Tensor,
-                hp: dict[str, Any], n_params: int, sites: list[tuple[str, bool]], target: Target) -> dict[str, Tensor]:
+                hp: dict[str, Any], n_params: int, sites: list[tuple[str, bool]], target: Target,
+                f_attr: core.Forward | None = None) -> dict[str, Tensor]:
+        """The loss terms of one step; ``f_attr`` (default ``f``) computes the target's output and attributions."""
+        f_attr = f if f_attr is None else f_attr
         P = core.component_weights(L, R)
         with torch.no_grad():
-            target_out = f(theta, x)
+            target_out = f_attr(theta, x)
             Pd = {n: t.detach() for n, t in P.items()}
             at = theta if hp["attribution_point"] == "target" else {n: t.sum(0) for n, t in Pd.items()}
-            attr = core.gradient_attributions(f, at, Pd, x, hp["attribution_chunk"])
+            attr = core.gradient_attributions(f_attr, at, Pd, x, hp["attribution_chunk"])
             mask = core.topk_mask(attr, hp["topk"], hp["batch_topk"])
         W_b = core.masked_weights(P, mask)
         out = core.per_input_forward(f, W_b, x)
@@ -296,7 +300,7 @@ def _attribution_fn(target: Target, names: tuple[str, ...], theta: dict[str, Ten
         if not torch.is_tensor(inputs) or not torch.isfinite(inputs).all():
             raise ValueError("APD attributions need a finite input tensor")
         model.to("cpu")
-        f = core.make_forward(model, names)
+        f = core.make_forward(model, names, fast=True)
         at = theta_cpu if hp["attribution_point"] == "target" else {n: t.sum(0) for n, t in P_cpu.items()}
         chunks = []
         with torch.no_grad():
