@@ -53,9 +53,11 @@ _FAST_TMS_LARGE = {**_TMS_LARGE, "lr": 1e-2, "steps": 2_000, "batch_size": 1024}
 #: Fast defaults (preset "fast"): the paper's C, d_gate, coefficients and p; fewer steps, larger lr.
 FAST: dict[str, dict[str, Any]] = {
     "tms_5-2": _FAST_TMS_SMALL,
-    "tms_5-2-id": _FAST_TMS_SMALL,
+    # the identity variants need longer: at 5,000 steps TMS 5-2-id seed 0 split two features of W and left
+    # the identity in 5 pieces (ML2R 0.73); 15,000 gave 5 + 2 pieces (docs/methods/spd.md; paper: 40,000)
+    "tms_5-2-id": {**_FAST_TMS_SMALL, "steps": 15_000},
     "tms_40-10": _FAST_TMS_LARGE,
-    "tms_40-10-id": _FAST_TMS_LARGE,
+    "tms_40-10-id": {**_FAST_TMS_LARGE, "steps": 6_000},
     "resid_mlp1": {**PAPER["resid_mlp1"], "lr": 5e-3, "steps": 3_000},
     "resid_mlp2": {**PAPER["resid_mlp2"], "lr": 3e-3, "steps": 5_000},
     "resid_mlp3": {**PAPER["resid_mlp3"], "lr": 3e-3, "steps": 10_000},
