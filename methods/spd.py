@@ -8,8 +8,9 @@ reconstruction + importance minimality. The training core is :mod:`methods._spd_
 Output: every subcomponent with non-negligible norm becomes one rank-1 component (``LowRank``); the
 causal importances (max over the sites that use the matrix, clipped to [0, 1]) are the per-input
 attributions; ``groups`` cluster subcomponents that are causally important on the same inputs (Jaccard
-of their active sets), which is how the paper assembles rank > 1 and cross-layer mechanisms (the
-identity in TMS+ID, W_out of the residual MLPs, W_in across layers), done there by hand.
+of their active sets), which is how the paper assembles rank > 1 and cross-layer mechanisms (W_out of the
+residual MLPs, W_in across layers), done there by hand. The identity pieces of TMS+ID stay separate at the
+default threshold: each is off on the features its read direction is orthogonal to (docs/methods/spd.md).
 
 Hyperparameters. ``PAPER`` holds the paper's settings (SPD paper appendix; spd-paper configs; see
 ``shared/reference/apd_spd.md`` 3.2) and is used with ``preset="paper"``. The per-model defaults (preset
