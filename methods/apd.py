@@ -110,7 +110,7 @@ class APD(Method):
 
     def _decompose(self, target: Target, budget: Budget, seed: int, device: str, hp: dict[str, Any]) -> Decomposition:
         steps = budget.steps_or(hp["steps"])
-        t0 = time.perf_counter()
+        t0, start = time.perf_counter(), budget.clock()
         dev = torch.device(device)
         model = target.model.to(dev)
         names = target.decomposed
@@ -152,7 +152,7 @@ class APD(Method):
                             **{k: float(v.detach()) for k, v in losses.items()}})
                 if self.on_log is not None:
                     self.on_log(step, {n: (L[n] @ R[n]).detach().cpu() for n in L})
-            if budget.seconds is not None and step % 50 == 0 and time.perf_counter() - t0 > budget.seconds:
+            if step < steps - 1 and budget.out_of_time(start):
                 stopped_early = True
                 break
 
@@ -166,9 +166,10 @@ class APD(Method):
         components = [{n: LowRank(Lf[n][c], Rf[n][c]) for n in names} for c in range(hp["C"])]
         model.to("cpu")
         record = RunRecord(
-            wall_time_s=time.perf_counter() - t0, steps=step + 1, hparams={**hp, "steps": steps},
+            wall_time_s=time.perf_counter() - t0, steps=step + 1, stopped_early=stopped_early,
+            hparams={**hp, "steps": steps},
             extra={"log": log, "component_norms": norms.tolist(), "relative_faithfulness_error": rel_faith,
-                   "stopped_early_for_budget": stopped_early, "device": device},
+                   "device": device},
         )
         return Decomposition(components, attributions=_attribution_fn(target, names, theta, P, hp),
                              faithful=True, record=record)

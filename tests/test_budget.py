@@ -35,3 +35,11 @@ def test_the_result_records_whether_the_cap_stopped_the_cell(toy) -> None:  # no
     assert capped["status"] == "ok", capped.get("error")
     assert capped["cost"]["stopped_early"] is True and capped["budget"]["seconds"] == 0.0
     assert run_cell(Cell("tms_5-2", "pca", 0), Budget(seconds=0.0))["cost"]["stopped_early"] is False
+
+
+def test_apd_honours_the_cap(toy) -> None:  # noqa: ANN001
+    from methods.apd import APD
+
+    dec = APD(log_every=0).decompose(toy("tms_5-2").target(), Budget(steps=10_000, seconds=0.0), seed=0)
+    assert dec.record.stopped_early and dec.record.steps == 1
+    assert not APD(log_every=0).decompose(toy("tms_5-2").target(), Budget(steps=2), seed=0).record.stopped_early
