@@ -50,7 +50,6 @@ class SPDConfig:
     warmup: float = 0.0  # fraction of steps with a linear warm-up
     steps: int = 40_000
     batch_size: int = 4096
-    seconds: float | None = None  # soft wall-time limit; training stops early when reached
 
     def __post_init__(self) -> None:
         if self.schedule not in ("cosine", "constant", "linear"):
@@ -204,7 +203,8 @@ class SPDTrainer:
                         + cfg.stoch_coeff * out.get("stoch", 0.0) + cfg.layerwise_coeff * out.get("layerwise", 0.0))
         return out
 
-    def train(self, log_every: int = 0) -> TrainLog:
+    def train(self, log_every: int = 0, out_of_time: Callable[[], bool] | None = None) -> TrainLog:
+        """Run ``cfg.steps`` steps, or fewer where ``out_of_time()`` (checked after each) says to stop."""
         cfg = self.cfg
         opt = torch.optim.AdamW(self.spd.parameters(), lr=cfg.lr, weight_decay=0.0)
         log = TrainLog()
@@ -221,7 +221,7 @@ class SPDTrainer:
             log.steps = step + 1
             if log_every and (step % log_every == 0 or step == cfg.steps - 1):
                 log.history.append({"step": step, **{k: float(v.detach()) for k, v in terms.items()}})
-            if cfg.seconds is not None and step % 25 == 0 and time.perf_counter() - t0 > cfg.seconds:
+            if out_of_time is not None and step < cfg.steps - 1 and out_of_time():
                 log.stopped_early = True
                 break
         log.seconds = time.perf_counter() - t0

@@ -71,7 +71,7 @@ class SPD(Method):
     version = "1"
     paper = "Bushnaq, Braun, Sharkey 2025, Stochastic Parameter Decomposition, arXiv:2506.20790"
     defaults: dict[str, Any] = {
-        **{k: v for k, v in SPDConfig().__dict__.items() if k != "seconds"},
+        **SPDConfig().__dict__,
         # toy models the paper does not cover: the fast TMS 5-2 recipe; C = 2 x the largest matrix side
         "C": None, "lr": 1e-2, "steps": 3_000, "batch_size": 1024, "preset": "fast",
         "ci_threshold": 0.1,  # a subcomponent is active on an input where its CI exceeds this (spd configs)
@@ -90,18 +90,19 @@ class SPD(Method):
         return {**self.defaults, **table.get(toy_name, {}), **self.overrides}
 
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
+        start = budget.clock()
         hp = self.hparams(target.spec.name)
         if hp["C"] is None:
             hp["C"] = min(200, 2 * max(max(p.shape) for p in target.params().values()))
         cfg = SPDConfig(**{**{k: hp[k] for k in SPDConfig().__dict__ if k in hp},
-                           "steps": budget.steps_or(int(hp["steps"])), "seconds": budget.seconds})
+                           "steps": budget.steps_or(int(hp["steps"]))})
         torch.manual_seed(seed)
         model = target.model.to(device)
         params = target.params()
         trainer = SPDTrainer(model, params, target.sample, cfg, seed, device)
         if trainer.cfg.steps < 1:
             raise ValueError("spd: needs at least one step")
-        log = trainer.train(log_every=int(hp["log_every"]))
+        log = trainer.train(log_every=int(hp["log_every"]), out_of_time=lambda: budget.out_of_time(start))
         trainer.spd.eval()
         return _export(trainer, hp, log, seed)
 
@@ -147,11 +148,10 @@ def _export(trainer: SPDTrainer, hp: dict[str, Any], log: Any, seed: int) -> Dec
         return importances(inputs)[:, keep_t]
 
     groups = coactivation_groups(ci[:, keep_t] > hp["ci_threshold"], float(hp["group_jaccard"]))
-    record = RunRecord(steps=log.steps, hparams={**hp, "steps": trainer.cfg.steps}, extra={
-        "train_seconds": log.seconds, "stopped_early": log.stopped_early, "history": log.history,
-        "n_subcomponents": int(norms.numel()), "n_alive": len(keep),
-        "dropped_norm": float(norms[~alive].pow(2).sum().sqrt()), "faithfulness_mse": faith,
-    })
+    extra = {"train_seconds": log.seconds, "history": log.history, "n_subcomponents": int(norms.numel()),
+             "n_alive": len(keep), "dropped_norm": float(norms[~alive].pow(2).sum().sqrt()), "faithfulness_mse": faith}
+    record = RunRecord(steps=log.steps, stopped_early=log.stopped_early, hparams={**hp, "steps": trainer.cfg.steps},
+                       extra=extra)
     return Decomposition(components, attributions=attributions, groups=groups, faithful=True, record=record)
 
 

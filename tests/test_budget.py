@@ -7,9 +7,9 @@ import time
 import pytest
 
 from benchmark.method import Budget
+from benchmark.registry import METHODS
 from benchmark.results import Cell
 from benchmark.runner import run_cell
-from methods.l3d import L3D
 
 
 def test_out_of_time_counts_this_processes_cpu_time() -> None:
@@ -22,11 +22,13 @@ def test_out_of_time_counts_this_processes_cpu_time() -> None:
     assert Budget(seconds=0.01).out_of_time(start)
 
 
-@pytest.mark.parametrize("budget, stopped", [(Budget(steps=3), False), (Budget(steps=10_000, seconds=0.0), True)])
-def test_a_capped_method_stops_early_and_says_so(toy, budget: Budget, stopped: bool) -> None:  # noqa: ANN001
-    dec = L3D().decompose(toy("tms_5-2").target(), budget, seed=0)
-    assert dec.record.stopped_early is stopped
-    assert dec.record.steps == (0 if stopped else 3)
+@pytest.mark.parametrize("method", ["l3d", "apd", "spd"])
+def test_iterative_methods_stop_at_the_cap_and_say_so(toy, method: str) -> None:  # noqa: ANN001
+    target = toy("tms_5-2").target()
+    capped = METHODS.get(method)().decompose(target, Budget(steps=10_000, seconds=0.0), seed=0)
+    assert capped.record.stopped_early and capped.record.steps <= 1  # checked before or after the first step
+    done = METHODS.get(method)().decompose(target, Budget(steps=2, seconds=1e6), seed=0)
+    assert not done.record.stopped_early and done.record.steps == 2
 
 
 def test_the_result_records_whether_the_cap_stopped_the_cell(toy) -> None:  # noqa: ANN001
@@ -36,10 +38,3 @@ def test_the_result_records_whether_the_cap_stopped_the_cell(toy) -> None:  # no
     assert capped["cost"]["stopped_early"] is True and capped["budget"]["seconds"] == 0.0
     assert run_cell(Cell("tms_5-2", "pca", 0), Budget(seconds=0.0))["cost"]["stopped_early"] is False
 
-
-def test_apd_honours_the_cap(toy) -> None:  # noqa: ANN001
-    from methods.apd import APD
-
-    dec = APD(log_every=0).decompose(toy("tms_5-2").target(), Budget(steps=10_000, seconds=0.0), seed=0)
-    assert dec.record.stopped_early and dec.record.steps == 1
-    assert not APD(log_every=0).decompose(toy("tms_5-2").target(), Budget(steps=2), seed=0).record.stopped_early
