@@ -15,7 +15,7 @@ from leaderboard.data import Board, Cell, Row, Stat, Table, build_board, fmt, fm
 
 REF_MARK = "(ref)"
 ERR_MARK = "✗"
-CAP_MARK = "⏱"
+CAP_MARK = "†"
 
 
 def stat_text(s: Stat, interval: bool = True) -> str:

@@ -228,7 +228,7 @@ def test_cells_stopped_by_the_cpu_time_cap_are_marked():
     board = build_board(rs)
     assert board.cell("good", "toy_a").capped == [0, 1] and board.cell("good", "toy_b").capped == []
     md, out = render_markdown(board), render_all(rs)[1]
-    assert "⏱2" in md and md.count("⏱") == 2  # the cell and the legend
+    assert "†2" in md and md.count("†") == 2  # the cell and the legend
     rows = list(csv.DictReader(io.StringIO(out["cells.csv"].decode())))
     capped = [(r["toy"], r["method"], r["seed"], r["steps"]) for r in rows if r["stopped_early"] == "1"]
     assert capped == [("toy_a", "good", "0", "40"), ("toy_a", "good", "1", "40")]
