@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -23,7 +24,8 @@ class Budget:
 
     ``steps`` caps optimisation steps (None: the method's own default); ``scale`` multiplies a method's
     default number of steps (the ``quick`` suite uses less than 1); ``seconds`` is a soft cap on the CPU time
-    of one ``decompose`` call: an iterative method checks :meth:`out_of_time` between steps, stops early and
+    of one ``decompose`` call: an iterative method takes a :meth:`timer` when it starts, asks it between steps,
+    stops early where it says so and
     says so in ``RunRecord.stopped_early``. CPU time of the process, not wall time, so that other load on the
     machine hardly changes where a run stops (with one torch thread per worker, as the runner sets).
     """
@@ -43,9 +45,10 @@ class Budget:
         """The clock ``seconds`` is measured on: this process's CPU time."""
         return time.process_time()
 
-    def out_of_time(self, start: float) -> bool:
-        """Whether the soft ``seconds`` cap has run out since ``start`` (a :meth:`clock` reading)."""
-        return self.seconds is not None and self.clock() - start > self.seconds
+    def timer(self) -> Callable[[], bool]:
+        """A function saying whether the soft ``seconds`` cap has run out since this call (never, without one)."""
+        start = self.clock()
+        return lambda: self.seconds is not None and self.clock() - start > self.seconds
 
 
 class Method(ABC):

@@ -126,7 +126,7 @@ def train_l3d(model: nn.Module, names: tuple[str, ...], X: Tensor, cfg: L3DConfi
               max_steps: int | None = None, out_of_time: Callable[[], bool] | None = None) -> L3DFit:
     """Fit L3D's encoder and decoder to the per-sample gradients of ``model`` on the data ``X``.
 
-    ``out_of_time`` (checked before each step) ends training early, e.g. :meth:`Budget.out_of_time`."""
+    ``out_of_time`` (checked before each step) ends training early, e.g. a :meth:`Budget.timer`."""
     t0 = time.perf_counter()
     named = dict(model.named_parameters())
     unknown = [n for n in names if n not in named]

@@ -110,7 +110,7 @@ class APD(Method):
 
     def _decompose(self, target: Target, budget: Budget, seed: int, device: str, hp: dict[str, Any]) -> Decomposition:
         steps = budget.steps_or(hp["steps"])
-        t0, start = time.perf_counter(), budget.clock()
+        t0, out_of_time = time.perf_counter(), budget.timer()
         dev = torch.device(device)
         model = target.model.to(dev)
         names = target.decomposed
@@ -152,7 +152,7 @@ class APD(Method):
                             **{k: float(v.detach()) for k, v in losses.items()}})
                 if self.on_log is not None:
                     self.on_log(step, {n: (L[n] @ R[n]).detach().cpu() for n in L})
-            if step < steps - 1 and budget.out_of_time(start):
+            if step < steps - 1 and out_of_time():
                 stopped_early = True
                 break
 

@@ -168,7 +168,7 @@ class L3D(Method):
         return L3DConfig(**{k: hp[k] for k in _CFG_KEYS})
 
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
-        start = budget.clock()
+        out_of_time = budget.timer()
         hp = self.hparams(target.spec.name)
         cfg = self.config(target.spec.name)
         g = torch.Generator().manual_seed(seed)
@@ -176,7 +176,7 @@ class L3D(Method):
         X = sample_data(target.sample, cfg.n_samples, g, hp["drop_zero_inputs"]).to(device)
         default_steps = cfg.epochs * math.ceil(X.shape[0] / cfg.batch_size)
         fit = train_l3d(model, target.decomposed, X, cfg, seed, max_steps=budget.steps_or(default_steps),
-                        out_of_time=lambda: budget.out_of_time(start))
+                        out_of_time=out_of_time)
         ref_x = sample_data(target.sample, hp["n_refs"], g, hp["drop_zero_inputs"]).to(device)
         params = {n: p.detach() for n, p in model.named_parameters() if n in target.decomposed}
         with torch.no_grad():

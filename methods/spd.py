@@ -90,7 +90,7 @@ class SPD(Method):
         return {**self.defaults, **table.get(toy_name, {}), **self.overrides}
 
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
-        start = budget.clock()
+        out_of_time = budget.timer()
         hp = self.hparams(target.spec.name)
         if hp["C"] is None:
             hp["C"] = min(200, 2 * max(max(p.shape) for p in target.params().values()))
@@ -102,7 +102,7 @@ class SPD(Method):
         trainer = SPDTrainer(model, params, target.sample, cfg, seed, device)
         if trainer.cfg.steps < 1:
             raise ValueError("spd: needs at least one step")
-        log = trainer.train(log_every=int(hp["log_every"]), out_of_time=lambda: budget.out_of_time(start))
+        log = trainer.train(log_every=int(hp["log_every"]), out_of_time=out_of_time)
         trainer.spd.eval()
         return _export(trainer, hp, log, seed)
 
