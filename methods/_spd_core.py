@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from methods._spd_sites import Site, run_sites
 
 LEAK = 0.01  # slope of the leaky hard sigmoids (paper section 2; spd-paper code)
+CI_CHUNK = 1 << 25  # elements of the CI MLPs' hidden layer computed at once (128 MiB in float32)
 
 
 def lower_leaky_hard_sigmoid(x: Tensor) -> Tensor:
@@ -114,7 +116,22 @@ class SPDModel(nn.Module):
         return inner @ self.V[i] if self.sites[k].transposed else inner @ self.U[i].T
 
     def ci_raw(self, inner: Tensor) -> Tensor:
-        """Every site's CI MLPs at once: ``[batch, S, C] -> [batch, S, C]``."""
+        """Every site's CI MLPs at once: ``[batch, S, C] -> [batch, S, C]``.
+
+        The hidden layer is ``[batch, S, C, d_gate]``; past ``CI_CHUNK`` elements (resid MLP 3L at the paper's
+        batch: 0.8 G) it is computed in batch chunks and, under autograd, recomputed in the backward pass
+        instead of being kept, so memory stays at one chunk. Small models take the single-tensor path.
+        """
+        rows = max(1, CI_CHUNK // max(1, inner[0].numel() * self.w_in.shape[-1]))
+        if inner.shape[0] <= rows:
+            return self._ci_mlp(inner)
+        mlp = self._ci_mlp
+        if torch.is_grad_enabled():
+            def mlp(chunk: Tensor) -> Tensor:
+                return checkpoint(self._ci_mlp, chunk, use_reentrant=False)
+        return torch.cat([mlp(chunk) for chunk in inner.split(rows)])
+
+    def _ci_mlp(self, inner: Tensor) -> Tensor:
         h = F.gelu(torch.addcmul(self.b_in, inner.unsqueeze(-1), self.w_in))
         return (h * self.w_out).sum(-1) + self.b_out
 
