@@ -182,9 +182,11 @@ def test_registered_with_cited_per_model_defaults() -> None:
     assert cls is APD and "2501.14926" in cls.paper
     hp = cls().hparams("tms_5-2")
     assert (hp["C"], hp["topk"], hp["simplicity_coeff"], hp["lr"]) == (5, 0.211, 0.7, 3e-2)
-    hp = cls().hparams("tms_40-10")
+    hp = cls().hparams("tms_40-10")  # the paper's own run (appendix), not the config file's C 40, topk 2, 15
     assert (hp["C"], hp["topk"], hp["minimality_coeff"], hp["simplicity_coeff"], hp["schatten_p"]) == (
-        40, 2.0, 10.0, 15.0, 0.9)
+        50, 1.0, 10.0, 20.0, 0.9)
+    hp = cls().hparams("tms_40-10-id")  # no paper settings: the config file's 40-10 recipe, C = 40 + 10
+    assert (hp["C"], hp["topk"], hp["simplicity_coeff"], hp["init_scale"]) == (50, 2.0, 15.0, 1.0)
     assert cls(C=7).hparams("tms_5-2")["C"] == 7
     with pytest.raises(ValueError, match="no hyperparameter"):
         cls(not_a_knob=1)
