@@ -158,10 +158,9 @@ TOY_MODELS.register("fault_toy", BrokenToy)
 
 @METHODS.register("slow_valid")
 class SlowValid(_Fault):
-    """A valid method that takes ``seconds`` (default 1 s, or ``$PDBENCH_SLOW_VALID_SECONDS``): gives an
-    interruption test time to strike."""
+    """A valid method that takes ``seconds`` (default 1 s): gives an interruption test time to strike."""
 
-    defaults = {"seconds": float(os.environ.get("PDBENCH_SLOW_VALID_SECONDS", "1.0"))}
+    defaults = {"seconds": 1.0}
 
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
         time.sleep(self.hparams(target.spec.name)["seconds"])
