@@ -37,7 +37,11 @@ def _start(root: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "benchmark.cli", "--plugin", str(PLUGIN), "run", "--suite", "full",
            "--toys", "tms_5-2,block_mlp", "--methods", "slow_valid,pca", "--results", str(root), "--jobs", "2",
            "--no-leaderboard"]
-    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT at its default in the child, so that Python turns it into KeyboardInterrupt: a shell without job
+    # control starts background commands with SIGINT ignored, and the child would inherit that (as when the
+    # test suite itself runs in the background)
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _interrupt_after(root: Path, n: int, sig: int) -> tuple[dict[Path, bytes], str]:
