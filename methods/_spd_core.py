@@ -122,14 +122,12 @@ class SPDModel(nn.Module):
         batch: 0.8 G) it is computed in batch chunks and, under autograd, recomputed in the backward pass
         instead of being kept, so memory stays at one chunk. Small models take the single-tensor path.
         """
-        rows = max(1, CI_CHUNK // max(1, inner[0].numel() * self.w_in.shape[-1]))
+        rows = max(1, CI_CHUNK // (inner[0].numel() * self.w_in.shape[-1]))
         if inner.shape[0] <= rows:
             return self._ci_mlp(inner)
-        mlp = self._ci_mlp
-        if torch.is_grad_enabled():
-            def mlp(chunk: Tensor) -> Tensor:
-                return checkpoint(self._ci_mlp, chunk, use_reentrant=False)
-        return torch.cat([mlp(chunk) for chunk in inner.split(rows)])
+        if not torch.is_grad_enabled():
+            return torch.cat([self._ci_mlp(chunk) for chunk in inner.split(rows)])
+        return torch.cat([checkpoint(self._ci_mlp, chunk, use_reentrant=False) for chunk in inner.split(rows)])
 
     def _ci_mlp(self, inner: Tensor) -> Tensor:
         h = F.gelu(torch.addcmul(self.b_in, inner.unsqueeze(-1), self.w_in))
