@@ -328,11 +328,16 @@ def test_tms_5_2_id_failure_shows_in_scores(toy) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "not reproduced: seed 0 at the defaults (10k steps, 3,068 s on one core) gives W_in best |cos| 0.07 per "
+    "feature, 130 components of norm 5.8-8.2 cancelling each other; training is unstable at the config's lr 1e-3 "
+    "(faithfulness 2e-4 at step 500, spikes to 0.08 by step 2,500) and smooth at 2e-4 in a 1,500-step "
+    "diagnostic; see docs/methods/apd.md"))
 def test_resid_mlp1_per_feature_w_in_components(toy) -> None:
     """APD paper, residual MLP (1 layer): components that each carry one feature's W_in piece, (W_in w_i) d_i^T.
 
-    Paper-scale compute (C = 130 full-rank components over 100k parameters): about a GPU-hour-class run on
-    a CPU; set ``PDBENCH_TEST_DEVICE=cuda`` where one is present."""
+    Paper-scale compute (C = 130 full-rank components over 100k parameters): about 50 minutes on one CPU
+    core; set ``PDBENCH_TEST_DEVICE=cuda`` where one is present."""
     import os
 
     tm = toy("resid_mlp1")
