@@ -67,11 +67,13 @@ def per_input_forward(f: Forward, weights: Params, x: Tensor) -> Tensor:
 
 
 def init_factors(shapes: dict[str, torch.Size], C: int, m: int | None, init: str, scale: float,
-                 generator: torch.Generator) -> tuple[Params, Params]:
+                 generator: torch.Generator, instances: int | None = None) -> tuple[Params, Params]:
     """``L[n] [C, rows, m_n]`` and ``R[n] [C, m_n, cols]``, initialised like the reference code.
 
-    ``xavier_normal`` (APD's TMS) and ``kaiming_uniform`` (APD's residual MLP, with ``scale`` 2) use
-    torch's fan convention on the 3-d factor tensors, as ``spd/module_utils.py:init_param_`` does.
+    ``xavier_normal`` and ``kaiming_uniform`` use torch's fan convention, as ``spd/module_utils.py:init_param_``
+    does. By default the fans are those of our 3-d factor tensors. With ``instances`` they are those of the
+    reference's 4-d ``[n_instances, C, a, b]`` tensors (fan_in = C*a*b, fan_out = n_instances*a*b), so the
+    reference's init is reproduced exactly rather than through a rescaled ``scale``.
     """
     L, R = {}, {}
     for n, shape in shapes.items():
@@ -81,14 +83,18 @@ def init_factors(shapes: dict[str, torch.Size], C: int, m: int | None, init: str
         mn = min(rows, cols) if m is None else m
         if mn < 1:
             raise ValueError(f"APD rank m must be >= 1, got {mn}")
-        L[n] = _init(torch.empty(C, rows, mn), init, scale, generator)
-        R[n] = _init(torch.empty(C, mn, cols), init, scale, generator)
+        L[n] = _init(torch.empty(C, rows, mn), init, scale, generator, instances)
+        R[n] = _init(torch.empty(C, mn, cols), init, scale, generator, instances)
     return L, R
 
 
-def _init(t: Tensor, init: str, scale: float, generator: torch.Generator) -> Tensor:
-    receptive = math.prod(t.shape[2:])
-    fan_in, fan_out = t.shape[1] * receptive, t.shape[0] * receptive
+def _init(t: Tensor, init: str, scale: float, generator: torch.Generator, instances: int | None) -> Tensor:
+    if instances is None:
+        receptive = math.prod(t.shape[2:])
+        fan_in, fan_out = t.shape[1] * receptive, t.shape[0] * receptive
+    else:  # the reference's [n_instances, C, a, b]: torch counts C as the input fan, a*b as the receptive field
+        receptive = math.prod(t.shape[1:])
+        fan_in, fan_out = t.shape[0] * receptive, instances * receptive
     if init == "xavier_normal":
         std = scale * math.sqrt(2.0 / (fan_in + fan_out))
         return torch.randn(t.shape, generator=generator) * std

@@ -53,7 +53,9 @@ _RESID_MLP1 = {  # resid_mlp_topk_config.yaml (1 layer); the paper says 40k step
     "lr_warmup_pct": 0.01, "faithfulness_coeff": 1.0, "minimality_coeff": 1.0, "simplicity_coeff": 10.0,
     "schatten_p": 0.9, "act_recon_coeff": 1.0, "act_recon_relu": True, "act_recon_params": ("layers.0.W_in",),
     "unit_norm": True,
-    "init": "kaiming_uniform", "init_scale": 2.0, "steps": 10_000, "num_threads": None,  # big matmuls: torch default
+    # ResidualMLPSPDConfig's init: xavier_normal, gain = task init_scale 2.0, on [1, C, a, b] factor tensors
+    "init": "xavier_normal", "init_scale": 2.0, "init_instances": 1, "steps": 10_000,
+    "num_threads": None,  # big matmuls: torch default
 }
 
 
@@ -83,6 +85,7 @@ class APD(Method):
         "attribution_point": "target",  # gradients at the target's weights, or "apd": at sum_c P_c
         "init": "xavier_normal",
         "init_scale": 1.0,
+        "init_instances": None,  # reference fan convention with this many instances (see _apd_core.init_factors)
         "attribution_chunk": None,  # vmap chunk size over components (memory bound); None: all at once
         "log_every": 1000,
         # intra-op threads while training (restored after): APD's per-step ops are tiny on the toy models, and
@@ -130,7 +133,8 @@ class APD(Method):
         f_attr = core.make_forward(model, names, fast=True)
 
         g_init = torch.Generator().manual_seed(seed)
-        L0, R0 = core.init_factors(shapes, hp["C"], hp["m"], hp["init"], hp["init_scale"], g_init)
+        L0, R0 = core.init_factors(shapes, hp["C"], hp["m"], hp["init"], hp["init_scale"], g_init,
+                                  hp["init_instances"])
         L = {n: t.to(dev).requires_grad_(True) for n, t in L0.items()}
         R = {n: t.to(dev).requires_grad_(True) for n, t in R0.items()}
         opt = core.Adam([*L.values(), *R.values()])
@@ -215,8 +219,9 @@ def _check_hparams(hp: dict[str, Any]) -> None:
         raise ValueError(f"APD topk must be > 0, got {hp['topk']!r}")
     if hp["batch_topk"] and int(hp["topk"] * hp["batch_size"]) < 1:
         raise ValueError(f"topk * batch_size = {hp['topk'] * hp['batch_size']} selects no component")
-    if hp["num_threads"] is not None and not (isinstance(hp["num_threads"], int) and hp["num_threads"] >= 1):
-        raise ValueError(f"num_threads must be None or an int >= 1, got {hp['num_threads']!r}")
+    for k in ("num_threads", "init_instances"):
+        if hp[k] is not None and not (isinstance(hp[k], int) and hp[k] >= 1):
+            raise ValueError(f"{k} must be None or an int >= 1, got {hp[k]!r}")
     if hp["attribution_point"] not in ("target", "apd"):
         raise ValueError(f"attribution_point must be 'target' or 'apd', got {hp['attribution_point']!r}")
     if hp["lr_schedule"] not in ("constant", "linear", "cosine"):

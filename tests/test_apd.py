@@ -173,6 +173,21 @@ def test_init_rejects_non_matrices_and_bad_rank() -> None:
     assert L["W"].shape == (3, 2, 2) and R["W"].shape == (3, 2, 5)
 
 
+@pytest.mark.parametrize("instances", [1, 3])
+def test_instanced_init_matches_reference_fans(instances: int) -> None:
+    """With ``instances``, each factor has the spread torch's xavier_normal gives the reference's
+    ``[n_instances, C, a, b]`` tensor (APD repo, ``spd/module_utils.py:init_param_``), whatever our layout."""
+    C, gain = 30, 2.0
+    L, R = core.init_factors({"W": torch.Size([40, 200])}, C, 20, "xavier_normal", gain,
+                             torch.Generator().manual_seed(0), instances)
+    for ours, (a, b) in ((L["W"], (40, 20)), (R["W"], (20, 200))):
+        ref = torch.nn.init.xavier_normal_(torch.empty(instances, C, a, b), gain=gain)
+        assert float(ours.std()) == pytest.approx(float(ref.std()), rel=0.03)
+    plain, _ = core.init_factors({"W": torch.Size([40, 200])}, C, 20, "xavier_normal", gain,
+                                 torch.Generator().manual_seed(0))
+    assert float(plain["W"].std()) > 3 * float(L["W"].std())  # the 3-d fans start far larger: the gap matters
+
+
 # ---------------------------------------------------------------------------------------------------
 # the adapter
 
@@ -187,6 +202,9 @@ def test_registered_with_cited_per_model_defaults() -> None:
         50, 1.0, 10.0, 20.0, 0.9)
     hp = cls().hparams("tms_40-10-id")  # no paper settings: the config file's 40-10 recipe, C = 40 + 10
     assert (hp["C"], hp["topk"], hp["simplicity_coeff"], hp["init_scale"]) == (50, 2.0, 15.0, 1.0)
+    hp = cls().hparams("resid_mlp1")  # resid_mlp_topk_config.yaml, with ResidualMLPSPDConfig's init
+    assert (hp["C"], hp["lr"], hp["unit_norm"], hp["init"], hp["init_scale"], hp["init_instances"]) == (
+        130, 1e-3, True, "xavier_normal", 2.0, 1)
     assert cls(C=7).hparams("tms_5-2")["C"] == 7
     with pytest.raises(ValueError, match="no hyperparameter"):
         cls(not_a_knob=1)
@@ -237,7 +255,8 @@ def test_bad_hyperparameters_get_clear_errors(toy) -> None:
     t = toy("tms_5-2").target()
     for bad, match in [({"C": 0}, "C >= 1"), ({"topk": 0.0}, "topk"), ({"attribution_point": "x"}, "attribution"),
                        ({"lr": float("nan")}, "lr"), ({"topk": 1e-5}, "selects no component"),
-                       ({"lr_schedule": "step"}, "lr_schedule"), ({"num_threads": 0}, "num_threads")]:
+                       ({"lr_schedule": "step"}, "lr_schedule"), ({"num_threads": 0}, "num_threads"),
+                       ({"init_instances": 0.5}, "init_instances")]:
         with pytest.raises(ValueError, match=match):
             APD(**bad).decompose(t, Budget(steps=2), seed=0)
 
@@ -328,16 +347,12 @@ def test_tms_5_2_id_failure_shows_in_scores(toy) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "not reproduced: seed 0 at the defaults (10k steps, 3,068 s on one core) gives W_in best |cos| 0.07 per "
-    "feature, 130 components of norm 5.8-8.2 cancelling each other; training is unstable at the config's lr 1e-3 "
-    "(faithfulness 2e-4 at step 500, spikes to 0.08 by step 2,500) and smooth at 2e-4 in a 1,500-step "
-    "diagnostic; see docs/methods/apd.md"))
 def test_resid_mlp1_per_feature_w_in_components(toy) -> None:
     """APD paper, residual MLP (1 layer): components that each carry one feature's W_in piece, (W_in w_i) d_i^T.
 
     Paper-scale compute (C = 130 full-rank components over 100k parameters): about 50 minutes on one CPU
-    core; set ``PDBENCH_TEST_DEVICE=cuda`` where one is present."""
+    core; set ``PDBENCH_TEST_DEVICE=cuda`` where one is present. Measured at the defaults: see
+    docs/methods/apd.md, "resid_mlp1"."""
     import os
 
     tm = toy("resid_mlp1")
