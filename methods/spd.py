@@ -66,9 +66,11 @@ FAST: dict[str, dict[str, Any]] = {
     # the resid MLPs: the paper's lr, a batch of 256 instead of 2048 (8x cheaper steps; ~2.5 features per batch
     # and feature at p = 0.01) and 20,000 steps. Measured on resid_mlp1 (seed 0, 505 s on one core): W_in one
     # subcomponent per feature (identity CI error 0), W_out in 50 + 2 negligible subcomponents (docs/methods/spd.md).
-    # The 2- and 3-layer runs were not measured: 0.15 and 2.1 s per step on one core, they need a GPU.
+    # resid_mlp2 takes the paper text's beta3 1e-5 (the spd-paper config's 2e-5 left half of W_out below CI 0.9 at
+    # this schedule, DenseCIPattern error 26; 1e-5 gave 0, seed 0, 2,786 s on one core). resid_mlp3 was not
+    # measured: 2.1 s per step on one core, it needs a GPU.
     "resid_mlp1": {**PAPER["resid_mlp1"], "batch_size": 256, "steps": 20_000},
-    "resid_mlp2": {**PAPER["resid_mlp2"], "batch_size": 256, "steps": 20_000},
+    "resid_mlp2": {**PAPER["resid_mlp2"], "batch_size": 256, "steps": 20_000, "imp_coeff": 1e-5},
     "resid_mlp3": {**PAPER["resid_mlp3"], "batch_size": 256, "steps": 20_000},
 }
 
