@@ -319,9 +319,9 @@ def test_tms_40_10_reproduces_paper(toy) -> None:
     The paper's number is one instance (of 3) of one run (reference ``spd_interp.py``), so it gives no success
     rate. Measured at the defaults over seeds 0-16 (20k steps, 8-15 min per seed on one core): 3 of 17 reach
     MMCS >= 0.99 (seeds 4, 5, 13: 0.9957 / 0.935, 0.9944 / 0.916, 0.9948 / 0.914); the others end at
-    0.969-0.984 with a merged feature pair or an orphaned feature (docs/methods/apd.md). This test runs seeds
-    0-9 (2 successes measured there), asks for at least one success, and for the paper's numbers on the
-    successful seeds."""
+    0.969-0.984 (seeds 0-2 diagnosed: merged feature pairs and orphaned features; docs/methods/apd.md).
+    This test runs seeds 0-9 (2 successes measured there), asks for at least one success, and for the
+    paper's numbers on the successful seeds."""
     tm = toy("tms_40-10")
     rows = _seed_sweep(tm, range(10))
     ok = [r for r in rows if r[0][0] >= 0.99]
