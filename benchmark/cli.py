@@ -15,8 +15,9 @@ def build_parser() -> argparse.ArgumentParser:
     help_ = "import a Python file that registers toy models, methods or metrics (repeatable)"
     common = argparse.ArgumentParser(add_help=False)  # lets --plugin also follow the verb
     common.add_argument("--plugin", dest="verb_plugin", action="append", default=[], metavar="FILE.py", help=help_)
-    parser = argparse.ArgumentParser(prog="pdbench",
-                                     description="A ground-truth benchmark for parameter-decomposition methods.")
+    parser = argparse.ArgumentParser(
+        prog="pdbench", description="A ground-truth benchmark for parameter-decomposition methods."
+    )
     parser.add_argument("--plugin", action="append", default=[], metavar="FILE.py", help=help_)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     names = [m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")]

@@ -76,7 +76,7 @@ class Decomposition:
                 v = self.components[i].get(n)
                 if v is not None:
                     v = v.dense() if isinstance(v, LowRank) else v
-                    out[i, offset:offset + numel] = v.detach().to("cpu", torch.float64).reshape(-1)
+                    out[i, offset : offset + numel] = v.detach().to("cpu", torch.float64).reshape(-1)
             offset += numel
         return out
 

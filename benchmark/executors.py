@@ -98,8 +98,10 @@ def registry_refs(tasks: Sequence[CellTask]) -> tuple[tuple[tuple[str, str, str]
     from benchmark.registry import METHODS, TOY_MODELS
 
     refs, files = [], []
-    for kind, reg, names in (("method", METHODS, {t.cell.method for t in tasks}),
-                             ("toy", TOY_MODELS, {t.cell.toy for t in tasks})):
+    for kind, reg, names in (
+        ("method", METHODS, {t.cell.method for t in tasks}),
+        ("toy", TOY_MODELS, {t.cell.toy for t in tasks}),
+    ):
         for name in sorted(names):
             try:
                 obj = reg.get(name)
@@ -255,16 +257,27 @@ class LocalExecutor:
     startup_timeout_s = 600.0
     max_failed_starts = 3
 
-    def __init__(self, jobs: int | None = None, limits: Any = None, plugins: Sequence[str] = (),
-                 cache_root: str | None = None, device: str = "cpu", cells_per_worker: int | None = None,
-                 threads: int | None = None):
+    def __init__(
+        self,
+        jobs: int | None = None,
+        limits: Any = None,
+        plugins: Sequence[str] = (),
+        cache_root: str | None = None,
+        device: str = "cpu",
+        cells_per_worker: int | None = None,
+        threads: int | None = None,
+    ):
         self.jobs = max(1, jobs or cpu_count())
         self.limits = limits or Limits()
         self.memory_mb = self.limits.memory_for(self.jobs)
         self.cells_per_worker = cells_per_worker
-        self.config = WorkerConfig(plugins=tuple(plugins), cache_root=cache_root,
-                                   threads=max(1, threads or 1), memory_mb=self.memory_mb,
-                                   device=device)
+        self.config = WorkerConfig(
+            plugins=tuple(plugins),
+            cache_root=cache_root,
+            threads=max(1, threads or 1),
+            memory_mb=self.memory_mb,
+            device=device,
+        )
 
     def run(self, tasks: Sequence[CellTask], on_result: OnResult) -> None:
         from benchmark.runner import error_result
@@ -304,9 +317,20 @@ class LocalExecutor:
             rss = rss_mb(w.proc.pid)
             w.kill()
             workers.remove(w)
-            finish(w, error_result(task.cell, task.budget, task.device, "running the cell (worker process)",
-                                   kind, message, "", {"wall_time_s": wall, "peak_memory_mb": rss},
-                                   config.cache_root))
+            finish(
+                w,
+                error_result(
+                    task.cell,
+                    task.budget,
+                    task.device,
+                    "running the cell (worker process)",
+                    kind,
+                    message,
+                    "",
+                    {"wall_time_s": wall, "peak_memory_mb": rss},
+                    config.cache_root,
+                ),
+            )
 
         try:
             while pending or any(w.task for w in workers):
@@ -339,25 +363,39 @@ class LocalExecutor:
                             retiring.append(w)
                     elif not w.proc.is_alive():
                         if w.task is not None:
-                            fail(w, "WorkerDied", f"the worker process running the cell "
-                                 f"{describe_exit(w.proc.exitcode)} before returning a result")
+                            fail(
+                                w,
+                                "WorkerDied",
+                                f"the worker process running the cell "
+                                f"{describe_exit(w.proc.exitcode)} before returning a result",
+                            )
                         else:
                             w.kill()
                             workers.remove(w)
                             failed_starts += not w.ready
                             if failed_starts >= self.max_failed_starts:
-                                raise RuntimeError(f"{failed_starts} worker processes in a row died while "
-                                                   f"starting ({describe_exit(w.proc.exitcode)}); run with "
-                                                   "--executor serial to see why")
+                                raise RuntimeError(
+                                    f"{failed_starts} worker processes in a row died while "
+                                    f"starting ({describe_exit(w.proc.exitcode)}); run with "
+                                    "--executor serial to see why"
+                                )
                     elif w.task is not None:
                         rss = rss_mb(w.proc.pid)
                         if self.limits.time_s is not None and now - w.started > self.limits.time_s:
-                            fail(w, "TimeLimitExceeded", f"the cell ran longer than its time limit of "
-                                 f"{self.limits.time_s:g} s and was stopped (set with --time-limit)")
+                            fail(
+                                w,
+                                "TimeLimitExceeded",
+                                f"the cell ran longer than its time limit of "
+                                f"{self.limits.time_s:g} s and was stopped (set with --time-limit)",
+                            )
                         elif rss is not None and rss > self.memory_mb:
-                            fail(w, "MemoryLimitExceeded", f"the worker's resident memory reached {rss:.0f} MiB, "
-                                 f"over the memory guard of {self.memory_mb:.0f} MiB, and the cell was stopped "
-                                 "(set with --memory-limit-mb)")
+                            fail(
+                                w,
+                                "MemoryLimitExceeded",
+                                f"the worker's resident memory reached {rss:.0f} MiB, "
+                                f"over the memory guard of {self.memory_mb:.0f} MiB, and the cell was stopped "
+                                "(set with --memory-limit-mb)",
+                            )
                     elif not w.ready and now - w.born > self.startup_timeout_s:
                         raise RuntimeError(f"a worker process did not start within {self.startup_timeout_s:g} s")
         finally:
@@ -434,15 +472,28 @@ class RayExecutor:
 
     backstop_s = 300.0
 
-    def __init__(self, jobs: int | None = None, limits: Any = None, plugins: Sequence[str] = (),
-                 cache_root: str | None = None, device: str = "cpu", address: str | None = None, **_: Any):
+    def __init__(
+        self,
+        jobs: int | None = None,
+        limits: Any = None,
+        plugins: Sequence[str] = (),
+        cache_root: str | None = None,
+        device: str = "cpu",
+        address: str | None = None,
+        **_: Any,
+    ):
         self.jobs = jobs
         self.limits = limits or Limits()
         self.address = address
         self.device = device
         sources = tuple((Path(p).name, Path(p).read_text()) for p in plugins)
-        self.config = WorkerConfig(plugin_sources=sources, cache_root=cache_root, threads=1,
-                                   memory_mb=self.limits.memory_for(jobs or cpu_count()), device=device)
+        self.config = WorkerConfig(
+            plugin_sources=sources,
+            cache_root=cache_root,
+            threads=1,
+            memory_mb=self.limits.memory_for(jobs or cpu_count()),
+            device=device,
+        )
 
     def run(self, tasks: Sequence[CellTask], on_result: OnResult) -> None:
         try:
@@ -458,8 +509,9 @@ class RayExecutor:
             ray.init(include_dashboard=False, log_to_driver=False, **kw)
         refs, files = registry_refs(tasks)
         known = {name for name, _ in self.config.plugin_sources}
-        sources = self.config.plugin_sources + tuple((Path(f).name, Path(f).read_text()) for f in files
-                                                     if Path(f).name not in known)
+        sources = self.config.plugin_sources + tuple(
+            (Path(f).name, Path(f).read_text()) for f in files if Path(f).name not in known
+        )
         config = WorkerConfig(**{**self.config.__dict__, "refs": refs, "plugin_sources": sources})
         gpus = 1 if self.device.startswith("cuda") else 0
         remote = ray.remote(num_cpus=1, num_gpus=gpus, max_calls=1, max_retries=0)(_ray_cell)
@@ -476,23 +528,51 @@ class RayExecutor:
                 try:
                     on_result(ray.get(ref))
                 except RayError as exc:
-                    on_result(error_result(task.cell, task.budget, task.device, "running the cell (Ray task)",
-                                           type(exc).__name__, str(exc).strip()[-2000:], "",
-                                           {"wall_time_s": time.monotonic() - t0}, config.cache_root))
+                    on_result(
+                        error_result(
+                            task.cell,
+                            task.budget,
+                            task.device,
+                            "running the cell (Ray task)",
+                            type(exc).__name__,
+                            str(exc).strip()[-2000:],
+                            "",
+                            {"wall_time_s": time.monotonic() - t0},
+                            config.cache_root,
+                        )
+                    )
             now = time.monotonic()
             for ref, (task, t0) in list(inflight.items()):
                 if self.limits.time_s is not None and now - t0 > self.limits.time_s + self.backstop_s:
                     ray.cancel(ref, force=True)
                     del inflight[ref]
-                    on_result(error_result(task.cell, task.budget, task.device, "running the cell (Ray task)",
-                                           "TimeLimitExceeded", f"the cell ran longer than its time limit of "
-                                           f"{self.limits.time_s:g} s and was stopped (set with --time-limit)",
-                                           "", {"wall_time_s": now - t0}, config.cache_root))
+                    on_result(
+                        error_result(
+                            task.cell,
+                            task.budget,
+                            task.device,
+                            "running the cell (Ray task)",
+                            "TimeLimitExceeded",
+                            f"the cell ran longer than its time limit of "
+                            f"{self.limits.time_s:g} s and was stopped (set with --time-limit)",
+                            "",
+                            {"wall_time_s": now - t0},
+                            config.cache_root,
+                        )
+                    )
 
 
-def make_executor(name: str, *, jobs: int | None = None, limits: Any = None, plugins: Sequence[str] = (),
-                  cache_root: str | None = None, device: str = "cpu", cells_per_worker: int | None = None,
-                  threads: int | None = None):
+def make_executor(
+    name: str,
+    *,
+    jobs: int | None = None,
+    limits: Any = None,
+    plugins: Sequence[str] = (),
+    cache_root: str | None = None,
+    device: str = "cpu",
+    cells_per_worker: int | None = None,
+    threads: int | None = None,
+):
     """The executor called ``name`` ('local', 'serial' or 'ray')."""
     if name == "local":
         return LocalExecutor(jobs, limits, plugins, cache_root, device, cells_per_worker, threads)

@@ -66,8 +66,7 @@ class Method(ABC):
         unknown = set(overrides) - set(self.defaults) - {k for d in self.per_model_defaults.values() for k in d}
         if unknown:
             raise ValueError(
-                f"method {self.name!r} has no hyperparameter(s) {sorted(unknown)}; "
-                f"known: {sorted(self.defaults)}"
+                f"method {self.name!r} has no hyperparameter(s) {sorted(unknown)}; known: {sorted(self.defaults)}"
             )
         self.overrides = dict(overrides)
 

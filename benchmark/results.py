@@ -67,8 +67,9 @@ def _safe(name: str) -> str:
 @cache  # one subprocess per process, not one per cell
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -84,8 +85,14 @@ def _environment() -> dict[str, str]:
     import scipy
     import torch
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-            "scipy": scipy.__version__, "platform": platform.platform(), "benchmark": __version__}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "platform": platform.platform(),
+        "benchmark": __version__,
+    }
 
 
 def now() -> str:
@@ -132,13 +139,22 @@ def _migrate_v0(old: dict[str, Any]) -> dict[str, Any]:
         msg = old.get("error")
         error = {"stage": "unknown (schema 0)", "type": "Error", "message": str(msg), "traceback": ""}
     return {
-        "schema_version": 1, "benchmark_version": old.get("benchmark_version", "unknown"),
-        "git_commit": old.get("git_commit", "unknown"), "created_at": old.get("created_at", "unknown"),
+        "schema_version": 1,
+        "benchmark_version": old.get("benchmark_version", "unknown"),
+        "git_commit": old.get("git_commit", "unknown"),
+        "created_at": old.get("created_at", "unknown"),
         "cell": {"toy": old["toy"], "method": old["method"], "seed": old["seed"]},
-        "status": "ok" if old["ok"] else "error", "metrics": old["scores"] if old["ok"] else {},
-        "metric_versions": {}, "headline": old.get("headline", "hungarian"),
-        "toy": {"name": old["toy"]}, "method": {"name": old["method"], "hparams": old.get("hparams", {})},
-        "budget": {}, "cost": {}, "device": old.get("device", "cpu"), "env": {}, "error": error,
+        "status": "ok" if old["ok"] else "error",
+        "metrics": old["scores"] if old["ok"] else {},
+        "metric_versions": {},
+        "headline": old.get("headline", "hungarian"),
+        "toy": {"name": old["toy"]},
+        "method": {"name": old["method"], "hparams": old.get("hparams", {})},
+        "budget": {},
+        "cost": {},
+        "device": old.get("device", "cpu"),
+        "env": {},
+        "error": error,
         "migrated_from": 0,
     }
 
@@ -153,13 +169,17 @@ def migrate(result: dict[str, Any], where: str = "result") -> dict[str, Any]:
     if isinstance(version, bool) or not isinstance(version, int):
         raise ResultError(f"{where}: schema_version must be an integer, got {version!r}")
     if version > SCHEMA_VERSION:
-        raise ResultError(f"{where}: written with result schema version {version}, but this pdbench "
-                          f"({__version__}) reads versions up to {SCHEMA_VERSION}; upgrade pdbench to read it")
+        raise ResultError(
+            f"{where}: written with result schema version {version}, but this pdbench "
+            f"({__version__}) reads versions up to {SCHEMA_VERSION}; upgrade pdbench to read it"
+        )
     while version < SCHEMA_VERSION:
         step = MIGRATIONS.get(version)
         if step is None:
-            raise ResultError(f"{where}: result schema version {version} cannot be migrated to "
-                              f"{SCHEMA_VERSION}; delete the file and re-run the cell with `pdbench run`")
+            raise ResultError(
+                f"{where}: result schema version {version} cannot be migrated to "
+                f"{SCHEMA_VERSION}; delete the file and re-run the cell with `pdbench run`"
+            )
         result = step(result)
         version += 1
         result["schema_version"] = version
@@ -255,8 +275,10 @@ def read_result(path: Path, root: Path | None = None) -> dict[str, Any]:
     if root is not None:
         expected = Cell(**result["cell"]).path(root)
         if os.path.normpath(expected) != os.path.normpath(path):
-            raise ResultError(f"{path}: describes cell {Cell(**result['cell'])}, whose result belongs at "
-                              f"{expected}; move it there or delete it")
+            raise ResultError(
+                f"{path}: describes cell {Cell(**result['cell'])}, whose result belongs at "
+                f"{expected}; move it there or delete it"
+            )
     return result
 
 

@@ -95,15 +95,36 @@ def jsonable(obj: Any, depth: int = 0) -> Any:
 def base_record(cell: Cell, budget: Budget, device: str) -> dict[str, Any]:
     """The fields every result carries, set up as an error row until the cell succeeds."""
     return {
-        "schema_version": SCHEMA_VERSION, "benchmark_version": __version__, "git_commit": git_commit(),
-        "created_at": now(), "cell": cell.to_dict(), "budget": budget.to_dict(), "device": device,
-        "env": environment(), "status": "error", "metrics": {}, "metric_versions": {}, "headline": HEADLINE,
-        "toy": {"name": cell.toy}, "method": {"name": cell.method}, "cost": {}, "error": None,
+        "schema_version": SCHEMA_VERSION,
+        "benchmark_version": __version__,
+        "git_commit": git_commit(),
+        "created_at": now(),
+        "cell": cell.to_dict(),
+        "budget": budget.to_dict(),
+        "device": device,
+        "env": environment(),
+        "status": "error",
+        "metrics": {},
+        "metric_versions": {},
+        "headline": HEADLINE,
+        "toy": {"name": cell.toy},
+        "method": {"name": cell.method},
+        "cost": {},
+        "error": None,
     }
 
 
-def error_result(cell: Cell, budget: Budget | None, device: str, stage: str, kind: str, message: str,
-                 tb: str = "", cost: dict[str, Any] | None = None, cache_root: str | None = None) -> dict[str, Any]:
+def error_result(
+    cell: Cell,
+    budget: Budget | None,
+    device: str,
+    stage: str,
+    kind: str,
+    message: str,
+    tb: str = "",
+    cost: dict[str, Any] | None = None,
+    cache_root: str | None = None,
+) -> dict[str, Any]:
     """An error row for a cell that failed outside ``run_cell`` (time limit, memory guard, dead worker)."""
     result = base_record(cell, budget or Budget(), device)
     result["toy"], result["method"] = describe(cell, cache_root)
@@ -113,10 +134,14 @@ def error_result(cell: Cell, budget: Budget | None, device: str, stage: str, kin
 
 
 def method_record(name: str, method_cls: type) -> dict[str, Any]:
-    return {"name": name, "class": f"{method_cls.__module__}:{method_cls.__qualname__}",
-            "version": str(getattr(method_cls, "version", "?")), "paper": str(getattr(method_cls, "paper", "")),
-            "reference_row": bool(getattr(method_cls, "reference_row", False)),
-            "sees_ground_truth": bool(getattr(method_cls, "sees_ground_truth", False))}
+    return {
+        "name": name,
+        "class": f"{method_cls.__module__}:{method_cls.__qualname__}",
+        "version": str(getattr(method_cls, "version", "?")),
+        "paper": str(getattr(method_cls, "paper", "")),
+        "reference_row": bool(getattr(method_cls, "reference_row", False)),
+        "sees_ground_truth": bool(getattr(method_cls, "sees_ground_truth", False)),
+    }
 
 
 def describe(cell: Cell, cache_root: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -131,8 +156,12 @@ def describe(cell: Cell, cache_root: str | None = None) -> tuple[dict[str, Any],
         model = TOY_MODELS.get(cell.toy)()
         _, meta_path = WeightCache(cache_root).paths(model.cache_key)
         meta = json.loads(meta_path.read_text())
-        toy = {**model.spec.to_dict(), "name": cell.toy, "weights_sha256": str(meta["weights_sha256"]),
-               "train_seed": int(meta["train_seed"])}
+        toy = {
+            **model.spec.to_dict(),
+            "name": cell.toy,
+            "weights_sha256": str(meta["weights_sha256"]),
+            "train_seed": int(meta["train_seed"]),
+        }
     except Exception:
         pass
     try:
@@ -152,12 +181,20 @@ def check_devices(dec: Decomposition, device: str) -> None:
             tensors = (v.left, v.right) if isinstance(v, LowRank) else (v,)
             for t in tensors:
                 if isinstance(t, torch.Tensor) and t.device.type not in allowed:
-                    raise DecompositionError(f"component {i}[{name!r}] is on device {t.device}, but this run "
-                                             f"uses --device {device}; return tensors on {device} or the CPU")
+                    raise DecompositionError(
+                        f"component {i}[{name!r}] is on device {t.device}, but this run "
+                        f"uses --device {device}; return tensors on {device} or the CPU"
+                    )
 
 
-def run_cell(cell: Cell, budget: Budget | None = None, device: str = "cpu", cache: WeightCache | None = None,
-             hparams: dict[str, Any] | None = None, memory_limit_mb: float | None = None) -> dict[str, Any]:
+def run_cell(
+    cell: Cell,
+    budget: Budget | None = None,
+    device: str = "cpu",
+    cache: WeightCache | None = None,
+    hparams: dict[str, Any] | None = None,
+    memory_limit_mb: float | None = None,
+) -> dict[str, Any]:
     """Run one cell and return its result record (status 'ok' or 'error'); never raises for method faults."""
     budget = budget or Budget()
     result = base_record(cell, budget, device)
@@ -191,10 +228,15 @@ def run_cell(cell: Cell, budget: Budget | None = None, device: str = "cpu", cach
             raise TypeError(f"decompose() returned {type(dec).__name__}, not a Decomposition")
         peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else peak_rss_mb()
         steps = dec.record.steps if isinstance(dec.record.steps, int) else None
-        result["cost"] = {"wall_time_s": wall, "cpu_time_s": cpu, "peak_memory_mb": peak, "steps": steps,
-                          "stopped_early": bool(getattr(dec.record, "stopped_early", False)),
-                          "n_components": len(dec.components) if isinstance(dec.components, list | tuple) else None,
-                          "memory_kind": "cuda_max_allocated" if cuda else "process_peak_rss"}
+        result["cost"] = {
+            "wall_time_s": wall,
+            "cpu_time_s": cpu,
+            "peak_memory_mb": peak,
+            "steps": steps,
+            "stopped_early": bool(getattr(dec.record, "stopped_early", False)),
+            "n_components": len(dec.components) if isinstance(dec.components, list | tuple) else None,
+            "memory_kind": "cuda_max_allocated" if cuda else "process_peak_rss",
+        }
         if dec.record.hparams:
             result["method"]["hparams"] = jsonable(dec.record.hparams)
         stage = "validating the decomposition"
@@ -210,12 +252,20 @@ def run_cell(cell: Cell, budget: Budget | None = None, device: str = "cpu", cach
     except (Exception, SystemExit) as exc:
         message = str(exc) or repr(exc)
         if isinstance(exc, MemoryError) or "can't allocate memory" in message:
-            message += (f" [the cell ran out of memory; the memory guard allows {memory_limit_mb:.0f} MiB per "
-                        "worker, set with --memory-limit-mb]" if memory_limit_mb else " [out of memory]")
+            message += (
+                f" [the cell ran out of memory; the memory guard allows {memory_limit_mb:.0f} MiB per "
+                "worker, set with --memory-limit-mb]"
+                if memory_limit_mb
+                else " [out of memory]"
+            )
         result["status"] = "error"
         result["metrics"] = {}
-        result["error"] = {"stage": stage, "type": type(exc).__name__, "message": message,
-                           "traceback": traceback.format_exc()}
+        result["error"] = {
+            "stage": stage,
+            "type": type(exc).__name__,
+            "message": message,
+            "traceback": traceback.format_exc(),
+        }
         result["cost"].setdefault("wall_time_s", time.perf_counter() - t0)
     return result
 
@@ -223,8 +273,12 @@ def run_cell(cell: Cell, budget: Budget | None = None, device: str = "cpu", cach
 def toy_record(toy: ToyModel) -> dict[str, Any]:
     info = toy.build_info
     assert info is not None
-    return {**toy.spec.to_dict(), "weights_sha256": info.weights_sha256, "train_seed": info.train_seed,
-            "build": jsonable(info.extra)}
+    return {
+        **toy.spec.to_dict(),
+        "weights_sha256": info.weights_sha256,
+        "train_seed": info.train_seed,
+        "build": jsonable(info.extra),
+    }
 
 
 class Progress:
@@ -249,8 +303,10 @@ class Progress:
         filled = int(width * self.done / self.total) if self.total else width
         bar = "#" * filled + "." * (width - filled)
         eta_s = self._fmt(eta) if self.done else "?"
-        return (f"[{bar}] {self.done}/{self.total} ({self.errors} errors) elapsed {self._fmt(elapsed)}, "
-                f"~{eta_s} left" + (f" | {last}" if last else ""))
+        return (
+            f"[{bar}] {self.done}/{self.total} ({self.errors} errors) elapsed {self._fmt(elapsed)}, "
+            f"~{eta_s} left" + (f" | {last}" if last else "")
+        )
 
     def update(self, result: dict[str, Any]) -> None:
         self.done += 1
@@ -278,8 +334,9 @@ class Progress:
             print(text, file=self.stream, flush=True)
 
 
-def plan(cells: Iterable[Cell], results_dir: Path, rerun: bool = False, retry_errors: bool = False,
-         log: Log = print) -> list[Cell]:
+def plan(
+    cells: Iterable[Cell], results_dir: Path, rerun: bool = False, retry_errors: bool = False, log: Log = print
+) -> list[Cell]:
     """The cells still to run. Stored ok rows are skipped; stored error rows too unless ``retry_errors``;
     a stored file that is refused (corrupt, unknown schema) is renamed aside and its cell re-run."""
     cells = sorted(set(cells))
@@ -307,12 +364,26 @@ def plan(cells: Iterable[Cell], results_dir: Path, rerun: bool = False, retry_er
     return todo
 
 
-def run_grid(cells: Iterable[Cell], results_dir: Path, budget: Budget | None = None, device: str = "cpu",
-             cache: WeightCache | None = None, plugins: Iterable[str] = (), rerun: bool = False,
-             log: Log = print, *, executor: str = "local", jobs: int | None = None,
-             limits: Any = None, budgets: Mapping[str, Budget] | None = None, retry_errors: bool = False,
-             progress: bool = True, hparams: Mapping[str, dict[str, Any]] | None = None,
-             cells_per_worker: int | None = None, threads: int | None = None) -> list[Path]:
+def run_grid(
+    cells: Iterable[Cell],
+    results_dir: Path,
+    budget: Budget | None = None,
+    device: str = "cpu",
+    cache: WeightCache | None = None,
+    plugins: Iterable[str] = (),
+    rerun: bool = False,
+    log: Log = print,
+    *,
+    executor: str = "local",
+    jobs: int | None = None,
+    limits: Any = None,
+    budgets: Mapping[str, Budget] | None = None,
+    retry_errors: bool = False,
+    progress: bool = True,
+    hparams: Mapping[str, dict[str, Any]] | None = None,
+    cells_per_worker: int | None = None,
+    threads: int | None = None,
+) -> list[Path]:
     """Run every cell not already stored; write each result as it arrives; return the paths written.
 
     ``executor``: 'local' (worker processes, the default), 'serial' (in this process, no isolation) or
@@ -335,11 +406,20 @@ def run_grid(cells: Iterable[Cell], results_dir: Path, budget: Budget | None = N
     if not todo:
         return []
     budget = budget or Budget()
-    tasks = [CellTask(c, (budgets or {}).get(c.method, budget), device, dict((hparams or {}).get(c.method, {})))
-             for c in todo]
-    ex = make_executor(executor, jobs=jobs, limits=limits or Limits(), plugins=plugins,
-                       cache_root=str(cache.root) if cache is not None else None, device=device,
-                       cells_per_worker=cells_per_worker, threads=threads)
+    tasks = [
+        CellTask(c, (budgets or {}).get(c.method, budget), device, dict((hparams or {}).get(c.method, {})))
+        for c in todo
+    ]
+    ex = make_executor(
+        executor,
+        jobs=jobs,
+        limits=limits or Limits(),
+        plugins=plugins,
+        cache_root=str(cache.root) if cache is not None else None,
+        device=device,
+        cells_per_worker=cells_per_worker,
+        threads=threads,
+    )
     bar = Progress(len(tasks), log)
     written: list[Path] = []
 
@@ -348,8 +428,9 @@ def run_grid(cells: Iterable[Cell], results_dir: Path, budget: Budget | None = N
             written.append(write_result(results_dir, result))
         except (ResultError, TypeError, ValueError) as exc:  # a result that cannot be stored honestly
             cell = Cell(**result["cell"])
-            row = error_result(cell, budget, device, "storing the result", type(exc).__name__, str(exc),
-                               traceback.format_exc())
+            row = error_result(
+                cell, budget, device, "storing the result", type(exc).__name__, str(exc), traceback.format_exc()
+            )
             written.append(write_result(results_dir, row))
             result = row
         if progress:

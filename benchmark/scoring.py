@@ -156,8 +156,11 @@ class ScoringContext:
     @cached_property
     def basis_owner(self) -> Tensor:
         """``[K]``: the mechanism each row of ``projections`` belongs to."""
-        return torch.cat([torch.full((b.shape[0],), m) for m, b in enumerate(self.bases)]) if self.bases \
+        return (
+            torch.cat([torch.full((b.shape[0],), m) for m, b in enumerate(self.bases)])
+            if self.bases
             else torch.zeros(0, dtype=torch.long)
+        )
 
     @cached_property
     def projections(self) -> Tensor:
@@ -193,7 +196,7 @@ class ScoringContext:
             distinct.setdefault(self.supports[m].numpy().tobytes(), []).append(m)
         for ms in distinct.values():
             cols = self.support_cols[ms[0]]
-            out[ms] = (sq @ self.supports[ms[0]].to(torch.float64) if cols is None else sq[:, cols].sum(dim=1))
+            out[ms] = sq @ self.supports[ms[0]].to(torch.float64) if cols is None else sq[:, cols].sum(dim=1)
         self.__dict__[key] = out
         return out
 
@@ -238,8 +241,9 @@ class ScoringContext:
         a = self.toy.ground_truth.active(self.eval_inputs)
         expect = (self.eval_inputs.shape[0], len(self.mechanisms))
         if tuple(a.shape) != expect:
-            raise ValueError(f"toy model {self.toy.spec.name}: active() returned shape {tuple(a.shape)}, "
-                             f"expected {expect}")
+            raise ValueError(
+                f"toy model {self.toy.spec.name}: active() returned shape {tuple(a.shape)}, expected {expect}"
+            )
         return a.bool().cpu()
 
     @cached_property

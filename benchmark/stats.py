@@ -42,8 +42,9 @@ def _check_confidence(confidence: float) -> None:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
 
 
-def bootstrap_ci(values: Iterable[float], confidence: float = 0.95, n_resamples: int = 10_000,
-                 seed: int = 0) -> tuple[float, float, float]:
+def bootstrap_ci(
+    values: Iterable[float], confidence: float = 0.95, n_resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float, float]:
     """``(mean, low, high)``: the mean of ``values`` and its bootstrap confidence interval.
 
     BCa interval (Efron 1987) from ``scipy.stats.bootstrap``; where BCa is undefined (all resampled
@@ -61,8 +62,15 @@ def bootstrap_ci(values: Iterable[float], confidence: float = 0.95, n_resamples:
     for method in ("BCa", "percentile"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = sps.bootstrap((arr,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
-                                method=method, rng=np.random.default_rng(seed), vectorized=True)
+            res = sps.bootstrap(
+                (arr,),
+                np.mean,
+                confidence_level=confidence,
+                n_resamples=n_resamples,
+                method=method,
+                rng=np.random.default_rng(seed),
+                vectorized=True,
+            )
         low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
         if math.isfinite(low) and math.isfinite(high):
             break
@@ -105,8 +113,13 @@ def success_rate(headline_values: Iterable[float | None], confidence: float = 0.
     return k / len(flags), low, high
 
 
-def rank_bands(scores: Mapping[str, Mapping[tuple[str, int], float]], n_resamples: int = 2000, seed: int = 0,
-               confidence: float = 0.95, higher_is_better: bool = True) -> dict[str, tuple[float, int, int]]:
+def rank_bands(
+    scores: Mapping[str, Mapping[tuple[str, int], float]],
+    n_resamples: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    higher_is_better: bool = True,
+) -> dict[str, tuple[float, int, int]]:
     """Rank intervals from a paired, toy-stratified bootstrap: ``method -> (mean rank, best, worst)``.
 
     ``scores[method][(toy, seed)]`` is a per-cell score (the headline). Only the cells that every method

@@ -39,14 +39,25 @@ class Suite:
 CELL_CPU_CAP_S = 120.0  # the full suite's soft cap on one cell's decomposition, in CPU seconds of one core
 
 SUITES = {
-    "quick": Suite("quick", 1, (0,), Budget(scale=0.1),
-                   "tiers 0-1, every method, one seed, 10% of each method's default steps"),
-    "full": Suite("full", 4, (0, 1, 2), Budget(scale=1.0, seconds=CELL_CPU_CAP_S),
-                  f"every tier, every method, three seeds, each method's default steps or {CELL_CPU_CAP_S:.0f} CPU "
-                  "seconds per cell, whichever comes first: the committed leaderboard (leaderboard/results)"),
-    "paper": Suite("paper", 4, (0, 1, 2), Budget(scale=1.0),
-                   "every tier, every method, three seeds, each method's default steps with no time cap "
-                   "(hours on 2 CPU cores: for a GPU machine or a cluster)"),
+    "quick": Suite(
+        "quick", 1, (0,), Budget(scale=0.1), "tiers 0-1, every method, one seed, 10% of each method's default steps"
+    ),
+    "full": Suite(
+        "full",
+        4,
+        (0, 1, 2),
+        Budget(scale=1.0, seconds=CELL_CPU_CAP_S),
+        f"every tier, every method, three seeds, each method's default steps or {CELL_CPU_CAP_S:.0f} CPU "
+        "seconds per cell, whichever comes first: the committed leaderboard (leaderboard/results)",
+    ),
+    "paper": Suite(
+        "paper",
+        4,
+        (0, 1, 2),
+        Budget(scale=1.0),
+        "every tier, every method, three seeds, each method's default steps with no time cap "
+        "(hours on 2 CPU cores: for a GPU machine or a cluster)",
+    ),
 }
 
 
@@ -55,8 +66,9 @@ def toy_tiers() -> dict[str, int]:
     return {name: TOY_MODELS.get(name)().spec.tier for name in TOY_MODELS.names()}
 
 
-def suite_cells(name: str, toys: list[str] | None = None, methods: list[str] | None = None,
-                seeds: list[int] | None = None) -> tuple[list[Cell], Suite]:
+def suite_cells(
+    name: str, toys: list[str] | None = None, methods: list[str] | None = None, seeds: list[int] | None = None
+) -> tuple[list[Cell], Suite]:
     """The cells of suite ``name``, optionally restricted to some toy models, methods or seeds."""
     if name not in SUITES:
         raise KeyError(f"unknown suite {name!r}; known suites: {', '.join(SUITES)}")

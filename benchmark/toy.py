@@ -96,9 +96,7 @@ class Mechanism:
         return q.T
 
     def support_flat(self, names: tuple[str, ...], shapes: dict[str, torch.Size]) -> Tensor:
-        parts = [
-            self.support.get(n, torch.zeros(shapes[n], dtype=torch.bool)).reshape(-1).cpu() for n in names
-        ]
+        parts = [self.support.get(n, torch.zeros(shapes[n], dtype=torch.bool)).reshape(-1).cpu() for n in names]
         return torch.cat(parts)
 
 
@@ -235,8 +233,9 @@ class ToyModel(ABC):
         if cached is not None:
             state, meta = cached
             model.load_state_dict(state)
-            info = BuildInfo(meta["weights_sha256"], meta["train_seed"], time.perf_counter() - t0, True,
-                             meta.get("extra", {}))
+            info = BuildInfo(
+                meta["weights_sha256"], meta["train_seed"], time.perf_counter() - t0, True, meta.get("extra", {})
+            )
         else:
             failures = []
             threads = torch.get_num_threads()
@@ -251,13 +250,15 @@ class ToyModel(ABC):
                         break
                     failures.append(f"seed {seed}: {problem}")
                 else:
-                    raise RuntimeError(f"toy model {self.spec.name}: no healthy model in "
-                                       f"{self.max_health_retries} seeds: {failures}")
+                    raise RuntimeError(
+                        f"toy model {self.spec.name}: no healthy model in {self.max_health_retries} seeds: {failures}"
+                    )
             finally:
                 torch.set_num_threads(threads)
             extra = dict(extra, rejected_seeds=failures, train_seconds=time.perf_counter() - t0)
-            meta = cache.save(self.cache_key, model.state_dict(), {"train_seed": seed, "extra": extra,
-                                                                    "spec": self.spec.to_dict()})
+            meta = cache.save(
+                self.cache_key, model.state_dict(), {"train_seed": seed, "extra": extra, "spec": self.spec.to_dict()}
+            )
             info = BuildInfo(meta["weights_sha256"], seed, time.perf_counter() - t0, False, extra)
         for p in model.parameters():
             p.requires_grad_(False)

@@ -42,7 +42,7 @@ class WeightSVD(Method):
             u, s, vh = torch.linalg.svd(w, full_matrices=False)
             keep = int((s > hp["rel_tol"] * s.max().clamp_min(1e-30)).sum())
             terms[name] = (u[:, :keep], s[:keep], vh[:keep], len(components))
-            components += [{name: LowRank(s[k] * u[:, k:k + 1], vh[k:k + 1])} for k in range(keep)]
+            components += [{name: LowRank(s[k] * u[:, k : k + 1], vh[k : k + 1])} for k in range(keep)]
 
         def attributions(inputs: Tensor) -> Tensor:
             out = torch.zeros(inputs.shape[0], len(components), dtype=inputs.dtype)
@@ -52,10 +52,11 @@ class WeightSVD(Method):
                         continue
                     u, s, vh, start = terms[site.param]
                     reads = u if site.transposed else vh.T  # the direction of the input each term reads
-                    out[:, start:start + len(s)] += (site.inputs @ reads * s).abs()
+                    out[:, start : start + len(s)] += (site.inputs @ reads * s).abs()
             whole = [i for i, c in enumerate(components) if next(iter(c)) not in terms]
             out[:, whole] = 1.0  # parameters kept whole are always on
             return out
 
-        return Decomposition(components, attributions=attributions, faithful=True,
-                             record=RunRecord(steps=0, hparams=hp))
+        return Decomposition(
+            components, attributions=attributions, faithful=True, record=RunRecord(steps=0, hparams=hp)
+        )

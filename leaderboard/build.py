@@ -47,12 +47,14 @@ def render_all(results: list[dict[str, Any]], problems: list[str] | None = None)
 
 def stale_files(out: Path, files: dict[str, bytes]) -> list[str]:
     """Artefacts under ``out`` that differ from ``files``, are missing, or should no longer exist."""
-    diff = [rel for rel, data in sorted(files.items())
-            if not (out / rel).is_file() or (out / rel).read_bytes() != data]
+    diff = [rel for rel, data in sorted(files.items()) if not (out / rel).is_file() or (out / rel).read_bytes() != data]
     for d in MANAGED_DIRS:
         if (out / d).is_dir():
-            diff += sorted(f"{d}/{p.name} (no longer generated)" for p in (out / d).iterdir()
-                           if p.is_file() and f"{d}/{p.name}" not in files)
+            diff += sorted(
+                f"{d}/{p.name} (no longer generated)"
+                for p in (out / d).iterdir()
+                if p.is_file() and f"{d}/{p.name}" not in files
+            )
     return diff
 
 
@@ -75,10 +77,12 @@ def write_all(out: Path, files: dict[str, bytes]) -> list[Path]:
 
 def readme_block(board: Board, figure: str) -> str:
     """The headline table and one figure, for the README between the LEADERBOARD markers."""
-    return (f"{README_START}\n{headline_markdown(board)}\n\n"
-            f"Overall {board.headline}, toy models with exact or strong ground truth; 95% bootstrap intervals "
-            f"over seeds; `(ref)` = reference row. Per-tier tables: [LEADERBOARD.md](leaderboard/LEADERBOARD.md).\n\n"
-            f"![score by tier]({figure})\n{README_END}")
+    return (
+        f"{README_START}\n{headline_markdown(board)}\n\n"
+        f"Overall {board.headline}, toy models with exact or strong ground truth; 95% bootstrap intervals "
+        f"over seeds; `(ref)` = reference row. Per-tier tables: [LEADERBOARD.md](leaderboard/LEADERBOARD.md).\n\n"
+        f"![score by tier]({figure})\n{README_END}"
+    )
 
 
 def update_readme(readme: Path, board: Board, figure: str = "leaderboard/figures/score_by_tier.png") -> bool:
@@ -87,7 +91,7 @@ def update_readme(readme: Path, board: Board, figure: str = "leaderboard/figures
     start, end = text.find(README_START), text.find(README_END)
     if start < 0 or end < start:
         raise ValueError(f"{readme} has no {README_START} ... {README_END} markers")
-    new = text[:start] + readme_block(board, figure) + text[end + len(README_END):]
+    new = text[:start] + readme_block(board, figure) + text[end + len(README_END) :]
     if new == text:
         return False
     atomic_write_bytes(readme, new.encode())

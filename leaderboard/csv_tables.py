@@ -9,9 +9,29 @@ from typing import Any
 
 from leaderboard.data import Board, Stat
 
-SUMMARY_FIELDS = ["table", "tier", "toy", "gt_status", "method", "method_version", "reference_row", "n_runs",
-                  "n_errors", "complete", "mean", "ci_low", "ci_high", "n_success", "success_rate",
-                  "success_low", "success_high", "rank_mean", "rank_best", "rank_worst", "wall_time_s"]
+SUMMARY_FIELDS = [
+    "table",
+    "tier",
+    "toy",
+    "gt_status",
+    "method",
+    "method_version",
+    "reference_row",
+    "n_runs",
+    "n_errors",
+    "complete",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "n_success",
+    "success_rate",
+    "success_low",
+    "success_high",
+    "rank_mean",
+    "rank_best",
+    "rank_worst",
+    "wall_time_s",
+]
 
 
 def _num(x: float | None) -> str:
@@ -36,32 +56,91 @@ def summary_csv(board: Board) -> str:
         tier = "" if table.key == "overall" else table.key[4:]
         for r in table.rows:
             rank = r.rank or (None, None, None)
-            rows.append([table.key, tier, "", "", r.method.name, r.method.version, int(r.method.reference_row),
-                         r.n_runs, r.n_errors, int(r.complete), *_stat(r.score), r.n_success,
-                         *_stat(r.success), _num(rank[0]), "" if rank[1] is None else rank[1],
-                         "" if rank[2] is None else rank[2], _num(r.wall_time_s)])
+            rows.append(
+                [
+                    table.key,
+                    tier,
+                    "",
+                    "",
+                    r.method.name,
+                    r.method.version,
+                    int(r.method.reference_row),
+                    r.n_runs,
+                    r.n_errors,
+                    int(r.complete),
+                    *_stat(r.score),
+                    r.n_success,
+                    *_stat(r.success),
+                    _num(rank[0]),
+                    "" if rank[1] is None else rank[1],
+                    "" if rank[2] is None else rank[2],
+                    _num(r.wall_time_s),
+                ]
+            )
     for (method, toy), c in board.cells.items():
         t = next(x for x in board.toys if x.name == toy)
         m = next(x for x in board.methods if x.name == method)
-        rows.append(["cell", t.tier, toy, t.gt_status, method, m.version, int(m.reference_row), c.n, len(c.errors),
-                     1, *_stat(c.score), c.n_success, *_stat(c.success), "", "", "", _num(c.wall_time_s)])
+        rows.append(
+            [
+                "cell",
+                t.tier,
+                toy,
+                t.gt_status,
+                method,
+                m.version,
+                int(m.reference_row),
+                c.n,
+                len(c.errors),
+                1,
+                *_stat(c.score),
+                c.n_success,
+                *_stat(c.success),
+                "",
+                "",
+                "",
+                _num(c.wall_time_s),
+            ]
+        )
     return _write(SUMMARY_FIELDS, rows)
 
 
 def cells_csv(results: list[dict[str, Any]]) -> str:
     """Every stored result, one row each, sorted by (toy, method, seed)."""
     metrics = sorted({k for r in results for k in r["metrics"]})
-    header = ["toy", "tier", "method", "seed", "status", "headline", *metrics, "wall_time_s", "peak_memory_mb",
-              "steps", "stopped_early", "n_components", "error"]
+    header = [
+        "toy",
+        "tier",
+        "method",
+        "seed",
+        "status",
+        "headline",
+        *metrics,
+        "wall_time_s",
+        "peak_memory_mb",
+        "steps",
+        "stopped_early",
+        "n_components",
+        "error",
+    ]
     rows = []
     for r in sorted(results, key=lambda r: (r["cell"]["toy"], r["cell"]["method"], r["cell"]["seed"])):
         err = r.get("error") or {}
         cost = r.get("cost", {})
-        rows.append([r["cell"]["toy"], r["toy"].get("tier", ""), r["cell"]["method"], r["cell"]["seed"],
-                     r["status"], r.get("headline", ""), *[_num(r["metrics"].get(k)) for k in metrics],
-                     _num(cost.get("wall_time_s")), _num(cost.get("peak_memory_mb")),
-                     cost.get("steps", "") if cost.get("steps") is not None else "",
-                     int(cost["stopped_early"]) if isinstance(cost.get("stopped_early"), bool) else "",
-                     cost.get("n_components", "") if cost.get("n_components") is not None else "",
-                     f"{err.get('type', '')}: {err.get('message', '')}".splitlines()[0] if err else ""])
+        rows.append(
+            [
+                r["cell"]["toy"],
+                r["toy"].get("tier", ""),
+                r["cell"]["method"],
+                r["cell"]["seed"],
+                r["status"],
+                r.get("headline", ""),
+                *[_num(r["metrics"].get(k)) for k in metrics],
+                _num(cost.get("wall_time_s")),
+                _num(cost.get("peak_memory_mb")),
+                cost.get("steps", "") if cost.get("steps") is not None else "",
+                int(cost["stopped_early"]) if isinstance(cost.get("stopped_early"), bool) else "",
+                cost.get("n_components", "") if cost.get("n_components") is not None else "",
+                f"{err.get('type', '')}: {err.get('message', '')}".splitlines()[0] if err else "",
+            ]
+        )
     return _write(header, rows)

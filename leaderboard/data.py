@@ -147,8 +147,9 @@ def _headline_value(r: dict[str, Any]) -> float | None:
     return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
 
 
-def _collect(results: Iterable[dict[str, Any]]) -> tuple[str, dict[str, ToyInfo], dict[str, MethodInfo],
-                                                         dict[tuple[str, str], list[dict[str, Any]]]]:
+def _collect(
+    results: Iterable[dict[str, Any]],
+) -> tuple[str, dict[str, ToyInfo], dict[str, MethodInfo], dict[tuple[str, str], list[dict[str, Any]]]]:
     toys: dict[str, ToyInfo] = {}
     methods: dict[str, MethodInfo] = {}
     grouped: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -159,22 +160,36 @@ def _collect(results: Iterable[dict[str, Any]]) -> tuple[str, dict[str, ToyInfo]
         grouped[(method, toy)].append(r)
         t = r["toy"]
         if "tier" in t:  # error rows from a toy that failed to load carry only its name
-            info = ToyInfo(toy, int(t["tier"]), str(t.get("gt_status", "?")), str(t.get("version", "?")),
-                           str(t.get("weights_sha256", "?")))
+            info = ToyInfo(
+                toy,
+                int(t["tier"]),
+                str(t.get("gt_status", "?")),
+                str(t.get("version", "?")),
+                str(t.get("weights_sha256", "?")),
+            )
             old = toys.get(toy)
             if old is not None and (old.version, old.weights_sha256) != (info.version, info.weights_sha256):
-                raise BoardError(f"toy model {toy!r} appears with two builds (version {old.version}, weights "
-                                 f"{old.weights_sha256[:12]} vs version {info.version}, weights "
-                                 f"{info.weights_sha256[:12]}); re-run the stale cells")
+                raise BoardError(
+                    f"toy model {toy!r} appears with two builds (version {old.version}, weights "
+                    f"{old.weights_sha256[:12]} vs version {info.version}, weights "
+                    f"{info.weights_sha256[:12]}); re-run the stale cells"
+                )
             toys[toy] = info
         m = r["method"]
         if "version" in m:
-            info_m = MethodInfo(method, str(m["version"]), str(m.get("paper", "")),
-                                bool(m.get("reference_row", False)), bool(m.get("sees_ground_truth", False)))
+            info_m = MethodInfo(
+                method,
+                str(m["version"]),
+                str(m.get("paper", "")),
+                bool(m.get("reference_row", False)),
+                bool(m.get("sees_ground_truth", False)),
+            )
             old_m = methods.get(method)
             if old_m is not None and old_m.version != info_m.version:
-                raise BoardError(f"method {method!r} appears with versions {old_m.version} and {info_m.version}; "
-                                 "re-run the stale cells")
+                raise BoardError(
+                    f"method {method!r} appears with versions {old_m.version} and {info_m.version}; "
+                    "re-run the stale cells"
+                )
             methods[method] = info_m
     if len(headlines) > 1:
         raise BoardError(f"the results use different headline metrics {sorted(headlines)}; re-run the stale cells")
@@ -210,8 +225,9 @@ def _cell(method: str, toy: str, rs: list[dict[str, Any]]) -> Cell:
             walls.append(float(wall))
     vals = list(values.values())
     success, k = _success(vals)
-    return Cell(toy, method, values, errors, na, _ci(vals), success, k,
-                statistics.median(walls) if walls else None, capped)
+    return Cell(
+        toy, method, values, errors, na, _ci(vals), success, k, statistics.median(walls) if walls else None, capped
+    )
 
 
 def _row(method: MethodInfo, toys: list[ToyInfo], cells: dict[tuple[str, str], Cell]) -> Row | None:
@@ -229,16 +245,26 @@ def _row(method: MethodInfo, toys: list[ToyInfo], cells: dict[tuple[str, str], C
     all_vals = [v for c in mine for v in c.values.values()]
     success, k = _success(all_vals)
     walls = [c.wall_time_s for c in mine if c.wall_time_s is not None]
-    return Row(method, score, success, k, len(all_vals), sum(len(c.errors) for c in mine), len(mine) == len(toys),
-               wall_time_s=statistics.fmean(walls) if walls else None)
+    return Row(
+        method,
+        score,
+        success,
+        k,
+        len(all_vals),
+        sum(len(c.errors) for c in mine),
+        len(mine) == len(toys),
+        wall_time_s=statistics.fmean(walls) if walls else None,
+    )
 
 
 def _rank(rows: list[Row], toys: list[ToyInfo], cells: dict[tuple[str, str], Cell]) -> None:
     ranked = [r for r in rows if not r.method.reference_row and r.complete]
     if not ranked:
         return
-    scores = {r.method.name: {(t.name, s): v for t in toys for s, v in cells[(r.method.name, t.name)].values.items()}
-              for r in ranked}
+    scores = {
+        r.method.name: {(t.name, s): v for t in toys for s, v in cells[(r.method.name, t.name)].values.items()}
+        for r in ranked
+    }
     try:
         bands = stats.rank_bands(scores, confidence=CONFIDENCE)
     except ValueError:  # no (toy, seed) cell shared by every method: no paired ranks
@@ -251,15 +277,26 @@ def _order(rows: list[Row]) -> list[Row]:
     return sorted(rows, key=lambda r: (-(r.score.mean if r.score.mean is not None else -1.0), r.method.name))
 
 
-def _table(key: str, title: str, toys: list[ToyInfo], methods: list[MethodInfo],
-           cells: dict[tuple[str, str], Cell], note: str = "") -> Table:
+def _table(
+    key: str,
+    title: str,
+    toys: list[ToyInfo],
+    methods: list[MethodInfo],
+    cells: dict[tuple[str, str], Cell],
+    note: str = "",
+) -> Table:
     rows = [r for m in methods if (r := _row(m, toys, cells)) is not None]
     _rank(rows, toys, cells)
     return Table(key, title, toys, _order(rows), note)
 
 
-TIER_NAMES = {0: "exact by construction", 1: "superposition", 2: "superposition with extra structure",
-              3: "higher-rank circuits", 4: "contested ground truth"}
+TIER_NAMES = {
+    0: "exact by construction",
+    1: "superposition",
+    2: "superposition with extra structure",
+    3: "higher-rank circuits",
+    4: "contested ground truth",
+}
 
 
 def build_board(results: Iterable[dict[str, Any]], problems: Sequence[str] = ()) -> Board:
@@ -273,14 +310,23 @@ def build_board(results: Iterable[dict[str, Any]], problems: Sequence[str] = ())
     tiers = []
     for tier in sorted({t.tier for t in toys}):
         tt = [t for t in toys if t.tier == tier]
-        note = ("ground truth contested: shown here, left out of the overall table"
-                if all(t.contested for t in tt) else "")
-        tiers.append(_table(f"tier{tier}", f"Tier {tier}: {TIER_NAMES.get(tier, '')}".rstrip(": "), tt, methods,
-                            cells, note))
+        note = (
+            "ground truth contested: shown here, left out of the overall table" if all(t.contested for t in tt) else ""
+        )
+        tiers.append(
+            _table(f"tier{tier}", f"Tier {tier}: {TIER_NAMES.get(tier, '')}".rstrip(": "), tt, methods, cells, note)
+        )
     core = [t for t in toys if not t.contested]
-    overall = _table(OVERALL, "Overall (toy models with exact or strong ground truth)", core, methods, cells,
-                     "" if len(core) == len(toys) else
-                     f"leaves out {len(toys) - len(core)} toy model(s) with contested ground truth")
+    overall = _table(
+        OVERALL,
+        "Overall (toy models with exact or strong ground truth)",
+        core,
+        methods,
+        cells,
+        ""
+        if len(core) == len(toys)
+        else f"leaves out {len(toys) - len(core)} toy model(s) with contested ground truth",
+    )
     for row in overall.rows:
         for tier in tiers:
             match = next((r for r in tier.rows if r.method.name == row.method.name), None)

@@ -19,8 +19,16 @@ from matplotlib.figure import Figure
 
 from leaderboard.data import Board, Row
 
-STYLE = {"font.size": 9, "axes.spines.top": False, "axes.spines.right": False, "figure.dpi": 100,
-         "savefig.dpi": 150, "pdf.fonttype": 42, "svg.hashsalt": "pdbench", "path.simplify": False}
+STYLE = {
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "figure.dpi": 100,
+    "savefig.dpi": 150,
+    "pdf.fonttype": 42,
+    "svg.hashsalt": "pdbench",
+    "path.simplify": False,
+}
 _METADATA = {"png": {"Software": None}, "pdf": {"Creator": None, "Producer": None, "CreationDate": None}}
 
 
@@ -59,12 +67,21 @@ def score_by_tier(board: Board) -> Figure:
             hi.append((r.score.high if r.score.high is not None else r.score.mean) - r.score.mean)
         if not xs:
             continue
-        ax.bar(xs, ys, width * 0.92, color=colors[name], label=name + (" (ref)" if name in refs else ""),
-               hatch="//" if name in refs else None, edgecolor="white" if name in refs else None, linewidth=0)
+        ax.bar(
+            xs,
+            ys,
+            width * 0.92,
+            color=colors[name],
+            label=name + (" (ref)" if name in refs else ""),
+            hatch="//" if name in refs else None,
+            edgecolor="white" if name in refs else None,
+            linewidth=0,
+        )
         ax.errorbar(xs, ys, yerr=np.array([lo, hi]), fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
     ax.set_xticks(range(len(tables)))
-    ax.set_xticklabels([f"T{t.key[4:]}" + ("\n(contested)" if t.note.startswith("ground truth contested") else "")
-                        for t in tables])
+    ax.set_xticklabels(
+        [f"T{t.key[4:]}" + ("\n(contested)" if t.note.startswith("ground truth contested") else "") for t in tables]
+    )
     ax.set_ylim(0, 1.05)
     ax.set_ylabel(f"{board.headline} (mean over toy models, 95% CI)")
     ax.set_title("Score by tier", loc="left")
@@ -85,15 +102,24 @@ def score_vs_time(board: Board) -> Figure:
         x = max(r.wall_time_s, 1e-4)
         lo = r.score.mean - (r.score.low if r.score.low is not None else r.score.mean)
         hi = (r.score.high if r.score.high is not None else r.score.mean) - r.score.mean
-        ax.errorbar([x], [r.score.mean], yerr=[[lo], [hi]], fmt="s" if r.method.reference_row else "o",
-                    color=colors[r.method.name], mfc="white" if r.method.reference_row else colors[r.method.name],
-                    capsize=2, label=_label(r))
-        ax.annotate(_label(r), (x, r.score.mean), textcoords="offset points", xytext=(5, 4 if i % 2 == 0 else -10),
-                    fontsize=7)
+        ax.errorbar(
+            [x],
+            [r.score.mean],
+            yerr=[[lo], [hi]],
+            fmt="s" if r.method.reference_row else "o",
+            color=colors[r.method.name],
+            mfc="white" if r.method.reference_row else colors[r.method.name],
+            capsize=2,
+            label=_label(r),
+        )
+        ax.annotate(
+            _label(r), (x, r.score.mean), textcoords="offset points", xytext=(5, 4 if i % 2 == 0 else -10), fontsize=7
+        )
     ax.set_xscale("log")
     ax.set_ylim(0, 1.05)
-    ax.set_xlabel("wall time per cell (s, log scale, floored at 1e-4)\n"
-                  "mean over toy models of the median over seeds", fontsize=8)
+    ax.set_xlabel(
+        "wall time per cell (s, log scale, floored at 1e-4)\nmean over toy models of the median over seeds", fontsize=8
+    )
     ax.set_ylabel(f"overall {board.headline} (95% CI)")
     ax.set_title("Score vs cost", loc="left")
     fig.tight_layout()

@@ -119,12 +119,17 @@ def _stat_td(s: Stat, extra: str = "") -> str:
 def _cell_td(c: Cell | None) -> str:
     if c is None:
         return '<td data-v="">-</td>'
-    mark = f' <span class="errmark" title="{len(c.errors)} of {c.n} seeds failed (scored 0): ' \
-           f'{escape("; ".join(sorted(set(c.errors.values())))[:300])}">{ERR_MARK}{len(c.errors)}/{c.n}</span>' \
-        if c.errors else ""
+    mark = (
+        f' <span class="errmark" title="{len(c.errors)} of {c.n} seeds failed (scored 0): '
+        f'{escape("; ".join(sorted(set(c.errors.values())))[:300])}">{ERR_MARK}{len(c.errors)}/{c.n}</span>'
+        if c.errors
+        else ""
+    )
     if c.capped:
-        mark += f' <span class="capmark" title="{len(c.capped)} of {c.n} seeds reached the CPU-time cap and ' \
-                f'stopped early">{CAP_MARK}{len(c.capped)}</span>'
+        mark += (
+            f' <span class="capmark" title="{len(c.capped)} of {c.n} seeds reached the CPU-time cap and '
+            f'stopped early">{CAP_MARK}{len(c.capped)}</span>'
+        )
     if c.all_failed:
         return f'<td class="err" data-v="0">ERROR{mark}</td>'
     return _stat_td(c.score, mark)
@@ -138,8 +143,10 @@ def _rank_td(r: Row) -> str:
 
 def _row_open(r: Row) -> str:
     cls = ' class="ref"' if r.method.reference_row else ""
-    return (f'<tr{cls} data-method="{escape(r.method.name)}" data-ref="{int(r.method.reference_row)}" '
-            f'data-err="{r.n_errors}">')
+    return (
+        f'<tr{cls} data-method="{escape(r.method.name)}" data-ref="{int(r.method.reference_row)}" '
+        f'data-err="{r.n_errors}">'
+    )
 
 
 def _th(label: str, numeric: bool = True, title: str = "") -> str:
@@ -148,42 +155,73 @@ def _th(label: str, numeric: bool = True, title: str = "") -> str:
 
 
 def _success_td(r: Row) -> str:
-    return (f'<td data-v="{_v(r.success.mean)}" title="Wilson 95% interval [{fmt(r.success.low, 2)}, '
-            f'{fmt(r.success.high, 2)}]">{r.n_success}/{r.n_runs}</td>')
+    return (
+        f'<td data-v="{_v(r.success.mean)}" title="Wilson 95% interval [{fmt(r.success.low, 2)}, '
+        f'{fmt(r.success.high, 2)}]">{r.n_success}/{r.n_runs}</td>'
+    )
 
 
 def _overall(board: Board) -> str:
     t = board.overall
     tiers = sorted({x.tier for x in t.toys})
-    head = [_th("rank", title="95% rank band"), _th("method", False), _th("score [95% CI]"), _th("success"),
-            *[_th(f"T{k}", title=f"tier {k} score") for k in tiers], _th("errors"), _th("time/cell (s)")]
+    head = [
+        _th("rank", title="95% rank band"),
+        _th("method", False),
+        _th("score [95% CI]"),
+        _th("success"),
+        *[_th(f"T{k}", title=f"tier {k} score") for k in tiers],
+        _th("errors"),
+        _th("time/cell (s)"),
+    ]
     body = []
     for r in t.rows:
-        err = f'<td data-v="{r.n_errors}" class="{"err" if r.n_errors else ""}">' \
-              f'{ERR_MARK + str(r.n_errors) if r.n_errors else "0"}</td>'
-        body.append(_row_open(r) + _rank_td(r) + f"<td>{escape(r.method.name)}</td>" +
-                    _stat_td(r.score, "" if r.complete else " (partial)") + _success_td(r) +
-                    "".join(_stat_td(r.by_tier[k]) if k in r.by_tier else '<td data-v="">-</td>' for k in tiers) +
-                    err + f'<td data-v="{_v(r.wall_time_s)}">'
-                          f'{wall_text(r.wall_time_s)}</td></tr>')
+        err = (
+            f'<td data-v="{r.n_errors}" class="{"err" if r.n_errors else ""}">'
+            f"{ERR_MARK + str(r.n_errors) if r.n_errors else '0'}</td>"
+        )
+        body.append(
+            _row_open(r)
+            + _rank_td(r)
+            + f"<td>{escape(r.method.name)}</td>"
+            + _stat_td(r.score, "" if r.complete else " (partial)")
+            + _success_td(r)
+            + "".join(_stat_td(r.by_tier[k]) if k in r.by_tier else '<td data-v="">-</td>' for k in tiers)
+            + err
+            + f'<td data-v="{_v(r.wall_time_s)}">'
+            f"{wall_text(r.wall_time_s)}</td></tr>"
+        )
     return _section(t, head, body)
 
 
 def _tier(board: Board, t: Table) -> str:
-    head = [_th("rank", title="95% rank band"), _th("method", False),
-            *[_th(x.name, title=f"{x.gt_status} ground truth, version {x.version}") for x in t.toys],
-            _th("tier score [95% CI]"), _th("success")]
-    body = [_row_open(r) + _rank_td(r) + f"<td>{escape(r.method.name)}</td>" +
-            "".join(_cell_td(board.cell(r.method.name, x.name)) for x in t.toys) +
-            _stat_td(r.score, "" if r.complete else " (partial)") + _success_td(r) + "</tr>" for r in t.rows]
+    head = [
+        _th("rank", title="95% rank band"),
+        _th("method", False),
+        *[_th(x.name, title=f"{x.gt_status} ground truth, version {x.version}") for x in t.toys],
+        _th("tier score [95% CI]"),
+        _th("success"),
+    ]
+    body = [
+        _row_open(r)
+        + _rank_td(r)
+        + f"<td>{escape(r.method.name)}</td>"
+        + "".join(_cell_td(board.cell(r.method.name, x.name)) for x in t.toys)
+        + _stat_td(r.score, "" if r.complete else " (partial)")
+        + _success_td(r)
+        + "</tr>"
+        for r in t.rows
+    ]
     return _section(t, head, body)
 
 
 def _section(t: Table, head: list[str], body: list[str]) -> str:
     note = f'<p class="note">{escape(t.note)}.</p>' if t.note else ""
-    return (f'<section class="board" id="{t.key}"><h2>{escape(t.title)}</h2>{note}<span class="count"></span>\n'
-            f'<table class="lb" id="t-{t.key}"><thead><tr>{"".join(head)}</tr></thead>\n<tbody>\n'
-            + "\n".join(body) + "\n</tbody></table></section>\n")
+    return (
+        f'<section class="board" id="{t.key}"><h2>{escape(t.title)}</h2>{note}<span class="count"></span>\n'
+        f'<table class="lb" id="t-{t.key}"><thead><tr>{"".join(head)}</tr></thead>\n<tbody>\n'
+        + "\n".join(body)
+        + "\n</tbody></table></section>\n"
+    )
 
 
 def render_html(board: Board) -> str:

@@ -62,9 +62,17 @@ def overall_rows(board: Board) -> tuple[list[str], list[list[str]]]:
     rows = []
     for r in table.rows:
         score = stat_text(r.score) + ("" if r.complete else " (partial)")
-        rows.append([fmt_rank(r.rank) or ("ref" if r.method.reference_row else "-"), method_text(r), score,
-                     success_text(r), *[fmt(r.by_tier[k].mean) if k in r.by_tier else "-" for k in tiers],
-                     f"{ERR_MARK}{r.n_errors}" if r.n_errors else "0", wall_text(r.wall_time_s)])
+        rows.append(
+            [
+                fmt_rank(r.rank) or ("ref" if r.method.reference_row else "-"),
+                method_text(r),
+                score,
+                success_text(r),
+                *[fmt(r.by_tier[k].mean) if k in r.by_tier else "-" for k in tiers],
+                f"{ERR_MARK}{r.n_errors}" if r.n_errors else "0",
+                wall_text(r.wall_time_s),
+            ]
+        )
     return header, rows
 
 
@@ -72,20 +80,28 @@ def tier_rows(board: Board, table: Table) -> tuple[list[str], list[list[str]]]:
     header = ["rank", "method", *[t.name for t in table.toys], "tier score [95% CI]", "success"]
     rows = []
     for r in table.rows:
-        rows.append([fmt_rank(r.rank) or ("ref" if r.method.reference_row else "-"), method_text(r),
-                     *[cell_text(board.cell(r.method.name, t.name)) for t in table.toys],
-                     stat_text(r.score) + ("" if r.complete else " (partial)"), success_text(r)])
+        rows.append(
+            [
+                fmt_rank(r.rank) or ("ref" if r.method.reference_row else "-"),
+                method_text(r),
+                *[cell_text(board.cell(r.method.name, t.name)) for t in table.toys],
+                stat_text(r.score) + ("" if r.complete else " (partial)"),
+                success_text(r),
+            ]
+        )
     return header, rows
 
 
 def legend(board: Board) -> str:
-    return (f"Headline score: `{board.headline}` (one-to-one matched mechanism recovery, 1 = every mechanism "
-            f"recovered by its own component). Scores are means over seeds with 95% bootstrap intervals; "
-            f"success = seeds scoring >= {SUCCESS_THRESHOLD} (Wilson 95% interval); rank = 95% rank band from a "
-            f"paired bootstrap over (toy model, seed) cells, so methods whose bands overlap are statistically "
-            f"tied. Only submitted methods are ranked; `{REF_MARK}` marks reference rows (oracle, random, whole, "
-            f"pca, ...). `{ERR_MARK}k/n`: k of n seeds failed; a failed seed scores 0 and is never dropped. "
-            f"`{CAP_MARK}k`: k seeds reached the suite's CPU-time cap and stopped before their default steps.")
+    return (
+        f"Headline score: `{board.headline}` (one-to-one matched mechanism recovery, 1 = every mechanism "
+        f"recovered by its own component). Scores are means over seeds with 95% bootstrap intervals; "
+        f"success = seeds scoring >= {SUCCESS_THRESHOLD} (Wilson 95% interval); rank = 95% rank band from a "
+        f"paired bootstrap over (toy model, seed) cells, so methods whose bands overlap are statistically "
+        f"tied. Only submitted methods are ranked; `{REF_MARK}` marks reference rows (oracle, random, whole, "
+        f"pca, ...). `{ERR_MARK}k/n`: k of n seeds failed; a failed seed scores 0 and is never dropped. "
+        f"`{CAP_MARK}k`: k seeds reached the suite's CPU-time cap and stopped before their default steps."
+    )
 
 
 def render_markdown(results: list[dict[str, Any]] | Board, figure: bool = False) -> str:
@@ -108,19 +124,39 @@ def render_markdown(results: list[dict[str, Any]] | Board, figure: bool = False)
         parts += [tabulate(rows, headers=header, tablefmt="github", disable_numparse=True), ""]
     failed = [(c.toy, c.method, s, e) for c in board.cells.values() for s, e in sorted(c.errors.items())]
     if failed:
-        parts += ["## Failed cells", "", tabulate([[t, m, s, e.splitlines()[0][:160] if e else ""]
-                                                    for t, m, s, e in sorted(failed)],
-                                                   headers=["toy model", "method", "seed", "error"],
-                                                   tablefmt="github", disable_numparse=True), ""]
-    parts += ["## Toy models", "", tabulate([[t.name, t.tier, t.gt_status, t.version, t.weights_sha256[:16]]
-                                            for t in board.toys],
-                                           headers=["toy model", "tier", "ground truth", "version",
-                                                    "weights SHA-256 (prefix)"],
-                                           tablefmt="github", disable_numparse=True), ""]
-    parts += ["## Methods", "", tabulate([[m.name, m.version, "yes" if m.reference_row else "", m.paper]
-                                         for m in board.methods],
-                                        headers=["method", "version", "reference row", "paper"],
-                                        tablefmt="github", disable_numparse=True), ""]
+        parts += [
+            "## Failed cells",
+            "",
+            tabulate(
+                [[t, m, s, e.splitlines()[0][:160] if e else ""] for t, m, s, e in sorted(failed)],
+                headers=["toy model", "method", "seed", "error"],
+                tablefmt="github",
+                disable_numparse=True,
+            ),
+            "",
+        ]
+    parts += [
+        "## Toy models",
+        "",
+        tabulate(
+            [[t.name, t.tier, t.gt_status, t.version, t.weights_sha256[:16]] for t in board.toys],
+            headers=["toy model", "tier", "ground truth", "version", "weights SHA-256 (prefix)"],
+            tablefmt="github",
+            disable_numparse=True,
+        ),
+        "",
+    ]
+    parts += [
+        "## Methods",
+        "",
+        tabulate(
+            [[m.name, m.version, "yes" if m.reference_row else "", m.paper] for m in board.methods],
+            headers=["method", "version", "reference row", "paper"],
+            tablefmt="github",
+            disable_numparse=True,
+        ),
+        "",
+    ]
     return "\n".join(parts)
 
 

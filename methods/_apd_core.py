@@ -66,8 +66,15 @@ def per_input_forward(f: Forward, weights: Params, x: Tensor) -> Tensor:
     return vmap(one)(weights, x)
 
 
-def init_factors(shapes: dict[str, torch.Size], C: int, m: int | None, init: str, scale: float,
-                 generator: torch.Generator, instances: int | None = None) -> tuple[Params, Params]:
+def init_factors(
+    shapes: dict[str, torch.Size],
+    C: int,
+    m: int | None,
+    init: str,
+    scale: float,
+    generator: torch.Generator,
+    instances: int | None = None,
+) -> tuple[Params, Params]:
     """``L[n] [C, rows, m_n]`` and ``R[n] [C, m_n, cols]``, initialised like the reference code.
 
     ``xavier_normal`` and ``kaiming_uniform`` use torch's fan convention, as ``spd/module_utils.py:init_param_``

@@ -68,7 +68,7 @@ def jacobians(model: nn.Module, params: Params, x: Tensor, chunk: int = 256) -> 
     jf = vmap(jacrev(f), in_dims=(None, 0))
     parts = []
     for s in range(0, x.shape[0], chunk):  # chunks bound memory only; each chunk is one vectorised call
-        J = jf(params, x[s:s + chunk])
+        J = jf(params, x[s : s + chunk])
         parts.append(torch.cat([J[n].reshape(J[n].shape[0], J[n].shape[1], -1) for n in params], dim=2))
     return torch.cat(parts)
 

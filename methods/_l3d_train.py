@@ -68,8 +68,9 @@ class GradientSource:
     each batch's gradients are J_i^T (f_i - y_r) / n_o; otherwise each batch calls vmap(grad(D)). Both are exact.
     """
 
-    def __init__(self, model: nn.Module, params: dict[str, Tensor], X: Tensor, jacobian_limit: float,
-                 reference: str = "random"):
+    def __init__(
+        self, model: nn.Module, params: dict[str, Tensor], X: Tensor, jacobian_limit: float, reference: str = "random"
+    ):
         self.model, self.params, self.X, self.reference = model, params, X, reference
         self.names = tuple(params)
         with torch.no_grad():
@@ -122,8 +123,15 @@ class L3DFit:
         return self.loss_curve[-1] if self.loss_curve else float("nan")
 
 
-def train_l3d(model: nn.Module, names: tuple[str, ...], X: Tensor, cfg: L3DConfig, seed: int,
-              max_steps: int | None = None, out_of_time: Callable[[], bool] | None = None) -> L3DFit:
+def train_l3d(
+    model: nn.Module,
+    names: tuple[str, ...],
+    X: Tensor,
+    cfg: L3DConfig,
+    seed: int,
+    max_steps: int | None = None,
+    out_of_time: Callable[[], bool] | None = None,
+) -> L3DFit:
     """Fit L3D's encoder and decoder to the per-sample gradients of ``model`` on the data ``X``.
 
     ``out_of_time`` (checked before each step) ends training early, e.g. a :meth:`Budget.timer`."""
@@ -164,7 +172,7 @@ def train_l3d(model: nn.Module, names: tuple[str, ...], X: Tensor, cfg: L3DConfi
             if out_of_time is not None and out_of_time():
                 total, stopped = step, True
                 break
-            idx = perm[s * B:(s + 1) * B].to(X.device)
+            idx = perm[s * B : (s + 1) * B].to(X.device)
             b = idx.numel()
             ref = torch.randint(0, b, (b,), generator=g).to(X.device)
             grads = src.batch(idx, ref)
@@ -190,6 +198,16 @@ def train_l3d(model: nn.Module, names: tuple[str, ...], X: Tensor, cfg: L3DConfi
             break
     if curve and not math.isfinite(curve[-1]):
         raise FloatingPointError(f"L3D training diverged (loss {curve[-1]}) at step {step}")
-    return L3DFit(enc, dec, tuple(names), shapes, step, epoch, curve, p_act.tolist(),
-                  time.perf_counter() - t0, {"jacobian_cache": src.J is not None, "n_w": src.n_w, "n_o": src.n_o},
-                  stopped_early=stopped)
+    return L3DFit(
+        enc,
+        dec,
+        tuple(names),
+        shapes,
+        step,
+        epoch,
+        curve,
+        p_act.tolist(),
+        time.perf_counter() - t0,
+        {"jacobian_cache": src.J is not None, "n_w": src.n_w, "n_o": src.n_o},
+        stopped_early=stopped,
+    )

@@ -26,8 +26,14 @@ def _einsum_dense(n_modes: int) -> str:
 class TuckerBank(nn.Module):
     """``n_v`` subnetworks, each a Tucker tensor per parameter; ``flat()`` gives them as ``[n_v, n_w]``."""
 
-    def __init__(self, shapes: dict[str, tuple[int, ...]], ranks: dict[str, tuple[int, ...]], n_v: int,
-                 generator: torch.Generator, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        shapes: dict[str, tuple[int, ...]],
+        ranks: dict[str, tuple[int, ...]],
+        n_v: int,
+        generator: torch.Generator,
+        dtype: torch.dtype = torch.float32,
+    ):
         super().__init__()
         self.names = list(shapes)
         self.shapes = {n: tuple(s) for n, s in shapes.items()}
@@ -44,9 +50,12 @@ class TuckerBank(nn.Module):
             rk = tuple(min(r, d) if len(dims) > 1 else r for r, d in zip(rk, dims, strict=True))
             # paper code: randn / n_v for the core and every factor
             self.cores.append(nn.Parameter(torch.randn(*rk, n_v, generator=generator, dtype=dtype) / n_v))
-            self.factors.append(nn.ParameterList(
-                nn.Parameter(torch.randn(r, d, n_v, generator=generator, dtype=dtype) / n_v)
-                for r, d in zip(rk, dims, strict=True)))
+            self.factors.append(
+                nn.ParameterList(
+                    nn.Parameter(torch.randn(r, d, n_v, generator=generator, dtype=dtype) / n_v)
+                    for r, d in zip(rk, dims, strict=True)
+                )
+            )
         self._eq = [_einsum_dense(len(self.shapes[n]) or 1) for n in self.names]
         self._parts = [[self.cores[i], *self.factors[i]] for i in range(len(self.names))]  # fast access
 
@@ -57,8 +66,10 @@ class TuckerBank(nn.Module):
 
     def dense(self) -> dict[str, Tensor]:
         """``{param: Tensor[n_v, *shape]}``."""
-        return {n: torch.einsum(self._eq[i], *self._parts[i]).reshape(self.n_v, *self.shapes[n])
-                for i, n in enumerate(self.names)}
+        return {
+            n: torch.einsum(self._eq[i], *self._parts[i]).reshape(self.n_v, *self.shapes[n])
+            for i, n in enumerate(self.names)
+        }
 
     def flat(self) -> Tensor:
         """``[n_v, n_w]`` in the order of ``names``."""

@@ -16,8 +16,9 @@ from torch.func import functional_call
 from benchmark.decomposition import Decomposition
 
 
-def gradient_attributions(model: nn.Module, decomposition: Decomposition, inputs: Tensor,
-                          names: tuple[str, ...]) -> Tensor:
+def gradient_attributions(
+    model: nn.Module, decomposition: Decomposition, inputs: Tensor, names: tuple[str, ...]
+) -> Tensor:
     """``[batch, C]`` float32 attributions of every component of ``decomposition`` on ``inputs``."""
     params = {n: p.detach() for n, p in model.named_parameters()}
     if not params:
@@ -28,8 +29,7 @@ def gradient_attributions(model: nn.Module, decomposition: Decomposition, inputs
         y = functional_call(model, {**params, **leaves}, (inputs,))
         y = y.reshape(y.shape[0], -1)
         v = torch.zeros_like(y, requires_grad=True)
-        grads = torch.autograd.grad(y, list(leaves.values()), grad_outputs=v, create_graph=True,
-                                    allow_unused=True)
+        grads = torch.autograd.grad(y, list(leaves.values()), grad_outputs=v, create_graph=True, allow_unused=True)
         used = [(n, g) for n, g in zip(leaves, grads, strict=True) if g is not None]
         cols = []
         for i in range(len(decomposition)):
@@ -38,8 +38,9 @@ def gradient_attributions(model: nn.Module, decomposition: Decomposition, inputs
             if not pairs:
                 cols.append(torch.zeros(y.shape[0], dtype=y.dtype, device=y.device))
                 continue
-            (jp,) = torch.autograd.grad([g for g, _ in pairs], v, grad_outputs=[p for _, p in pairs],
-                                        retain_graph=True, allow_unused=True)
+            (jp,) = torch.autograd.grad(
+                [g for g, _ in pairs], v, grad_outputs=[p for _, p in pairs], retain_graph=True, allow_unused=True
+            )
             jp = torch.zeros_like(y) if jp is None else jp
             cols.append(jp.detach().pow(2).mean(1).sqrt())
     return torch.stack(cols, dim=1).float().cpu()

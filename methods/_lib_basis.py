@@ -105,8 +105,9 @@ def pca_basis(f: Tensor, rel_tol: float = 1e-10) -> Basis:
 def neuron_basis(d: int) -> Basis:
     """The standard basis (rib's ``neuron`` basis): C = I, uncentred."""
     eye = torch.eye(d, dtype=torch.float64)
-    return Basis(torch.zeros(d, dtype=torch.float64), eye, eye.clone(), torch.ones(d, dtype=torch.float64),
-                 centred=False)
+    return Basis(
+        torch.zeros(d, dtype=torch.float64), eye, eye.clone(), torch.ones(d, dtype=torch.float64), centred=False
+    )
 
 
 def lib_basis(f: Tensor, jac_gram: Tensor, rel_tol_var: float = 1e-10, rel_tol_lambda: float = 1e-10) -> Basis:

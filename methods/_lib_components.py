@@ -39,9 +39,17 @@ class CompInfo:
     side: Side = "read"
 
 
-def site_components(param: str, weight: Tensor, transposed: bool, basis: Basis, side: Side, site: int,
-                    factor: float, dtype: torch.dtype, res_tol: float = 1e-9
-                    ) -> tuple[list[Component], list[CompInfo]]:
+def site_components(
+    param: str,
+    weight: Tensor,
+    transposed: bool,
+    basis: Basis,
+    side: Side,
+    site: int,
+    factor: float,
+    dtype: torch.dtype,
+    res_tol: float = 1e-9,
+) -> tuple[list[Component], list[CompInfo]]:
     """Rank-1 components of one weight use from one basis, plus constant and residual components."""
     comps: list[Component] = []
     infos: list[CompInfo] = []
@@ -115,8 +123,16 @@ def capped_samples(target, n_samples: int, max_floats: float) -> int:
     return max(2, min(n_samples, int(max_floats // widest)))
 
 
-def per_site_decomposition(target, seed: int, n_samples: int, make_basis: Callable[[Tensor], Basis], side: Side,
-                           attribution: str, hparams: dict, max_per_site: int | None = None) -> Decomposition:
+def per_site_decomposition(
+    target,
+    seed: int,
+    n_samples: int,
+    make_basis: Callable[[Tensor], Basis],
+    side: Side,
+    attribution: str,
+    hparams: dict,
+    max_per_site: int | None = None,
+) -> Decomposition:
     """Read- or write-side components of every weight use from a basis fitted per site (PCA, neuron).
 
     ``make_basis`` gets the activations the basis lives in: the site's inputs f (read side) or its
@@ -128,8 +144,9 @@ def per_site_decomposition(target, seed: int, n_samples: int, make_basis: Callab
         raise ValueError(f"side must be 'read' or 'write', not {side!r}")
     if attribution not in ("activation", "gradient"):
         raise ValueError(f"attribution must be 'activation' or 'gradient', not {attribution!r}")
-    x = target.sample(capped_samples(target, n_samples, hparams.get("max_floats", 1e7)),
-                      torch.Generator().manual_seed(seed))
+    x = target.sample(
+        capped_samples(target, n_samples, hparams.get("max_floats", 1e7)), torch.Generator().manual_seed(seed)
+    )
     params = target.params()
     with torch.no_grad():
         sites = target.sites(x)
@@ -161,25 +178,31 @@ def per_site_decomposition(target, seed: int, n_samples: int, make_basis: Callab
             basis = make_basis(acts)
             cache.append((acts, basis))
         weights[s], bases[s] = W, basis
-        c, i = site_components(site.param, W, site.transposed, basis, sides[s], s, 1.0 / counts[site.param],
-                               params[site.param].dtype)
+        c, i = site_components(
+            site.param, W, site.transposed, basis, sides[s], s, 1.0 / counts[site.param], params[site.param].dtype
+        )
         comps += c
         infos += i
         caps.append(int(torch.linalg.matrix_rank(W)))
     c, i = unread_components(params, set(counts))
     comps += c
     infos += i
-    record = RunRecord(steps=0, hparams=hparams, extra={
-        "features_per_site": [bases[s].rank for s in range(len(sites))],
-        "weight_rank_per_site": caps,
-        "side_per_site": [sides[s] for s in range(len(sites))],
-        "kinds": [i.kind for i in infos],
-    })
+    record = RunRecord(
+        steps=0,
+        hparams=hparams,
+        extra={
+            "features_per_site": [bases[s].rank for s in range(len(sites))],
+            "weight_rank_per_site": caps,
+            "side_per_site": [sides[s] for s in range(len(sites))],
+            "kinds": [i.kind for i in infos],
+        },
+    )
     dec = Decomposition(comps, faithful=True, record=record)
     if attribution == "gradient":
         model, names = target.model, target.decomposed
         dec.attributions = lambda inp: gradient_attributions(model, dec, inp, names)
     else:
+
         def attributions(inputs: Tensor) -> Tensor:
             with torch.no_grad():
                 new = target.sites(inputs)

@@ -46,8 +46,7 @@ class NodeGraph:
         out = []
         for r in self.readers:
             nxt = ", ".join(f"node{m}" for m, _ in r.children) or "output"
-            out.append(f"site{r.site}({r.param}{'^T' if r.transposed else ''}): node{r.node} -> {nxt} "
-                       f"[{r.out_kind}]")
+            out.append(f"site{r.site}({r.param}{'^T' if r.transposed else ''}): node{r.node} -> {nxt} [{r.out_kind}]")
         return out
 
 
@@ -84,8 +83,9 @@ def build_graph(sites: list, params: dict[str, Tensor], output: Tensor | None, r
     readers: list[Reader] = []
     for s, site in enumerate(sites):
         if site.param not in params:
-            raise ValueError(f"site {s} reads parameter {site.param!r}, which is not decomposed "
-                             f"(decomposed: {', '.join(params)})")
+            raise ValueError(
+                f"site {s} reads parameter {site.param!r}, which is not decomposed (decomposed: {', '.join(params)})"
+            )
         f = site.inputs.detach().to("cpu", torch.float64).reshape(site.inputs.shape[0], -1)
         if not torch.isfinite(f).all():
             raise ValueError(f"site {s} ({site.param}) has NaN or infinite activations")
@@ -94,8 +94,7 @@ def build_graph(sites: list, params: dict[str, Tensor], output: Tensor | None, r
             raise ValueError(f"site {s}: parameter {site.param!r} is not a matrix (shape {tuple(W.shape)})")
         W = W.T if site.transposed else W
         if W.shape[1] != f.shape[1]:
-            raise ValueError(f"site {s}: {site.param} reads {W.shape[1]} inputs but its activations have "
-                             f"{f.shape[1]}")
+            raise ValueError(f"site {s}: {site.param} reads {W.shape[1]} inputs but its activations have {f.shape[1]}")
         n = next((i for i, g in enumerate(nodes) if g.shape == f.shape and torch.equal(g, f)), None)
         if n is None:
             nodes.append(f)
@@ -154,8 +153,9 @@ def jacobian_gram(reader: Reader, next_read: Tensor | None, deriv: Tensor) -> Te
     return reader.weight.T @ (ata * second) @ reader.weight
 
 
-def section_edges(reader: Reader, basis_in: Basis, f_in: Tensor, next_read: Tensor | None, deriv: Tensor,
-                  chunk: int = 512) -> Tensor:
+def section_edges(
+    reader: Reader, basis_in: Basis, f_in: Tensor, next_read: Tensor | None, deriv: Tensor, chunk: int = 512
+) -> Tensor:
     """rib's squared edges E[i, j] = E_x[(d f_hat_out_i / d f_hat_in_j * f_hat_in_j)^2], ``[r_out, r_in]``."""
     fin = basis_in.coords(f_in)  # [N, r_in]
     B = reader.weight @ basis_in.write  # [d_out, r_in]
@@ -166,6 +166,6 @@ def section_edges(reader: Reader, basis_in: Basis, f_in: Tensor, next_read: Tens
     total = torch.zeros(A.shape[0], B.shape[1], dtype=torch.float64)
     step = max(1, min(chunk, 2**22 // max(1, phi.shape[1] * B.shape[1])))  # bound the [b, d_out, r_in] block
     for start in range(0, fin.shape[0], step):
-        jac = A @ (phi[start:start + step].unsqueeze(2) * B)  # [b, r_out, r_in]
-        total += ((jac * fin[start:start + step].unsqueeze(1)) ** 2).sum(0)
+        jac = A @ (phi[start : start + step].unsqueeze(2) * B)  # [b, r_out, r_in]
+        total += ((jac * fin[start : start + step].unsqueeze(1)) ** 2).sum(0)
     return total / fin.shape[0]

@@ -81,8 +81,7 @@ class SPDConfig:
 class SPDModel(nn.Module):
     """Subcomponents ``U [d0, C]``, ``V [C, d1]`` per matrix and batched CI MLPs per site."""
 
-    def __init__(self, weights: dict[str, Tensor], sites: list[Site], C: int, d_gate: int,
-                 generator: torch.Generator):
+    def __init__(self, weights: dict[str, Tensor], sites: list[Site], C: int, d_gate: int, generator: torch.Generator):
         super().__init__()
         self.names = list(weights)
         self.sites = sites
@@ -152,8 +151,15 @@ class TrainLog:
 class SPDTrainer:
     """Runs SPD on one network; ``sample(n, generator)`` draws CPU inputs from its training distribution."""
 
-    def __init__(self, model: nn.Module, params: dict[str, Tensor], sample: Callable[[int, torch.Generator], Tensor],
-                 cfg: SPDConfig, seed: int, device: str = "cpu"):
+    def __init__(
+        self,
+        model: nn.Module,
+        params: dict[str, Tensor],
+        sample: Callable[[int, torch.Generator], Tensor],
+        cfg: SPDConfig,
+        seed: int,
+        device: str = "cpu",
+    ):
         self.net, self.params, self.sample_fn, self.cfg, self.device = model, params, sample, cfg, device
         self.g_data = torch.Generator().manual_seed(seed)
         self.g_mask = torch.Generator(device=device).manual_seed(seed + 1)
@@ -206,16 +212,21 @@ class SPDTrainer:
             r = torch.rand(g[:, k].shape, generator=self.g_mask, device=self.device, dtype=g.dtype)
             return g[:, k] + (1 - g[:, k]) * r
 
-        faith = sum(((W - Wh) ** 2).sum() for W, Wh in zip(self.params.values(), self.spd.weights(),
-                                                             strict=True)) / self.n_weights
-        out = {"faith": faith, "imp": (g_up ** cfg.pnorm).sum((1, 2)).mean()}
+        faith = (
+            sum(((W - Wh) ** 2).sum() for W, Wh in zip(self.params.values(), self.spd.weights(), strict=True))
+            / self.n_weights
+        )
+        out = {"faith": faith, "imp": (g_up**cfg.pnorm).sum((1, 2)).mean()}
         if cfg.stoch_coeff:
             out["stoch"] = F.mse_loss(self.masked_forward(x, {k: stochastic(k) for k in range(S)}), target)
         if cfg.layerwise_coeff:
-            out["layerwise"] = sum(F.mse_loss(self.masked_forward(x, {k: stochastic(k)}), target)
-                                   for k in range(S)) / S
-        out["total"] = (cfg.faith_coeff * faith + cfg.imp_coeff * out["imp"]
-                        + cfg.stoch_coeff * out.get("stoch", 0.0) + cfg.layerwise_coeff * out.get("layerwise", 0.0))
+            out["layerwise"] = sum(F.mse_loss(self.masked_forward(x, {k: stochastic(k)}), target) for k in range(S)) / S
+        out["total"] = (
+            cfg.faith_coeff * faith
+            + cfg.imp_coeff * out["imp"]
+            + cfg.stoch_coeff * out.get("stoch", 0.0)
+            + cfg.layerwise_coeff * out.get("layerwise", 0.0)
+        )
         return out
 
     def train(self, log_every: int = 0, out_of_time: Callable[[], bool] | None = None) -> TrainLog:

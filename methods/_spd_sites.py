@@ -21,9 +21,16 @@ from torch.overrides import TorchFunctionMode, resolve_name
 
 _MATMUL = {"torch.matmul", "torch.Tensor.matmul", "torch.Tensor.__matmul__", "torch.mm", "torch.Tensor.mm"}
 _TRANSPOSE = {"torch.Tensor.T.__get__", "torch.Tensor.mT.__get__", "torch.Tensor.t", "torch.t"}
-_HARMLESS = {"torch.Tensor.shape.__get__", "torch.Tensor.dtype.__get__", "torch.Tensor.device.__get__",
-             "torch.Tensor.requires_grad.__get__", "torch.Tensor.dim", "torch.Tensor.size",
-             "torch.Tensor.ndim.__get__", "torch.Tensor.is_cuda.__get__"}
+_HARMLESS = {
+    "torch.Tensor.shape.__get__",
+    "torch.Tensor.dtype.__get__",
+    "torch.Tensor.device.__get__",
+    "torch.Tensor.requires_grad.__get__",
+    "torch.Tensor.dim",
+    "torch.Tensor.size",
+    "torch.Tensor.ndim.__get__",
+    "torch.Tensor.is_cuda.__get__",
+}
 
 
 @dataclass(frozen=True)
@@ -95,8 +102,9 @@ class _SiteMode(TorchFunctionMode):
         return out
 
 
-def run_sites(model: nn.Module, params: dict[str, Tensor], x: Tensor,
-              replace: Replace | None = None) -> tuple[Tensor, list[Site], list[Tensor]]:
+def run_sites(
+    model: nn.Module, params: dict[str, Tensor], x: Tensor, replace: Replace | None = None
+) -> tuple[Tensor, list[Site], list[Tensor]]:
     """Run ``model(x)``, replacing site outputs through ``replace``; return (output, sites, site inputs)."""
     mode = _SiteMode(params, replace)
     with mode:

@@ -30,31 +30,69 @@ from benchmark.toy import Target
 from methods import _apd_core as core
 
 _TMS_5_2 = {  # APD appendix / tms_topk_config.yaml (TMS 5-2 block); m = min(5, 2) + 1 as TMSSPDModel
-    "C": 5, "m": 3, "topk": 0.211, "batch_size": 2048, "lr": 3e-2, "lr_schedule": "constant",
-    "lr_warmup_pct": 0.05, "faithfulness_coeff": 1.0, "minimality_coeff": 1.0, "simplicity_coeff": 0.7,
-    "schatten_p": 1.0, "init": "xavier_normal", "steps": 5_000,
+    "C": 5,
+    "m": 3,
+    "topk": 0.211,
+    "batch_size": 2048,
+    "lr": 3e-2,
+    "lr_schedule": "constant",
+    "lr_warmup_pct": 0.05,
+    "faithfulness_coeff": 1.0,
+    "minimality_coeff": 1.0,
+    "simplicity_coeff": 0.7,
+    "schatten_p": 1.0,
+    "init": "xavier_normal",
+    "steps": 5_000,
     # the reference's xavier fans include its 12-instance axis, so its factors start ~0.42x smaller than ours
     "init_scale": 0.42,
 }
 _TMS_40_10_CONFIG = {  # tms_topk_config.yaml (TMS 40-10)
-    "C": 40, "m": 11, "topk": 2.0, "batch_size": 2048, "lr": 1e-3, "lr_schedule": "cosine",
-    "lr_warmup_pct": 0.05, "faithfulness_coeff": 1.0, "minimality_coeff": 10.0, "simplicity_coeff": 15.0,
-    "schatten_p": 0.9, "init": "xavier_normal", "steps": 20_000,
+    "C": 40,
+    "m": 11,
+    "topk": 2.0,
+    "batch_size": 2048,
+    "lr": 1e-3,
+    "lr_schedule": "cosine",
+    "lr_warmup_pct": 0.05,
+    "faithfulness_coeff": 1.0,
+    "minimality_coeff": 10.0,
+    "simplicity_coeff": 15.0,
+    "schatten_p": 0.9,
+    "init": "xavier_normal",
+    "steps": 20_000,
 }
 _TMS_40_10 = {  # the settings of the run behind the paper's numbers (APD appendix: C 50, topk 1, coefficients
     # 1/10/20; the reference's spd_interp.py loads that run), not the config file's C 40, topk 2, simplicity 15.
     # init_scale 0.335: the reference's xavier fans include its 3-instance axis. Measured, 20k steps, seeds
     # 0/1/2: MMCS 0.978/0.973/0.976, ML2R 0.914/0.892/0.912, against the config's 0.944/0.952/0.938 and
     # 0.80/0.83/0.77; the paper's 0.996 is not reached (docs/methods/apd.md, TMS 40-10 reproduction attempts)
-    **_TMS_40_10_CONFIG, "C": 50, "topk": 1.0, "simplicity_coeff": 20.0, "init_scale": 0.335,
+    **_TMS_40_10_CONFIG,
+    "C": 50,
+    "topk": 1.0,
+    "simplicity_coeff": 20.0,
+    "init_scale": 0.335,
 }
 _RESID_MLP1 = {  # resid_mlp_topk_config.yaml (1 layer); the paper says 40k steps and batch 2048
-    "C": 130, "m": None, "topk": 1.28, "batch_size": 256, "lr": 1e-3, "lr_schedule": "cosine",
-    "lr_warmup_pct": 0.01, "faithfulness_coeff": 1.0, "minimality_coeff": 1.0, "simplicity_coeff": 10.0,
-    "schatten_p": 0.9, "act_recon_coeff": 1.0, "act_recon_relu": True, "act_recon_params": ("layers.0.W_in",),
+    "C": 130,
+    "m": None,
+    "topk": 1.28,
+    "batch_size": 256,
+    "lr": 1e-3,
+    "lr_schedule": "cosine",
+    "lr_warmup_pct": 0.01,
+    "faithfulness_coeff": 1.0,
+    "minimality_coeff": 1.0,
+    "simplicity_coeff": 10.0,
+    "schatten_p": 0.9,
+    "act_recon_coeff": 1.0,
+    "act_recon_relu": True,
+    "act_recon_params": ("layers.0.W_in",),
     "unit_norm": True,
     # ResidualMLPSPDConfig's init: xavier_normal, gain = task init_scale 2.0, on [1, C, a, b] factor tensors
-    "init": "xavier_normal", "init_scale": 2.0, "init_instances": 1, "steps": 10_000,
+    "init": "xavier_normal",
+    "init_scale": 2.0,
+    "init_instances": 1,
+    "steps": 10_000,
     "num_threads": None,  # big matmuls: torch default
 }
 
@@ -133,8 +171,7 @@ class APD(Method):
         f_attr = core.make_forward(model, names, fast=True)
 
         g_init = torch.Generator().manual_seed(seed)
-        L0, R0 = core.init_factors(shapes, hp["C"], hp["m"], hp["init"], hp["init_scale"], g_init,
-                                  hp["init_instances"])
+        L0, R0 = core.init_factors(shapes, hp["C"], hp["m"], hp["init"], hp["init_scale"], g_init, hp["init_instances"])
         L = {n: t.to(dev).requires_grad_(True) for n, t in L0.items()}
         R = {n: t.to(dev).requires_grad_(True) for n, t in R0.items()}
         opt = core.Adam([*L.values(), *R.values()])
@@ -153,16 +190,19 @@ class APD(Method):
             losses = self._losses(f, theta, L, R, x, hp, n_params, sites, target, f_attr)
             loss = sum(hp[f"{k}_coeff"] * v for k, v in losses.items())
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"APD loss became {float(loss.detach())} at step {step}: {_fmt(losses)}; "
-                                         "lower lr or check the target's outputs")
+                raise FloatingPointError(
+                    f"APD loss became {float(loss.detach())} at step {step}: {_fmt(losses)}; "
+                    "lower lr or check the target's outputs"
+                )
             opt.zero_grad()
             loss.backward()
             if hp["unit_norm"]:
                 _project_grads(R, L, input_side)
             opt.step(lr)
             if hp["log_every"] and (step % hp["log_every"] == 0 or step == steps - 1):
-                log.append({"step": step, "loss": float(loss.detach()),
-                            **{k: float(v.detach()) for k, v in losses.items()}})
+                log.append(
+                    {"step": step, "loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()}}
+                )
                 if self.on_log is not None:
                     self.on_log(step, {n: (L[n] @ R[n]).detach().cpu() for n in L})
             if step < steps - 1 and out_of_time():
@@ -174,23 +214,41 @@ class APD(Method):
             Rf = {n: t.detach().cpu() for n, t in R.items()}
             P = core.component_weights(Lf, Rf)
             norms = torch.stack([sum((P[n][c] ** 2).sum() for n in P).sqrt() for c in range(hp["C"])])
-            rel_faith = math.sqrt(sum(float(((theta[n].cpu() - P[n].sum(0)) ** 2).sum()) for n in P)
-                                  / sum(float((theta[n].cpu() ** 2).sum()) for n in P))
+            rel_faith = math.sqrt(
+                sum(float(((theta[n].cpu() - P[n].sum(0)) ** 2).sum()) for n in P)
+                / sum(float((theta[n].cpu() ** 2).sum()) for n in P)
+            )
         components = [{n: LowRank(Lf[n][c], Rf[n][c]) for n in names} for c in range(hp["C"])]
         model.to("cpu")
         record = RunRecord(
-            wall_time_s=time.perf_counter() - t0, steps=step + 1, stopped_early=stopped_early,
+            wall_time_s=time.perf_counter() - t0,
+            steps=step + 1,
+            stopped_early=stopped_early,
             hparams={**hp, "steps": steps},
-            extra={"log": log, "component_norms": norms.tolist(), "relative_faithfulness_error": rel_faith,
-                   "device": device},
+            extra={
+                "log": log,
+                "component_norms": norms.tolist(),
+                "relative_faithfulness_error": rel_faith,
+                "device": device,
+            },
         )
-        return Decomposition(components, attributions=_attribution_fn(target, names, theta, P, hp),
-                             faithful=True, record=record)
+        return Decomposition(
+            components, attributions=_attribution_fn(target, names, theta, P, hp), faithful=True, record=record
+        )
 
     @staticmethod
-    def _losses(f: core.Forward, theta: dict[str, Tensor], L: dict[str, Tensor], R: dict[str, Tensor], x: Tensor,
-                hp: dict[str, Any], n_params: int, sites: list[tuple[str, bool]], target: Target,
-                f_attr: core.Forward | None = None) -> dict[str, Tensor]:
+    def _losses(
+        f: core.Forward,
+        theta: dict[str, Tensor],
+        L: dict[str, Tensor],
+        R: dict[str, Tensor],
+        x: Tensor,
+        hp: dict[str, Any],
+        n_params: int,
+        sites: list[tuple[str, bool]],
+        target: Target,
+        f_attr: core.Forward | None = None,
+    ) -> dict[str, Tensor]:
         """The loss terms of one step; ``f_attr`` (default ``f``) computes the target's output and attributions."""
         f_attr = f if f_attr is None else f_attr
         P = core.component_weights(L, R)
@@ -251,8 +309,14 @@ def _site_plan(target: Target, hp: dict[str, Any], names: tuple[str, ...]) -> li
     return plan
 
 
-def _act_recon(target: Target, theta: dict[str, Tensor], W_b: dict[str, Tensor], x: Tensor,
-               plan: list[tuple[str, bool]], relu: bool) -> Tensor:
+def _act_recon(
+    target: Target,
+    theta: dict[str, Tensor],
+    W_b: dict[str, Tensor],
+    x: Tensor,
+    plan: list[tuple[str, bool]],
+    relu: bool,
+) -> Tensor:
     """Mean over inputs of sum over units of (top-k output - target output)^2, / total units (APD's act recon).
 
     Each matrix reads the target's own activations at that point (exact for the first layer, as in the
@@ -301,8 +365,9 @@ def _project_grads(R: dict[str, Tensor], L: dict[str, Tensor], side: dict[str, s
                 t.grad.sub_((t.grad * t).sum(dim, keepdim=True) * t)
 
 
-def _attribution_fn(target: Target, names: tuple[str, ...], theta: dict[str, Tensor], P: dict[str, Tensor],
-                    hp: dict[str, Any]):
+def _attribution_fn(
+    target: Target, names: tuple[str, ...], theta: dict[str, Tensor], P: dict[str, Tensor], hp: dict[str, Any]
+):
     """Per-input attributions of the trained components: A_c(x) = sqrt(mean_o (d f_o/d theta . P_c)^2).
 
     The paper's definition (APD section 2); its ranking is the one top-k used in training.
@@ -321,8 +386,7 @@ def _attribution_fn(target: Target, names: tuple[str, ...], theta: dict[str, Ten
         with torch.no_grad():
             for xb in inputs.split(4096):
                 out_dim = max(1, f(theta_cpu, xb[:1]).numel())
-                chunks.append((core.gradient_attributions(f, at, P_cpu, xb, hp["attribution_chunk"]) / out_dim)
-                              .sqrt())
+                chunks.append((core.gradient_attributions(f, at, P_cpu, xb, hp["attribution_chunk"]) / out_dim).sqrt())
         return torch.cat(chunks).float()
 
     return attributions

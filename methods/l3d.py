@@ -34,8 +34,21 @@ from methods._l3d_grads import directional, outputs
 from methods._l3d_train import L3DConfig, L3DFit, train_l3d
 
 PAPER = "Chrisman, Bushnaq, Sharkey 2025, Local Loss Landscape Decomposition, arXiv:2504.00194"
-_CFG_KEYS = ("n_v", "rank", "k", "epochs", "batch_size", "n_samples", "lr", "lr_step_epochs", "lr_gamma",
-             "warm_start_epochs", "norm", "reference", "jacobian_limit")
+_CFG_KEYS = (
+    "n_v",
+    "rank",
+    "k",
+    "epochs",
+    "batch_size",
+    "n_samples",
+    "lr",
+    "lr_step_epochs",
+    "lr_gamma",
+    "warm_start_epochs",
+    "norm",
+    "reference",
+    "jacobian_limit",
+)
 
 
 def intervene(model: nn.Module, component: Component, delta: float, inputs: Tensor) -> Tensor:
@@ -67,8 +80,9 @@ class L3DDecomposition(Decomposition):
     references: Tensor | None = None
 
 
-def sample_data(sample: Callable[[int, torch.Generator], Tensor], n: int, generator: torch.Generator,
-                drop_zero: bool) -> Tensor:
+def sample_data(
+    sample: Callable[[int, torch.Generator], Tensor], n: int, generator: torch.Generator, drop_zero: bool
+) -> Tensor:
     """``n`` inputs; with ``drop_zero`` all-zero rows are dropped and sampling repeats (the paper's
     ``GenerateTMSInputs``; reference l3d.md s2, shared pieces)."""
     parts, got = [], 0
@@ -101,8 +115,9 @@ def components_of(fit: L3DFit) -> list[Component]:
     return comps
 
 
-def impact_fn(model: nn.Module, names: tuple[str, ...], encoder_dirs: dict[str, Tensor], refs: Tensor,
-              chunk: int = 1024) -> Callable[[Tensor], Tensor]:
+def impact_fn(
+    model: nn.Module, names: tuple[str, ...], encoder_dirs: dict[str, Tensor], refs: Tensor, chunk: int = 1024
+) -> Callable[[Tensor], Tensor]:
     """I(x_i, v_k) = mean_j |V^in_k . grad_W D(f(x_i), y_j)|, with grad_W D = J_i^T (f_i - y_j) / n_o.
 
     ``refs``: ``[R, n_o]`` reference outputs. Uses one forward-mode JVP per encoder direction (vmapped).
@@ -116,7 +131,7 @@ def impact_fn(model: nn.Module, names: tuple[str, ...], encoder_dirs: dict[str, 
         cols = []
         with torch.no_grad():
             for s in range(0, inputs.shape[0], chunk):
-                x = inputs[s:s + chunk].to(dev)
+                x = inputs[s : s + chunk].to(dev)
                 f = outputs(model, params, x)  # [B, n_o]
                 u = directional(model, params, x, encoder_dirs)  # [K, B, n_o]
                 diff = f.unsqueeze(1) - refs.unsqueeze(0)  # [B, R, n_o]
@@ -137,10 +152,21 @@ class L3D(Method):
     # App. B.3 (toy models): 1000 samples, batch 32, 1000 epochs, lr 0.01 decayed x0.8 every 100 epochs, k = 0.1.
     # Adam (the code) rather than the text's AdamW; loss, BatchTopK threshold, warm start: the code's.
     defaults: dict[str, Any] = {
-        "n_v": 10, "rank": 1, "k": 0.1, "epochs": 1000, "batch_size": 32, "n_samples": 1000, "lr": 0.01,
-        "lr_step_epochs": 100, "lr_gamma": 0.8, "warm_start_epochs": 0, "norm": "l2", "reference": "random",
+        "n_v": 10,
+        "rank": 1,
+        "k": 0.1,
+        "epochs": 1000,
+        "batch_size": 32,
+        "n_samples": 1000,
+        "lr": 0.01,
+        "lr_step_epochs": 100,
+        "lr_gamma": 0.8,
+        "warm_start_epochs": 0,
+        "norm": "l2",
+        "reference": "random",
         "jacobian_limit": 5e7,
-        "drop_zero_inputs": True, "n_refs": 10,
+        "drop_zero_inputs": True,
+        "n_refs": 10,
     }
     # n_v = the number of circuits, as the paper sets it for each toy (App. B.3, scripts/*): TMS 5-2 n_v 5 rank 1;
     # parallel TMS n_v 15 rank 1 (Fig S3); TMCS n_v 10 rank 1, warm start 1; higher-rank 30-10-30 n_v 8 rank 2 (the
@@ -175,8 +201,9 @@ class L3D(Method):
         model = target.model.to(device)
         X = sample_data(target.sample, cfg.n_samples, g, hp["drop_zero_inputs"]).to(device)
         default_steps = cfg.epochs * math.ceil(X.shape[0] / cfg.batch_size)
-        fit = train_l3d(model, target.decomposed, X, cfg, seed, max_steps=budget.steps_or(default_steps),
-                        out_of_time=out_of_time)
+        fit = train_l3d(
+            model, target.decomposed, X, cfg, seed, max_steps=budget.steps_or(default_steps), out_of_time=out_of_time
+        )
         ref_x = sample_data(target.sample, hp["n_refs"], g, hp["drop_zero_inputs"]).to(device)
         params = {n: p.detach() for n, p in model.named_parameters() if n in target.decomposed}
         with torch.no_grad():
@@ -189,9 +216,26 @@ class L3D(Method):
 
         curve = fit.loss_curve
         stride = max(1, len(curve) // 100)
-        record = RunRecord(steps=fit.steps, stopped_early=fit.stopped_early, hparams=hp, extra={
-            "final_loss": fit.final_loss, "epochs_run": fit.epochs, "loss_curve": curve[::stride],
-            "loss_curve_stride_epochs": stride, "p_act": fit.p_act,
-            "n_dead": sum(1 for p in fit.p_act if p == 0.0), **fit.extra})
-        return L3DDecomposition(comps, attributions=impact_fn(model, target.decomposed, enc, refs), faithful=False,
-                                record=record, intervention=intervention, encoder=enc, references=refs)
+        record = RunRecord(
+            steps=fit.steps,
+            stopped_early=fit.stopped_early,
+            hparams=hp,
+            extra={
+                "final_loss": fit.final_loss,
+                "epochs_run": fit.epochs,
+                "loss_curve": curve[::stride],
+                "loss_curve_stride_epochs": stride,
+                "p_act": fit.p_act,
+                "n_dead": sum(1 for p in fit.p_act if p == 0.0),
+                **fit.extra,
+            },
+        )
+        return L3DDecomposition(
+            comps,
+            attributions=impact_fn(model, target.decomposed, enc, refs),
+            faithful=False,
+            record=record,
+            intervention=intervention,
+            encoder=enc,
+            references=refs,
+        )

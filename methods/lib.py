@@ -78,8 +78,9 @@ def normalised_edges(E: Tensor) -> Tensor:
     return torch.where(denom > 0, E / denom.clamp_min(1e-300), torch.zeros_like(E))
 
 
-def cluster_features(graph: NodeGraph, bases: dict[int, Basis], edges: list[tuple[int, int | None, Tensor]],
-                     threshold: float) -> dict[tuple[int, int], int]:
+def cluster_features(
+    graph: NodeGraph, bases: dict[int, Basis], edges: list[tuple[int, int | None, Tensor]], threshold: float
+) -> dict[tuple[int, int], int]:
     """Cluster label of every feature (node, i): connected components of the graph of edges whose normalised
     weight (:func:`normalised_edges`) is at least ``threshold`` (reference 5.3, thresholded connected
     components; output nodes only link features and own no weights)."""
@@ -122,9 +123,18 @@ class LIB(Method):
     paper = "Bushnaq et al. 2024, arXiv:2405.10928 (LIB) and arXiv:2405.10927 (interaction basis)"
     # Thresholds are relative (reference 2.14); the paper's absolute 1e-15 in float64 drops only
     # numerically zero directions, which these relative values also do on the toy models.
-    defaults = {"n_samples": 20_000, "rel_tol_var": 1e-10, "rel_tol_lambda": 1e-10, "n_edge_samples": 4096,
-                "group": True, "edge_threshold": 0.1, "granularity": "feature", "attribution": "activation",
-                "section_rtol": 1e-4, "max_floats": 1e7}
+    defaults = {
+        "n_samples": 20_000,
+        "rel_tol_var": 1e-10,
+        "rel_tol_lambda": 1e-10,
+        "n_edge_samples": 4096,
+        "group": True,
+        "edge_threshold": 0.1,
+        "granularity": "feature",
+        "attribution": "activation",
+        "section_rtol": 1e-4,
+        "max_floats": 1e7,
+    }
 
     def fit(self, target: Target, seed: int) -> LIBFit:
         """The basis of every node layer, the interaction edges and (with ``group``) the feature clusters."""
@@ -156,8 +166,16 @@ class LIB(Method):
         components: list[Component] = []
         infos: list[CompInfo] = []
         for r in graph.readers:
-            c, i = site_components(r.param, r.weight, r.transposed, bases[r.node], "read", r.site,
-                                   1.0 / counts[r.param], params[r.param].dtype)
+            c, i = site_components(
+                r.param,
+                r.weight,
+                r.transposed,
+                bases[r.node],
+                "read",
+                r.site,
+                1.0 / counts[r.param],
+                params[r.param].dtype,
+            )
             components += c
             infos += i
         c, i = unread_components(params, set(counts))
@@ -170,22 +188,30 @@ class LIB(Method):
             components, infos, members = self._merge(components, infos, groups, params)
             groups = None
         site_basis = {r.site: bases[r.node] for r in graph.readers}
-        record = RunRecord(steps=0, hparams=hp, extra={
-            "sections": graph.describe(),
-            "features_per_node": {f"node{n}": b.rank for n, b in sorted(bases.items())},
-            "dims_per_node": {f"node{n}": b.dim for n, b in sorted(bases.items())},
-            "lambda": {f"node{n}": [float(v) for v in b.scale[:32]] for n, b in sorted(bases.items())},
-            "rank_cap": sum(b.rank + (b.const_read is not None) for b in site_basis.values()),
-            "n_clusters": len(set(labels.values())) if labels else None,
-            "edge_sections": [f"site{graph.readers[k].site} -> {'output' if m is None else f'node{m}'}: "
-                              f"{tuple(E.shape)}, total {float(E.sum()):.4g}" for k, m, E in edges],
-            "kinds": [i.kind for i in infos],
-        })
+        record = RunRecord(
+            steps=0,
+            hparams=hp,
+            extra={
+                "sections": graph.describe(),
+                "features_per_node": {f"node{n}": b.rank for n, b in sorted(bases.items())},
+                "dims_per_node": {f"node{n}": b.dim for n, b in sorted(bases.items())},
+                "lambda": {f"node{n}": [float(v) for v in b.scale[:32]] for n, b in sorted(bases.items())},
+                "rank_cap": sum(b.rank + (b.const_read is not None) for b in site_basis.values()),
+                "n_clusters": len(set(labels.values())) if labels else None,
+                "edge_sections": [
+                    f"site{graph.readers[k].site} -> {'output' if m is None else f'node{m}'}: "
+                    f"{tuple(E.shape)}, total {float(E.sum()):.4g}"
+                    for k, m, E in edges
+                ],
+                "kinds": [i.kind for i in infos],
+            },
+        )
         dec = Decomposition(components, groups=groups, faithful=True, record=record)
         if hp["attribution"] == "gradient":
             model, names = target.model, target.decomposed
             dec.attributions = lambda inp: gradient_attributions(model, dec, inp, names)
         else:
+
             def attributions(inputs: Tensor) -> Tensor:
                 with torch.no_grad():
                     sites = target.sites(inputs)
@@ -208,8 +234,9 @@ class LIB(Method):
         return [g for _, g in sorted(by_label.items())] + singles
 
     @staticmethod
-    def _merge(components: list[Component], infos: list[CompInfo], groups: list[list[int]],
-               params: dict[str, Tensor]) -> tuple[list[Component], list[CompInfo], list[list[int]]]:
+    def _merge(
+        components: list[Component], infos: list[CompInfo], groups: list[list[int]], params: dict[str, Tensor]
+    ) -> tuple[list[Component], list[CompInfo], list[list[int]]]:
         dense = Decomposition(components)
         merged: list[Component] = []
         new_infos: list[CompInfo] = []

@@ -29,5 +29,6 @@ class Neuron(Method):
 
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
         hp = self.hparams(target.spec.name)
-        return per_site_decomposition(target, seed, 2, lambda a: neuron_basis(a.shape[1]), hp["side"],
-                                      hp["attribution"], hp, hp["max_per_site"])
+        return per_site_decomposition(
+            target, seed, 2, lambda a: neuron_basis(a.shape[1]), hp["side"], hp["attribution"], hp, hp["max_per_site"]
+        )

@@ -44,5 +44,10 @@ class Oracle(Method):
             return gt.active(inputs).to(torch.float32)[:, owner]
 
         exact = all(m.components is not None for m in gt.mechanisms)
-        return Decomposition(components, attributions=attributions, groups=groups, faithful=exact,
-                             record=RunRecord(steps=0, hparams=self.hparams(target.spec.name)))
+        return Decomposition(
+            components,
+            attributions=attributions,
+            groups=groups,
+            faithful=exact,
+            record=RunRecord(steps=0, hparams=self.hparams(target.spec.name)),
+        )

@@ -31,10 +31,10 @@ class PCA(Method):
     version = "2"
     paper = "reference row: PCA/SVD per layer (APD arXiv:2501.14926 s3.1; LIB arXiv:2405.10928)"
     reference_row = True
-    defaults = {"n_samples": 20_000, "rel_tol": 1e-10, "side": "write", "attribution": "activation",
-                "max_floats": 1e7}
+    defaults = {"n_samples": 20_000, "rel_tol": 1e-10, "side": "write", "attribution": "activation", "max_floats": 1e7}
 
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
         hp = self.hparams(target.spec.name)
-        return per_site_decomposition(target, seed, hp["n_samples"], partial(pca_basis, rel_tol=hp["rel_tol"]),
-                                      hp["side"], hp["attribution"], hp)
+        return per_site_decomposition(
+            target, seed, hp["n_samples"], partial(pca_basis, rel_tol=hp["rel_tol"]), hp["side"], hp["attribution"], hp
+        )

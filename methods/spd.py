@@ -32,8 +32,16 @@ from benchmark.registry import METHODS
 from benchmark.toy import Target
 from methods._spd_core import SPDConfig, SPDTrainer, lower_leaky_hard_sigmoid
 
-_TMS_SMALL = {"C": 20, "imp_coeff": 3e-3, "pnorm": 1.0, "lr": 1e-3, "schedule": "cosine", "steps": 40_000,
-              "batch_size": 4096, "d_gate": 16}
+_TMS_SMALL = {
+    "C": 20,
+    "imp_coeff": 3e-3,
+    "pnorm": 1.0,
+    "lr": 1e-3,
+    "schedule": "cosine",
+    "steps": 40_000,
+    "batch_size": 4096,
+    "d_gate": 16,
+}
 _TMS_LARGE = {**_TMS_SMALL, "C": 200, "imp_coeff": 1e-4, "pnorm": 2.0}
 _RESID = {"lr": 1e-3, "schedule": "constant", "batch_size": 2048, "pnorm": 2.0, "d_gate": 16}
 
@@ -83,7 +91,11 @@ class SPD(Method):
     defaults: dict[str, Any] = {
         **SPDConfig().__dict__,
         # toy models the paper does not cover: the fast TMS 5-2 recipe; C = 2 x the largest matrix side
-        "C": None, "lr": 1e-2, "steps": 3_000, "batch_size": 1024, "preset": "fast",
+        "C": None,
+        "lr": 1e-2,
+        "steps": 3_000,
+        "batch_size": 1024,
+        "preset": "fast",
         "ci_threshold": 0.1,  # a subcomponent is active on an input where its CI exceeds this (spd configs)
         "min_norm": 0.01,  # ... and kept only if its norm is at least this x the largest in its matrix
         "group_jaccard": 0.8,  # subcomponents whose active sets overlap this much form one group
@@ -104,8 +116,9 @@ class SPD(Method):
         hp = self.hparams(target.spec.name)
         if hp["C"] is None:
             hp["C"] = min(200, 2 * max(max(p.shape) for p in target.params().values()))
-        cfg = SPDConfig(**{**{k: hp[k] for k in SPDConfig().__dict__ if k in hp},
-                           "steps": budget.steps_or(int(hp["steps"]))})
+        cfg = SPDConfig(
+            **{**{k: hp[k] for k in SPDConfig().__dict__ if k in hp}, "steps": budget.steps_or(int(hp["steps"]))}
+        )
         torch.manual_seed(seed)
         model = target.model.to(device)
         params = target.params()
@@ -147,21 +160,36 @@ def _export(trainer: SPDTrainer, hp: dict[str, Any], log: Any, seed: int) -> Dec
     if not keep:
         raise RuntimeError("spd: no subcomponent is causally important on any input; the run failed")
     with torch.no_grad():
-        components = [{spd.names[j // C]: LowRank(spd.U[j // C][:, j % C:j % C + 1].detach().cpu().clone(),
-                                                  spd.V[j // C][j % C:j % C + 1, :].detach().cpu().clone())}
-                      for j in keep]
-        faith = float(sum(((W - Wh) ** 2).sum() for W, Wh in zip(trainer.params.values(), spd.weights(),
-                                                                  strict=True)) / trainer.n_weights)
+        components = [
+            {
+                spd.names[j // C]: LowRank(
+                    spd.U[j // C][:, j % C : j % C + 1].detach().cpu().clone(),
+                    spd.V[j // C][j % C : j % C + 1, :].detach().cpu().clone(),
+                )
+            }
+            for j in keep
+        ]
+        faith = float(
+            sum(((W - Wh) ** 2).sum() for W, Wh in zip(trainer.params.values(), spd.weights(), strict=True))
+            / trainer.n_weights
+        )
     keep_t = torch.tensor(keep)
 
     def attributions(inputs: Tensor) -> Tensor:
         return importances(inputs)[:, keep_t]
 
     groups = coactivation_groups(ci[:, keep_t] > hp["ci_threshold"], float(hp["group_jaccard"]))
-    extra = {"train_seconds": log.seconds, "history": log.history, "n_subcomponents": int(norms.numel()),
-             "n_alive": len(keep), "dropped_norm": float(norms[~alive].pow(2).sum().sqrt()), "faithfulness_mse": faith}
-    record = RunRecord(steps=log.steps, stopped_early=log.stopped_early, hparams={**hp, "steps": trainer.cfg.steps},
-                       extra=extra)
+    extra = {
+        "train_seconds": log.seconds,
+        "history": log.history,
+        "n_subcomponents": int(norms.numel()),
+        "n_alive": len(keep),
+        "dropped_norm": float(norms[~alive].pow(2).sum().sqrt()),
+        "faithfulness_mse": faith,
+    }
+    record = RunRecord(
+        steps=log.steps, stopped_early=log.stopped_early, hparams={**hp, "steps": trainer.cfg.steps}, extra=extra
+    )
     return Decomposition(components, attributions=attributions, groups=groups, faithful=True, record=record)
 
 

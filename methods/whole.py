@@ -24,8 +24,12 @@ class Whole(Method):
 
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
         params = target.params()
-        dec = Decomposition([{n: p.detach().clone() for n, p in params.items()}], groups=[[0]], faithful=True,
-                            record=RunRecord(steps=0, hparams=self.hparams(target.spec.name)))
+        dec = Decomposition(
+            [{n: p.detach().clone() for n, p in params.items()}],
+            groups=[[0]],
+            faithful=True,
+            record=RunRecord(steps=0, hparams=self.hparams(target.spec.name)),
+        )
         model, names = target.model, target.decomposed
         dec.attributions = lambda inputs: gradient_attributions(model, dec, inputs, names)
         return dec

@@ -178,13 +178,15 @@ def test_instanced_init_matches_reference_fans(instances: int) -> None:
     """With ``instances``, each factor has the spread torch's xavier_normal gives the reference's
     ``[n_instances, C, a, b]`` tensor (APD repo, ``spd/module_utils.py:init_param_``), whatever our layout."""
     C, gain = 30, 2.0
-    L, R = core.init_factors({"W": torch.Size([40, 200])}, C, 20, "xavier_normal", gain,
-                             torch.Generator().manual_seed(0), instances)
+    L, R = core.init_factors(
+        {"W": torch.Size([40, 200])}, C, 20, "xavier_normal", gain, torch.Generator().manual_seed(0), instances
+    )
     for ours, (a, b) in ((L["W"], (40, 20)), (R["W"], (20, 200))):
         ref = torch.nn.init.xavier_normal_(torch.empty(instances, C, a, b), gain=gain)
         assert float(ours.std()) == pytest.approx(float(ref.std()), rel=0.03)
-    plain, _ = core.init_factors({"W": torch.Size([40, 200])}, C, 20, "xavier_normal", gain,
-                                 torch.Generator().manual_seed(0))
+    plain, _ = core.init_factors(
+        {"W": torch.Size([40, 200])}, C, 20, "xavier_normal", gain, torch.Generator().manual_seed(0)
+    )
     assert float(plain["W"].std()) > 3 * float(L["W"].std())  # the 3-d fans start far larger: the gap matters
 
 
@@ -199,12 +201,23 @@ def test_registered_with_cited_per_model_defaults() -> None:
     assert (hp["C"], hp["topk"], hp["simplicity_coeff"], hp["lr"]) == (5, 0.211, 0.7, 3e-2)
     hp = cls().hparams("tms_40-10")  # the paper's own run (appendix), not the config file's C 40, topk 2, 15
     assert (hp["C"], hp["topk"], hp["minimality_coeff"], hp["simplicity_coeff"], hp["schatten_p"]) == (
-        50, 1.0, 10.0, 20.0, 0.9)
+        50,
+        1.0,
+        10.0,
+        20.0,
+        0.9,
+    )
     hp = cls().hparams("tms_40-10-id")  # no paper settings: the config file's 40-10 recipe, C = 40 + 10
     assert (hp["C"], hp["topk"], hp["simplicity_coeff"], hp["init_scale"]) == (50, 2.0, 15.0, 1.0)
     hp = cls().hparams("resid_mlp1")  # resid_mlp_topk_config.yaml, with ResidualMLPSPDConfig's init
     assert (hp["C"], hp["lr"], hp["unit_norm"], hp["init"], hp["init_scale"], hp["init_instances"]) == (
-        130, 1e-3, True, "xavier_normal", 2.0, 1)
+        130,
+        1e-3,
+        True,
+        "xavier_normal",
+        2.0,
+        1,
+    )
     assert cls(C=7).hparams("tms_5-2")["C"] == 7
     with pytest.raises(ValueError, match="no hyperparameter"):
         cls(not_a_knob=1)
@@ -253,10 +266,16 @@ def test_thread_setting_is_restored(toy) -> None:
 
 def test_bad_hyperparameters_get_clear_errors(toy) -> None:
     t = toy("tms_5-2").target()
-    for bad, match in [({"C": 0}, "C >= 1"), ({"topk": 0.0}, "topk"), ({"attribution_point": "x"}, "attribution"),
-                       ({"lr": float("nan")}, "lr"), ({"topk": 1e-5}, "selects no component"),
-                       ({"lr_schedule": "step"}, "lr_schedule"), ({"num_threads": 0}, "num_threads"),
-                       ({"init_instances": 0.5}, "init_instances")]:
+    for bad, match in [
+        ({"C": 0}, "C >= 1"),
+        ({"topk": 0.0}, "topk"),
+        ({"attribution_point": "x"}, "attribution"),
+        ({"lr": float("nan")}, "lr"),
+        ({"topk": 1e-5}, "selects no component"),
+        ({"lr_schedule": "step"}, "lr_schedule"),
+        ({"num_threads": 0}, "num_threads"),
+        ({"init_instances": 0.5}, "init_instances"),
+    ]:
         with pytest.raises(ValueError, match=match):
             APD(**bad).decompose(t, Budget(steps=2), seed=0)
 
@@ -269,8 +288,9 @@ def test_diverging_run_raises_instead_of_returning_nan(toy) -> None:
 def test_runs_on_a_two_matrix_model_with_act_recon_and_unit_norm(toy) -> None:
     """block_mlp has two untied matrices: components span both, unit-norm keeps input-side rows at norm 1."""
     tm = toy("block_mlp")
-    dec = APD(C=4, topk=1.0, batch_size=256, unit_norm=True, act_recon_coeff=1.0, act_recon_relu=True,
-              lr=1e-2).decompose(tm.target(), Budget(steps=30), seed=0)
+    dec = APD(
+        C=4, topk=1.0, batch_size=256, unit_norm=True, act_recon_coeff=1.0, act_recon_relu=True, lr=1e-2
+    ).decompose(tm.target(), Budget(steps=30), seed=0)
     dec.validate(tm.param_shapes())
     assert set(dec.components[0]) == {"W1", "W2"}
     for c in dec.components:
@@ -359,7 +379,13 @@ def test_resid_mlp1_per_feature_w_in_components(toy) -> None:
     z = torch.stack([m.components[name].reshape(-1) for m in mechs]).double()
     cos = (z @ comps.T).abs() / (z.norm(dim=1, keepdim=True) * comps.norm(dim=1).clamp_min(1e-12))
     best = cos.max(dim=1)
-    print("resid_mlp1 W_in per-feature best |cos|: mean", float(best.values.mean()),
-          "features >= 0.9:", int((best.values >= 0.9).sum()), "distinct components:", len(set(best.indices.tolist())))
+    print(
+        "resid_mlp1 W_in per-feature best |cos|: mean",
+        float(best.values.mean()),
+        "features >= 0.9:",
+        int((best.values >= 0.9).sum()),
+        "distinct components:",
+        len(set(best.indices.tolist())),
+    )
     assert float(best.values.mean()) >= 0.9
     assert len(set(best.indices[best.values >= 0.9].tolist())) >= 0.9 * int((best.values >= 0.9).sum())

@@ -180,5 +180,7 @@ def test_neuron_wide_inputs_use_the_narrow_side():
     want = torch.zeros_like(W1)
     want[0] = W1[0]
     assert torch.allclose(dec.dense(0)["W1"], want)
-    assert Neuron(max_per_site=None).decompose(target, Budget(), seed=0).record.extra["side_per_site"] == \
-        ["read", "read"]
+    assert Neuron(max_per_site=None).decompose(target, Budget(), seed=0).record.extra["side_per_site"] == [
+        "read",
+        "read",
+    ]

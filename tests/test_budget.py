@@ -38,4 +38,3 @@ def test_the_result_records_whether_the_cap_stopped_the_cell(toy) -> None:  # no
     assert capped["status"] == "ok", capped.get("error")
     assert capped["cost"]["stopped_early"] is True and capped["budget"]["seconds"] == 0.0
     assert run_cell(Cell("tms_5-2", "pca", 0), Budget(seconds=0.0))["cost"]["stopped_early"] is False
-

@@ -35,8 +35,9 @@ def test_mechanism_bases_are_orthonormal() -> None:
     b = exact.basis(("A", "B"), shapes)
     assert b.shape == (1, 7) and torch.allclose(b.norm(), torch.tensor(1.0, dtype=torch.float64))
     half = 2**-0.5
-    sub = Mechanism("s", {}, subspace={"A": torch.tensor([[[half, 0], [0, half]], [[0, half], [half, 0]]]),
-                                       "B": torch.zeros(2, 3)})
+    sub = Mechanism(
+        "s", {}, subspace={"A": torch.tensor([[[half, 0], [0, half]], [[0, half], [half, 0]]]), "B": torch.zeros(2, 3)}
+    )
     q = sub.basis(("A", "B"), shapes)
     assert q.shape == (2, 7)
     assert torch.allclose(q @ q.T, torch.eye(2, dtype=torch.float64), atol=1e-12)

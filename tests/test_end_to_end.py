@@ -130,8 +130,12 @@ def test_a_plugin_method_is_registered_run_and_scored(tmp_path, capsys) -> None:
     plugin.parent.mkdir()
     plugin.write_text(PLUGIN)
     root = tmp_path / "res"
-    assert main(["--plugin", str(plugin), "run", "--toys", "tms_5-2", "--methods", "columns_plugin",
-                 "--results", str(root)]) == 0
+    assert (
+        main(
+            ["--plugin", str(plugin), "run", "--toys", "tms_5-2", "--methods", "columns_plugin", "--results", str(root)]
+        )
+        == 0
+    )
     r = _results(root)[("tms_5-2", "columns_plugin", 0)]
     assert r["status"] == "ok"
     # On TMS each mechanism is exactly one column of W, so the column split recovers it exactly.

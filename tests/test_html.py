@@ -16,8 +16,10 @@ from leaderboard.html_page import render_html
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 BROWSER = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
-pytestmark = pytest.mark.skipif(BROWSER is None, reason="headless Chromium is not installed (Debian: apt-get "
-                                                        "install chromium; .ci/run installs it where apt works)")
+pytestmark = pytest.mark.skipif(
+    BROWSER is None,
+    reason="headless Chromium is not installed (Debian: apt-get install chromium; .ci/run installs it where apt works)",
+)
 
 
 class Tables(HTMLParser):
@@ -85,9 +87,20 @@ def page(tmp_path_factory) -> Path:
 
 
 def render(page: Path, fragment: str, tmp_path: Path) -> Tables:
-    cmd = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
-           f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", f"{page.as_uri()}#{fragment}"]
+    cmd = [
+        BROWSER,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-extensions",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--dump-dom",
+        f"{page.as_uri()}#{fragment}",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "<table" in out.stdout, out.stderr[-2000:]
     parsed = Tables()

@@ -39,8 +39,9 @@ def random_decomposition(toy: LinearToy, seed: int, n: int, grouped: bool, faith
         comps.append(base + noise * (0.3 if c % 2 == 0 else 2.0))
     readers = torch.randn(n, W.shape[1], generator=g)
     groups = [[0, 1]] if grouped and n >= 3 else None
-    return Decomposition([{"W": c} for c in comps], attributions=lambda x: (x @ readers.T).abs(), groups=groups,
-                         faithful=faithful)
+    return Decomposition(
+        [{"W": c} for c in comps], attributions=lambda x: (x @ readers.T).abs(), groups=groups, faithful=faithful
+    )
 
 
 def transformed(dec: Decomposition, perm: list[int], signs: list[float], scales: list[float]) -> Decomposition:
@@ -70,8 +71,14 @@ def assert_same(a: dict, b: dict, skip: set[str]) -> None:
 
 
 @settings(max_examples=12, deadline=None)
-@given(seed=st.integers(0, 10_000), n=st.integers(2, 9), grouped=st.booleans(), subspace=st.booleans(),
-       faithful=st.booleans(), data=st.data())
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(2, 9),
+    grouped=st.booleans(),
+    subspace=st.booleans(),
+    faithful=st.booleans(),
+    data=st.data(),
+)
 def test_order_sign_scale_invariance(seed, n, grouped, subspace, faithful, data):
     toy = make_toy(seed, subspace)
     dec = random_decomposition(toy, seed, n, grouped, faithful)
@@ -90,8 +97,11 @@ def test_split_lowers_one_to_one_not_mmcs(seed, which, frac):
     toy = make_toy(seed, subspace=False)
     exact = [m.components["W"] for m in toy.ground_truth.mechanisms]
     oracle = Decomposition([{"W": c} for c in exact], faithful=True)
-    split = Decomposition([{"W": c} for i, c in enumerate(exact) if i != which]
-                          + [{"W": exact[which] * frac}, {"W": exact[which] * (1 - frac)}], faithful=True)
+    split = Decomposition(
+        [{"W": c} for i, c in enumerate(exact) if i != which]
+        + [{"W": exact[which] * frac}, {"W": exact[which] * (1 - frac)}],
+        faithful=True,
+    )
     a, b = score(toy, oracle), score(toy, split)
     assert a["mmcs"] == pytest.approx(1.0) and b["mmcs"] == pytest.approx(1.0)
     assert a["hungarian"] == pytest.approx(1.0)
@@ -114,7 +124,8 @@ def test_merge_lowers_mmcs_and_one_to_one(seed, i, j):
     assert s["mmcs"] < 1.0 - 1e-3 and s["hungarian"] < s["mmcs"]  # any merge costs in both scores
     # the merge counter flags merges in which both mechanisms carry comparable weight
     balanced = [exact[k] for k in range(len(exact)) if k not in (i, j)] + [
-        exact[i] / exact[i].norm() + exact[j] / exact[j].norm()]
+        exact[i] / exact[i].norm() + exact[j] / exact[j].norm()
+    ]
     assert score(toy, Decomposition([{"W": c} for c in balanced]))["merged_components"] == 1
 
 
@@ -141,8 +152,10 @@ def test_random_single_mechanism_hungarian_at_chance():
     toy = LinearToy(torch.tensor([[1.0], [2.0], [0.5], [-1.0]]))
     g = torch.Generator().manual_seed(2)
     n = 3
-    vals = [score(toy, Decomposition([{"W": c} for c in torch.randn(n, 4, 1, generator=g)]), ["hungarian"])
-            ["hungarian"] for _ in range(400)]
+    vals = [
+        score(toy, Decomposition([{"W": c} for c in torch.randn(n, 4, 1, generator=g)]), ["hungarian"])["hungarian"]
+        for _ in range(400)
+    ]
     expected = expected_max_cosine(4, n) / n
     assert abs(np.mean(vals) - expected) < 4 * np.std(vals) / math.sqrt(len(vals)) + 1e-3
 

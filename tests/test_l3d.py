@@ -41,9 +41,11 @@ class TwoLayer(nn.Module):
 
 def sparse_inputs(n: int, n_features: int, p: float, g: torch.Generator, group: int = 1) -> torch.Tensor:
     """L3D's GenerateTMSInputs / GenerateCorrelatedData: U[0,1) values, Bernoulli(p) per group, no zero rows."""
+
     def draw(k: int, gen: torch.Generator) -> torch.Tensor:
         on = (torch.rand(k, n_features // group, generator=gen) < p).repeat_interleave(group, dim=1)
         return torch.rand(k, n_features, generator=gen) * on
+
     return sample_data(draw, n, g, drop_zero=True)
 
 
@@ -145,6 +147,7 @@ def test_adapter_recovers_tms_features_and_honours_budget(tms_run):
     dec.validate(tms.param_shapes())
     assert not dec.faithful and len(dec) == 5
     from benchmark.scoring import score
+
     s = score(tms, dec, ["hungarian"])
     assert s["hungarian"] > 0.95, s  # each subnetwork lines up with one feature's column of W
     flat = dec.flat(tms.spec.decomposed, tms.param_shapes())
@@ -214,14 +217,24 @@ def test_bad_input_is_rejected(toy):
         train_l3d(tms.model, ("nope",), torch.zeros(4, 5), L3DConfig(), seed=0)
 
 
-ZOO = ["block_mlp", "parallel_tms", "shared_neurons", "tms_5-2", "tms_40-10", "tms_5-2-id", "tmcs_10-5-10",
-       "higher_rank_30-10-30", "square_mlp"]
+ZOO = [
+    "block_mlp",
+    "parallel_tms",
+    "shared_neurons",
+    "tms_5-2",
+    "tms_40-10",
+    "tms_5-2-id",
+    "tmcs_10-5-10",
+    "higher_rank_30-10-30",
+    "square_mlp",
+]
 
 
 @pytest.mark.parametrize("name", ZOO)
 def test_runs_on_every_zoo_model(toy, name):
     """A few steps on each toy model of tiers 0-3: valid components of unit norm, attributions, intervention."""
     from benchmark.registry import TOY_MODELS
+
     if name not in TOY_MODELS.names():
         pytest.skip(f"toy model {name} is not registered")
     model = toy(name)
@@ -266,7 +279,7 @@ def train_paper_tms(seed: int = 42, epochs: int = 1000) -> tuple[torch.Tensor, t
         for _ in range(epochs):
             perm = torch.randperm(10_000, generator=g)
             for i in range(0, 10_000, 128):
-                x = X[perm[i:i + 128]]
+                x = X[perm[i : i + 128]]
                 loss = ((torch.relu(x @ W @ W.T + b) - x) ** 2).mean()
                 opt.zero_grad()
                 loss.backward()
@@ -287,12 +300,15 @@ def test_paper_tms_5_2_one_subnetwork_per_feature():
     fit = train_l3d(model, ("W_in", "W_out", "b"), X, L3DConfig(n_v=5, rank=1), seed=0)
     v = {k: t.detach() for k, t in fit.decoder.dense().items()}
     feature = v["b"].abs().argmax(dim=1)  # the notebooks' rule: argmax_i |v_k[b]_i|
-    enc_cos = torch.stack([torch.nn.functional.cosine_similarity(v["W_in"][k, feature[k]], W[feature[k]], dim=0).abs()
-                           for k in range(5)])
+    enc_cos = torch.stack(
+        [torch.nn.functional.cosine_similarity(v["W_in"][k, feature[k]], W[feature[k]], dim=0).abs() for k in range(5)]
+    )
     row_mass = torch.stack([v["W_in"][k, feature[k]].pow(2).sum() / v["W_in"][k].pow(2).sum() for k in range(5)])
-    print(f"\n[l3d tms_5-2 paper] toy seed {used_seed}; recon error {fit.final_loss:.4f} (paper 0.19); "
-          f"features {feature.tolist()}; |cos| encoder row vs W row {enc_cos.tolist()}; "
-          f"row mass {row_mass.tolist()}; P_act {fit.p_act}")
+    print(
+        f"\n[l3d tms_5-2 paper] toy seed {used_seed}; recon error {fit.final_loss:.4f} (paper 0.19); "
+        f"features {feature.tolist()}; |cos| encoder row vs W row {enc_cos.tolist()}; "
+        f"row mass {row_mass.tolist()}; P_act {fit.p_act}"
+    )
     assert sorted(feature.tolist()) == [0, 1, 2, 3, 4]  # each subnetwork matches a different feature
     assert (enc_cos > 0.9).all() and (row_mass > 0.8).all()  # "nearly perfectly parallel" (Fig S2)
     assert 0.12 <= fit.final_loss <= 0.26  # paper 0.19; tolerance +-0.07 (one run, our own retrained toy)
@@ -321,7 +337,7 @@ def gradient_pca_floor(model: nn.Module, names: tuple[str, ...], X: torch.Tensor
     for _ in range(3):
         perm = torch.randperm(X.shape[0], generator=g)
         for s in range(0, X.shape[0], 32):
-            idx = perm[s:s + 32]
+            idx = perm[s : s + 32]
             rows.append(src.batch(idx, torch.randint(0, idx.numel(), (idx.numel(),), generator=g)))
     S = torch.linalg.svdvals(torch.cat(rows)).pow(2)
     return float(S[n_v:].sum() / S.sum())
@@ -344,8 +360,10 @@ def test_paper_tmcs_10_5_10_error_and_coefficient_correlation(toy):
     cfg = L3DConfig(n_v=10, rank=1, warm_start_epochs=1)
     fit = train_l3d(model, names, X, cfg, seed=0)
     r, rows = tmcs_correlation({k: t.detach() for k, t in fit.decoder.dense().items()}, model.A)
-    print(f"\n[l3d tmcs_10-5-10 paper] recon error {fit.final_loss:.4f} (paper 0.064; PCA-10 floor {floor:.4f}); "
-          f"r {r:.3f} (paper 0.92); features {rows}; P_act {[round(p, 3) for p in fit.p_act]}")
+    print(
+        f"\n[l3d tmcs_10-5-10 paper] recon error {fit.final_loss:.4f} (paper 0.064; PCA-10 floor {floor:.4f}); "
+        f"r {r:.3f} (paper 0.92); features {rows}; P_act {[round(p, 3) for p in fit.p_act]}"
+    )
     assert r >= 0.75
     assert len(set(rows)) >= 9  # each subnetwork corresponds to a single input feature (one may be doubled)
     assert floor - 0.01 <= fit.final_loss <= floor + 0.1
@@ -383,9 +401,11 @@ def test_paper_higher_rank_one_live_subnetwork_per_group(toy):
     mass = mass / mass.sum(1, keepdim=True)  # share of each subnetwork's W_in mass in each group
     live = [k for k in range(8) if fit.p_act[k] >= 0.05]
     groups = [int(mass[k].argmax()) for k in live]
-    print(f"\n[l3d higher_rank_30-10-30 paper] recon error {fit.final_loss:.4f} (paper ~0.15); "
-          f"P_act {[round(p, 3) for p in fit.p_act]}; live -> group {groups}; "
-          f"purity {[round(float(mass[k].max()), 3) for k in live]}")
+    print(
+        f"\n[l3d higher_rank_30-10-30 paper] recon error {fit.final_loss:.4f} (paper ~0.15); "
+        f"P_act {[round(p, 3) for p in fit.p_act]}; live -> group {groups}; "
+        f"purity {[round(float(mass[k].max()), 3) for k in live]}"
+    )
     assert sorted(groups) == list(range(6))  # one live subnetwork per group, every group covered
     assert all(float(mass[k].max()) > 0.8 for k in live)
     assert fit.final_loss <= 0.3
@@ -404,7 +424,9 @@ def test_paper_x_squared_one_subnetwork_per_input(toy):
     fit = train_l3d(model, names, X, L3DConfig(n_v=5, rank=rank, warm_start_epochs=10), seed=0)
     first = fit.decoder.dense()[names[0]].detach()  # [n_v, hidden, 5]: the first layer's weight part
     inputs = first.pow(2).sum(1).argmax(1).tolist()
-    print(f"\n[l3d square_mlp paper] recon error {fit.final_loss:.4f} (paper 0.32); inputs {inputs}; "
-          f"P_act {[round(p, 3) for p in fit.p_act]}")
+    print(
+        f"\n[l3d square_mlp paper] recon error {fit.final_loss:.4f} (paper 0.32); inputs {inputs}; "
+        f"P_act {[round(p, 3) for p in fit.p_act]}"
+    )
     assert sorted(inputs) == [0, 1, 2, 3, 4]
     assert 0.24 <= fit.final_loss <= 0.40

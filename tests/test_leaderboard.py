@@ -22,20 +22,46 @@ from leaderboard.markdown import render_markdown
 TOYS = {"toy_a": (0, "exact"), "toy_b": (1, "exact"), "toy_c": (1, "strong"), "toy_x": (4, "contested")}
 
 
-def fake(toy: str, method: str, seed: int, value: float | None, *, ref: bool = False, error: str | None = None,
-         wall: float = 0.5, version: str = "1", sha: str | None = None) -> dict:
+def fake(
+    toy: str,
+    method: str,
+    seed: int,
+    value: float | None,
+    *,
+    ref: bool = False,
+    error: str | None = None,
+    wall: float = 0.5,
+    version: str = "1",
+    sha: str | None = None,
+) -> dict:
     tier, gt = TOYS[toy]
     r = {
-        "schema_version": SCHEMA_VERSION, "benchmark_version": "0.1.0", "git_commit": "x", "created_at": "t",
-        "cell": {"toy": toy, "method": method, "seed": seed}, "budget": {"steps": None, "seconds": None, "scale": 1.0},
-        "device": "cpu", "env": {}, "status": "error" if error else "ok",
+        "schema_version": SCHEMA_VERSION,
+        "benchmark_version": "0.1.0",
+        "git_commit": "x",
+        "created_at": "t",
+        "cell": {"toy": toy, "method": method, "seed": seed},
+        "budget": {"steps": None, "seconds": None, "scale": 1.0},
+        "device": "cpu",
+        "env": {},
+        "status": "error" if error else "ok",
         "metrics": {} if error else {"hungarian": value, "mmcs": value},
-        "metric_versions": {} if error else {"hungarian": "2", "mmcs": "2"}, "headline": "hungarian",
+        "metric_versions": {} if error else {"hungarian": "2", "mmcs": "2"},
+        "headline": "hungarian",
         "toy": {"name": toy, "tier": tier, "gt_status": gt, "version": "1", "weights_sha256": sha or f"{toy}-sha"},
-        "method": {"name": method, "version": version, "paper": "p", "reference_row": ref,
-                   "sees_ground_truth": method == "oracle", "hparams": {}, "class": "m:C"},
-        "cost": {"wall_time_s": wall}, "error": None if not error else
-        {"stage": "decomposing", "type": "RuntimeError", "message": error, "traceback": "tb"},
+        "method": {
+            "name": method,
+            "version": version,
+            "paper": "p",
+            "reference_row": ref,
+            "sees_ground_truth": method == "oracle",
+            "hparams": {},
+            "class": "m:C",
+        },
+        "cost": {"wall_time_s": wall},
+        "error": None
+        if not error
+        else {"stage": "decomposing", "type": "RuntimeError", "message": error, "traceback": "tb"},
     }
     validate_result(r)
     return r
@@ -172,8 +198,9 @@ def test_leaderboard_command_writes_checks_and_updates_a_readme(tmp_path, files)
     readme.write_text("intro\n<!-- LEADERBOARD:START -->\nold\n<!-- LEADERBOARD:END -->\nrest\n")
     assert main(["leaderboard", "--results", str(results), "--readme", str(readme)]) == 0
     board = tmp_path / "board"
-    assert {p.relative_to(board).as_posix() for p in board.rglob("*") if p.is_file() and "results" not in p.parts} \
-        == set(files)
+    assert {
+        p.relative_to(board).as_posix() for p in board.rglob("*") if p.is_file() and "results" not in p.parts
+    } == set(files)
     assert all((board / k).read_bytes() == v for k, v in files.items())  # the files the library renders
     text = readme.read_text()
     assert "old" not in text and "| good " in text and "board/figures/score_by_tier.png" in text
@@ -204,8 +231,10 @@ def test_overall_numbers_match_the_csv(files):
     assert json.loads(json.dumps(rows))  # plain strings only
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed (Debian: texlive-latex-base "
-                                                                "and texlive-latex-recommended for booktabs)")
+@pytest.mark.skipif(
+    shutil.which("pdflatex") is None,
+    reason="pdflatex is not installed (Debian: texlive-latex-base and texlive-latex-recommended for booktabs)",
+)
 def test_latex_tables_compile(files, tmp_path):
     inputs = []
     for name, data in files.items():
@@ -214,8 +243,13 @@ def test_latex_tables_compile(files, tmp_path):
             inputs.append(f"\\begin{{table}}\\centering\\input{{{Path(name).name}}}\\end{{table}}")
     doc = "\\documentclass{article}\\usepackage{booktabs}\\begin{document}" + "\n".join(inputs) + "\\end{document}\n"
     (tmp_path / "doc.tex").write_text(doc)
-    out = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stdout[-3000:]
     assert (tmp_path / "doc.pdf").stat().st_size > 0
 

@@ -48,8 +48,13 @@ def chain_target(widths: list[int], relu: bool, sample=None, seed: int = 0) -> T
         p.requires_grad_(False)
     spec = ToyModelSpec("test_chain", 0, "1", seed, "exact", "test chain", "none", tuple(model.names))
     sample = sample or (lambda n, g: torch.randn(n, widths[0], generator=g))
-    return Target(spec, model, sample, lambda out, x: out.pow(2).mean(),
-                  lambda x: [LinearSite(n, a) for n, a in zip(model.names, model.acts(x), strict=True)])
+    return Target(
+        spec,
+        model,
+        sample,
+        lambda out, x: out.pow(2).mean(),
+        lambda x: [LinearSite(n, a) for n, a in zip(model.names, model.acts(x), strict=True)],
+    )
 
 
 def component_sum(dec: Decomposition, params: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -69,8 +74,10 @@ def block_purity(read: Tensor, n_blocks: int) -> Tensor:
 # -- the basis itself ---------------------------------------------------------------------------------
 def test_features_uncorrelated_with_variance_lambda():
     g = torch.Generator().manual_seed(0)
-    f = torch.randn(5000, 6, generator=g, dtype=torch.float64) @ torch.randn(6, 6, generator=g,
-                                                                              dtype=torch.float64) + 3.0
+    f = (
+        torch.randn(5000, 6, generator=g, dtype=torch.float64) @ torch.randn(6, 6, generator=g, dtype=torch.float64)
+        + 3.0
+    )
     J = torch.randn(4, 6, generator=g, dtype=torch.float64)
     b = lib_basis(f, J.T @ J)
     assert b.rank == 4  # J has rank 4: two directions have no downstream effect and are dropped
@@ -97,8 +104,9 @@ def test_lambda_is_squared_gradient_norm_and_rotation_invariant():
 
 def test_constant_direction_keeps_the_mean_outside_the_variance_span():
     g = torch.Generator().manual_seed(2)
-    f = torch.cat([torch.randn(3000, 3, generator=g, dtype=torch.float64),
-                   torch.full((3000, 1), 2.0, dtype=torch.float64)], dim=1)  # a constant, zero-variance neuron
+    f = torch.cat(
+        [torch.randn(3000, 3, generator=g, dtype=torch.float64), torch.full((3000, 1), 2.0, dtype=torch.float64)], dim=1
+    )  # a constant, zero-variance neuron
     b = pca_basis(f)
     assert b.rank == 3 and b.const_read is not None
     assert torch.allclose(f @ b.projector().T, f, atol=1e-10)  # exact reconstruction on the data
@@ -159,8 +167,11 @@ def test_components_sum_to_the_weights_and_act_alike_on_data():
     sites = target.sites(x)
     for s, site in enumerate(sites):
         W = params[site.param].double()
-        kept = sum(dec.dense(i)[site.param].double() for i, k in enumerate(kinds)
-                   if k != "residual" and site.param in dec.components[i])
+        kept = sum(
+            dec.dense(i)[site.param].double()
+            for i, k in enumerate(kinds)
+            if k != "residual" and site.param in dec.components[i]
+        )
         out_true = torch.relu(site.inputs.double() @ W.T)
         out_kept = torch.relu(site.inputs.double() @ kept.T)
         if s == len(sites) - 1:
@@ -198,8 +209,9 @@ def test_block_model_lib_stays_in_blocks_and_groups_recover_them(toy):
     masks = [mech.support for mech in t.ground_truth.mechanisms]
     for g in feature_groups:
         summed = {n: sum(dec.dense(i)[n] for i in g if n in dec.components[i]) for n in ("W1", "W2")}
-        inside = [sum(float(summed[n][mk[n]].pow(2).sum()) for n in summed if isinstance(summed[n], Tensor))
-                  for mk in masks]
+        inside = [
+            sum(float(summed[n][mk[n]].pow(2).sum()) for n in summed if isinstance(summed[n], Tensor)) for mk in masks
+        ]
         total = sum(float(v.pow(2).sum()) for v in summed.values() if isinstance(v, Tensor))
         assert max(inside) > 0.98 * total
     s = score(t, dec, ["hungarian"])
@@ -298,12 +310,16 @@ def test_bad_input_gets_a_clear_error(toy):
     with pytest.raises(ValueError, match="no hyperparameter"):
         LIB(nonsense=1)
     target = chain_target([3, 2], relu=False)
-    bad = Target(target.spec, target.model, target.sample, target.loss,
-                 lambda x: [LinearSite("W1", torch.full_like(x, float("nan")))])
+    bad = Target(
+        target.spec,
+        target.model,
+        target.sample,
+        target.loss,
+        lambda x: [LinearSite("W1", torch.full_like(x, float("nan")))],
+    )
     with pytest.raises(ValueError, match="NaN"):
         LIB(n_samples=100).decompose(bad, Budget(), seed=0)
-    wrong = Target(target.spec, target.model, target.sample, target.loss,
-                   lambda x: [LinearSite("W9", x)])
+    wrong = Target(target.spec, target.model, target.sample, target.loss, lambda x: [LinearSite("W9", x)])
     with pytest.raises(ValueError, match="not decomposed"):
         LIB(n_samples=100).decompose(wrong, Budget(), seed=0)
     with pytest.raises(ValueError, match="no linear sites"):
@@ -322,8 +338,9 @@ def test_fit_lib_output_section_uses_the_final_relu(toy):
 
 def test_a_parameter_no_site_reads_stays_one_whole_component():
     target = chain_target([4, 3, 2], relu=True)
-    partial = Target(target.spec, target.model, target.sample, target.loss,
-                     lambda x: target.sites(x)[:1])  # only W1's use is exposed
+    partial = Target(
+        target.spec, target.model, target.sample, target.loss, lambda x: target.sites(x)[:1]
+    )  # only W1's use is exposed
     for method in (LIB(n_samples=2000), PCA(n_samples=2000)):
         dec = method.decompose(partial, Budget(), seed=0)
         kinds = dec.record.extra["kinds"]
@@ -344,8 +361,9 @@ def test_output_edges_fast_path_equals_the_general_formula():
     k, _, E = next(e for e in m.last_fit.edges if e[1] is None)
     r = m.last_fit.graph.readers[k]
     f = m.last_fit.graph.nodes[r.node][:3000]
-    general = section_edges(r, m.last_fit.bases[r.node], f, torch.eye(4, dtype=torch.float64),
-                            r.out_derivative[:3000], chunk=7)
+    general = section_edges(
+        r, m.last_fit.bases[r.node], f, torch.eye(4, dtype=torch.float64), r.out_derivative[:3000], chunk=7
+    )
     assert torch.allclose(E, general, rtol=1e-10, atol=1e-14)
 
 

@@ -30,8 +30,7 @@ def _attr(x: torch.Tensor) -> torch.Tensor:
 
 def run(components, *, faithful=False, attributions=None, groups=None, names=None, x=X) -> dict:
     toy = LinearToy(W)
-    dec = Decomposition([{"W": c} for c in components], attributions=attributions, groups=groups,
-                        faithful=faithful)
+    dec = Decomposition([{"W": c} for c in components], attributions=attributions, groups=groups, faithful=faithful)
     ctx = ScoringContext(toy, dec)
     ctx.eval_inputs = x  # override the cached sample with the hand-picked inputs
     out = {}
@@ -188,8 +187,14 @@ def test_apd_metrics_match_the_papers_column_formula(toy):
     Wt = tms.model.W.detach().double()  # [2, 5]: column j is feature j
     P = torch.randn(7, *Wt.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     eps = 1e-12
-    cols_cos = torch.stack([torch.stack([P[c, :, j] @ Wt[:, j] / max(float(P[c, :, j].norm() * Wt[:, j].norm()), eps)
-                                         for c in range(len(P))]) for j in range(Wt.shape[1])])  # [5, C]
+    cols_cos = torch.stack(
+        [
+            torch.stack(
+                [P[c, :, j] @ Wt[:, j] / max(float(P[c, :, j].norm() * Wt[:, j].norm()), eps) for c in range(len(P))]
+            )
+            for j in range(Wt.shape[1])
+        ]
+    )  # [5, C]
     best = cols_cos.argmax(dim=1)
     mmcs = float(cols_cos.max(dim=1).values.mean())
     ml2r = float(torch.stack([P[best[j], :, j].norm() / Wt[:, j].norm() for j in range(Wt.shape[1])]).mean())

@@ -16,10 +16,22 @@ from benchmark.registry import METHODS, TOY_MODELS
 from benchmark.scoring import score
 from benchmark.toy import ToyModel
 
-BEST = {"hungarian": 1.0, "mmcs": 1.0, "mmcs_apd": 1.0, "ml2r_apd": 1.0, "subspace_coverage": 1.0,
-        "support_purity": 1.0, "split_mechanisms": 0.0, "merged_components": 0.0, "dead_components": 0.0,
-        "faithfulness_error": 0.0, "activity_precision": 1.0, "activity_recall": 1.0, "activity_f1": 1.0,
-        "active_excess": 0.0}
+BEST = {
+    "hungarian": 1.0,
+    "mmcs": 1.0,
+    "mmcs_apd": 1.0,
+    "ml2r_apd": 1.0,
+    "subspace_coverage": 1.0,
+    "support_purity": 1.0,
+    "split_mechanisms": 0.0,
+    "merged_components": 0.0,
+    "dead_components": 0.0,
+    "faithfulness_error": 0.0,
+    "activity_precision": 1.0,
+    "activity_recall": 1.0,
+    "activity_f1": 1.0,
+    "active_excess": 0.0,
+}
 APPLIES_ALWAYS = {"hungarian", "mmcs", "support_purity", "split_mechanisms", "merged_components", "dead_components"}
 
 
@@ -35,8 +47,10 @@ def support_leak(toy: ToyModel) -> float:
         vecs = mech.subspace if mech.components is None else {k: v.unsqueeze(0) for k, v in mech.components.items()}
         assert vecs is not None
         total = sum(float(v.double().pow(2).sum()) for v in vecs.values())
-        out = sum(float((v.double().pow(2) * ~mech.support.get(k, torch.zeros_like(v[0], dtype=torch.bool))).sum())
-                  for k, v in vecs.items())
+        out = sum(
+            float((v.double().pow(2) * ~mech.support.get(k, torch.zeros_like(v[0], dtype=torch.bool))).sum())
+            for k, v in vecs.items()
+        )
         worst = max(worst, out / max(total, 1e-300))
     return worst
 
@@ -77,8 +91,16 @@ def test_not_applicable_metrics_say_na(toy):
     W = tms.model.W.detach()
     bare = Decomposition([{"W": W.clone()}])  # no attributions, no faithfulness claim (L3D-like)
     s = score(tms, bare)
-    for name in ("faithfulness_error", "ml2r_apd", "activity_precision", "activity_recall", "activity_f1",
-                 "mean_active_components", "active_excess", "subspace_coverage"):
+    for name in (
+        "faithfulness_error",
+        "ml2r_apd",
+        "activity_precision",
+        "activity_recall",
+        "activity_f1",
+        "mean_active_components",
+        "active_excess",
+        "subspace_coverage",
+    ):
         assert s[name] is None, name
     for name in APPLIES_ALWAYS | {"mmcs_apd", "intervention_specificity"}:
         assert s[name] is not None, name

@@ -49,8 +49,9 @@ def test_lazy_reference_is_imported_on_first_use() -> None:
     assert reg.get("collections:Counter") is collections.Counter  # a module:object string works directly
 
 
-@pytest.mark.parametrize("ref, match", [("nosuchmodule_xyz:Thing", "cannot import"),
-                                        ("collections:NoSuchThing", "has no attribute")])
+@pytest.mark.parametrize(
+    "ref, match", [("nosuchmodule_xyz:Thing", "cannot import"), ("collections:NoSuchThing", "has no attribute")]
+)
 def test_broken_lazy_reference_gives_a_clear_error(ref: str, match: str) -> None:
     reg: Registry[type] = Registry("thing")
     reg.register("x", lazy=ref)

@@ -51,11 +51,16 @@ def fault_run(tmp_path_factory) -> tuple[Path, bytes]:
     oracle_bytes = Cell(TOY, "oracle", 0).path(root).read_bytes()
     cells = [Cell(TOY, m, 0) for m in [*EXPECTED, "oracle", "pca"]]
     cells.append(Cell("fault_toy", "pca", 0))
-    run_grid(cells, root, plugins=[str(PLUGIN)], jobs=2, log=_quiet,
-             limits=Limits(time_s=TIME_S, memory_mb=MEMORY_MB))
+    run_grid(cells, root, plugins=[str(PLUGIN)], jobs=2, log=_quiet, limits=Limits(time_s=TIME_S, memory_mb=MEMORY_MB))
     # on its own, with a time limit that a loaded machine cannot hit before the memory guard does
-    run_grid([Cell(TOY, "fault_memory", 0)], root, plugins=[str(PLUGIN)], jobs=1, log=_quiet,
-             limits=Limits(time_s=120, memory_mb=MEMORY_MB))
+    run_grid(
+        [Cell(TOY, "fault_memory", 0)],
+        root,
+        plugins=[str(PLUGIN)],
+        jobs=1,
+        log=_quiet,
+        limits=Limits(time_s=120, memory_mb=MEMORY_MB),
+    )
     return root, oracle_bytes
 
 

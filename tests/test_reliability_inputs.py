@@ -23,20 +23,23 @@ def _run(args: list[str], capsys) -> tuple[int, str]:
     return rc, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--seeds", "-1"], "seeds must be one or more integers >= 0"),
-    (["--seeds", "a,b"], "seeds must be comma-separated integers"),
-    (["--jobs", "0"], "must be an integer >= 1"),
-    (["--time-limit", "soon"], "must be a positive number or 'none'"),
-    (["--memory-limit-mb", "-5"], "must be a positive number or 'none'"),
-    (["--steps", "0"], "must be an integer >= 1"),
-    (["--executor", "slurm"], "invalid choice: 'slurm'"),
-    (["--suite", "huge"], "invalid choice: 'huge'"),
-    (["--methods", "pcaa"], "unknown method 'pcaa'"),
-    (["--toys", "tms_5-3"], "unknown toy model 'tms_5-3'"),
-    (["--device", "gpu0"], "is not a torch device"),
-    (["--methods", "", "--toys", "tms_5-2"], "the selection has no cells"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--seeds", "-1"], "seeds must be one or more integers >= 0"),
+        (["--seeds", "a,b"], "seeds must be comma-separated integers"),
+        (["--jobs", "0"], "must be an integer >= 1"),
+        (["--time-limit", "soon"], "must be a positive number or 'none'"),
+        (["--memory-limit-mb", "-5"], "must be a positive number or 'none'"),
+        (["--steps", "0"], "must be an integer >= 1"),
+        (["--executor", "slurm"], "invalid choice: 'slurm'"),
+        (["--suite", "huge"], "invalid choice: 'huge'"),
+        (["--methods", "pcaa"], "unknown method 'pcaa'"),
+        (["--toys", "tms_5-3"], "unknown toy model 'tms_5-3'"),
+        (["--device", "gpu0"], "is not a torch device"),
+        (["--methods", "", "--toys", "tms_5-2"], "the selection has no cells"),
+    ],
+)
 def test_bad_cli_arguments_are_refused(tmp_path: Path, capsys, args: list[str], fragment: str) -> None:
     rc, err = _run([*args, "--results", str(tmp_path)], capsys)
     assert rc == 2 and fragment in err
@@ -49,11 +52,14 @@ def test_cuda_without_a_gpu_is_refused(tmp_path: Path, capsys) -> None:
     assert rc == 2 and "CUDA is not available" in err
 
 
-@pytest.mark.parametrize("source, fragment", [
-    (None, "does not exist"),
-    ("raise ImportError('needs a package this machine lacks')", "failed to import: ImportError: needs a package"),
-    ("def broken(:\n", "failed to import: SyntaxError"),
-])
+@pytest.mark.parametrize(
+    "source, fragment",
+    [
+        (None, "does not exist"),
+        ("raise ImportError('needs a package this machine lacks')", "failed to import: ImportError: needs a package"),
+        ("def broken(:\n", "failed to import: SyntaxError"),
+    ],
+)
 def test_bad_plugin_files_are_refused(tmp_path: Path, capsys, source: str | None, fragment: str) -> None:
     plugin = tmp_path / "plugin.py"
     if source is not None:
@@ -90,11 +96,14 @@ def test_a_method_that_is_not_a_method_class_is_an_error_row(tmp_path: Path) -> 
     assert "not a subclass of benchmark.method.Method" in row["error"]["message"]
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    ({"time_s": 0}, "time_s must be a positive number"),
-    ({"memory_mb": -1}, "memory_mb must be a positive number"),
-    ({"time_s": "10"}, "time_s must be a positive number"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"time_s": 0}, "time_s must be a positive number"),
+        ({"memory_mb": -1}, "memory_mb must be a positive number"),
+        ({"time_s": "10"}, "time_s must be a positive number"),
+    ],
+)
 def test_bad_limits_are_refused(kwargs: dict, fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):
         Limits(**kwargs)
@@ -105,11 +114,14 @@ def test_an_unknown_executor_is_refused() -> None:
         make_executor("dask")
 
 
-@pytest.mark.parametrize("kwargs, fragment", [
-    ({"toy": "", "method": "pca", "seed": 0}, "toy must be a non-empty string"),
-    ({"toy": "tms_5-2", "method": "pca", "seed": 1.5}, "seed must be an integer"),
-    ({"toy": "tms_5-2", "method": "pca", "seed": -2}, "seed must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        ({"toy": "", "method": "pca", "seed": 0}, "toy must be a non-empty string"),
+        ({"toy": "tms_5-2", "method": "pca", "seed": 1.5}, "seed must be an integer"),
+        ({"toy": "tms_5-2", "method": "pca", "seed": -2}, "seed must be >= 0"),
+    ],
+)
 def test_bad_cells_are_refused(kwargs: dict, fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):
         Cell(**kwargs)

@@ -44,8 +44,15 @@ def _text(result: dict) -> str:
 
 
 # -- migration ---------------------------------------------------------------------------------------------
-V0 = {"schema_version": 0, "toy": "tms_5-2", "method": "pca", "seed": 1, "ok": True,
-      "scores": {"hungarian": 0.5, "mmcs": 0.75}, "created_at": "2026-01-01T00:00:00+00:00"}
+V0 = {
+    "schema_version": 0,
+    "toy": "tms_5-2",
+    "method": "pca",
+    "seed": 1,
+    "ok": True,
+    "scores": {"hungarian": 0.5, "mmcs": 0.75},
+    "created_at": "2026-01-01T00:00:00+00:00",
+}
 
 
 def test_a_version_0_file_is_migrated(tmp_path: Path) -> None:
@@ -89,18 +96,21 @@ def test_a_refused_stored_file_is_set_aside_and_its_cell_rerun(tmp_path: Path, v
 
 
 # -- hand-made malformed files --------------------------------------------------------------------------------
-@pytest.mark.parametrize("mutate, fragment", [
-    (lambda r: r.update(metrics={"hungarian": "0.9"}), "finite number"),
-    (lambda r: r["metrics"].update(hungarian=True), "finite number"),
-    (lambda r: r.update(status="done"), "status must be"),
-    (lambda r: r.update(cell={**r["cell"], "seed": "0"}), "seed must be an integer"),
-    (lambda r: r.update(cell={**r["cell"], "method": "pca"}), "name is 'pca'"),
-    (lambda r: r.update(status="error"), "error row needs"),
-    (lambda r: r.update(error={"stage": "x"}), "carries an error"),
-    (lambda r: r.update(metrics={}), "has no metrics"),
-    (lambda r: r.update(schema_version=True), "schema_version must be an integer"),
-    (lambda r: r["cost"].update(wall_time_s=[1]), "cost 'wall_time_s'"),
-])
+@pytest.mark.parametrize(
+    "mutate, fragment",
+    [
+        (lambda r: r.update(metrics={"hungarian": "0.9"}), "finite number"),
+        (lambda r: r["metrics"].update(hungarian=True), "finite number"),
+        (lambda r: r.update(status="done"), "status must be"),
+        (lambda r: r.update(cell={**r["cell"], "seed": "0"}), "seed must be an integer"),
+        (lambda r: r.update(cell={**r["cell"], "method": "pca"}), "name is 'pca'"),
+        (lambda r: r.update(status="error"), "error row needs"),
+        (lambda r: r.update(error={"stage": "x"}), "carries an error"),
+        (lambda r: r.update(metrics={}), "has no metrics"),
+        (lambda r: r.update(schema_version=True), "schema_version must be an integer"),
+        (lambda r: r["cost"].update(wall_time_s=[1]), "cost 'wall_time_s'"),
+    ],
+)
 def test_malformed_fields_are_refused(valid: dict, mutate, fragment: str) -> None:
     bad = copy.deepcopy(valid)
     mutate(bad)
@@ -129,9 +139,11 @@ def test_an_invalid_result_is_never_written(tmp_path: Path, valid: dict) -> None
 
 
 # -- hypothesis: malformed files are refused, never loaded ------------------------------------------------------
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
-                                                                                        max_size=3), max_leaves=8)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
 
 
 def _wrong_type_for(key: str) -> st.SearchStrategy:
@@ -158,8 +170,9 @@ def malformed(draw, valid: dict) -> str:
         r[key] = draw(_wrong_type_for(key))
     elif kind == "metric":
         name = draw(st.sampled_from(sorted(r["metrics"])))
-        r["metrics"][name] = draw(json_values.filter(
-            lambda v: v is not None and (not isinstance(v, int | float) or isinstance(v, bool))))
+        r["metrics"][name] = draw(
+            json_values.filter(lambda v: v is not None and (not isinstance(v, int | float) or isinstance(v, bool)))
+        )
     elif kind == "garbage":
         return draw(st.binary(max_size=64)).decode("latin-1")
     else:

@@ -34,14 +34,36 @@ def _stored(root: Path) -> dict[Path, bytes]:
 
 
 def _start(root: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "benchmark.cli", "--plugin", str(PLUGIN), "run", "--suite", "full",
-           "--toys", "tms_5-2,block_mlp", "--methods", "slow_valid,pca", "--results", str(root), "--jobs", "2",
-           "--no-leaderboard"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmark.cli",
+        "--plugin",
+        str(PLUGIN),
+        "run",
+        "--suite",
+        "full",
+        "--toys",
+        "tms_5-2,block_mlp",
+        "--methods",
+        "slow_valid,pca",
+        "--results",
+        str(root),
+        "--jobs",
+        "2",
+        "--no-leaderboard",
+    ]
     # SIGINT at its default in the child, so that Python turns it into KeyboardInterrupt: a shell without job
     # control starts background commands with SIGINT ignored, and the child would inherit that (as when the
     # test suite itself runs in the background)
-    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def _interrupt_after(root: Path, n: int, sig: int) -> tuple[dict[Path, bytes], str]:
@@ -55,8 +77,9 @@ def _interrupt_after(root: Path, n: int, sig: int) -> tuple[dict[Path, bytes], s
     return _stored(root), err
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, pytest.param(signal.SIGKILL, marks=pytest.mark.slow)],
-                         ids=["ctrl-c", "crash"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, pytest.param(signal.SIGKILL, marks=pytest.mark.slow)], ids=["ctrl-c", "crash"]
+)
 def test_interrupting_a_full_run_then_starting_it_again_runs_only_the_missing_cells(tmp_path: Path, sig) -> None:
     """Ctrl-C (SIGINT: the runner stops its workers) or a crash (SIGKILL: no clean-up at all), then the same
     command again: the finished cells are kept byte for byte and only the missing ones run."""
@@ -107,8 +130,13 @@ def test_methods_registered_in_the_caller_reach_the_workers(tmp_path: Path) -> N
     with isolated_registries():
         METHODS.register("in_test", InTestMethod, replace=True)
         load_plugin(PLUGIN)
-        run_grid([Cell("block_mlp", "in_test", 0), Cell("block_mlp", "slow_valid", 0)], tmp_path, jobs=1,
-                 log=_quiet, cells_per_worker=1)
+        run_grid(
+            [Cell("block_mlp", "in_test", 0), Cell("block_mlp", "slow_valid", 0)],
+            tmp_path,
+            jobs=1,
+            log=_quiet,
+            cells_per_worker=1,
+        )
     assert "in_test" not in METHODS and "slow_valid" not in METHODS
     rows = {r["cell"]["method"]: r for r in load_results(tmp_path)[0]}
     assert rows["in_test"]["status"] == "ok", rows["in_test"]["error"]
@@ -136,8 +164,13 @@ def test_suites_cover_what_they_promise() -> None:
 def test_the_progress_line_counts_and_estimates() -> None:
     lines: list[str] = []
     bar = Progress(4, lines.append)
-    ok = {"cell": {"toy": "t", "method": "m", "seed": 0}, "status": "ok", "metrics": {"hungarian": 0.5},
-          "headline": "hungarian", "cost": {"wall_time_s": 1.0}}
+    ok = {
+        "cell": {"toy": "t", "method": "m", "seed": 0},
+        "status": "ok",
+        "metrics": {"hungarian": 0.5},
+        "headline": "hungarian",
+        "cost": {"wall_time_s": 1.0},
+    }
     err = {**ok, "status": "error", "error": {"stage": "decomposing", "type": "ValueError", "message": "bad\nmore"}}
     bar.update(ok)
     bar.t0 -= 10  # pretend 10 s have passed

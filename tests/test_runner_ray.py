@@ -28,8 +28,9 @@ def local_ray():
 def test_the_ray_executor_runs_cells_and_isolates_faults(local_ray, tmp_path: Path) -> None:
     cells = [Cell(TOY, m, s) for m in ("pca", "random") for s in (0, 1)]
     cells += [Cell(TOY, m, 0) for m in ("fault_raise", "fault_hang", "fault_segfault")]
-    run_grid(cells, tmp_path / "ray", executor="ray", plugins=[str(PLUGIN)], log=lambda _: None,
-             limits=Limits(time_s=30))
+    run_grid(
+        cells, tmp_path / "ray", executor="ray", plugins=[str(PLUGIN)], log=lambda _: None, limits=Limits(time_s=30)
+    )
     results, problems = load_results(tmp_path / "ray")
     assert problems == []
     rows = {r["cell"]["method"] + str(r["cell"]["seed"]): r for r in results}

@@ -53,7 +53,10 @@ def test_sites_found_in_forward_order_and_replaceable() -> None:
     out, sites, inputs = run_sites(net, params, x)
     assert torch.allclose(out, net(x))
     assert [(s.param, s.transposed, s.d_in, s.d_out) for s in sites] == [
-        ("W", False, 4, 3), ("lin.weight", False, 3, 2), ("W", True, 3, 4)]
+        ("W", False, 4, 3),
+        ("lin.weight", False, 3, 2),
+        ("W", True, 3, 4),
+    ]
     assert torch.equal(inputs[0], x)
     # replacing site 1 (the nn.Linear) by zero leaves only its bias
     out2, _, _ = run_sites(net, params, x, lambda k, a: torch.zeros(a.shape[0], 2) if k == 1 else None)
@@ -247,10 +250,15 @@ def identity_ci_error(ci: torch.Tensor, tol: float = 0.1) -> int:
     return int((off > tol).sum() + (diag < 1 - tol).sum())
 
 
-_ID_40_10 = pytest.param("tms_40-10-id", marks=pytest.mark.xfail(
-    strict=True, reason="measured seed 0 (6,000 steps, 1,247 s on one core): MMCS 1.0000, ML2R 1.016, 40 W pieces, "
-    "but 11 identity pieces, not 10: ten of norm 1.00-1.09 plus one of 0.043 causally important on 0.1% of inputs; "
-    "their sum is I within 0.062, not 0.05 (docs/methods/spd.md)"))
+_ID_40_10 = pytest.param(
+    "tms_40-10-id",
+    marks=pytest.mark.xfail(
+        strict=True,
+        reason="measured seed 0 (6,000 steps, 1,247 s on one core): MMCS 1.0000, ML2R 1.016, 40 W pieces, "
+        "but 11 identity pieces, not 10: ten of norm 1.00-1.09 plus one of 0.043 causally important on 0.1% of inputs; "
+        "their sum is I within 0.062, not 0.05 (docs/methods/spd.md)",
+    ),
+)
 
 
 @pytest.mark.slow
@@ -312,7 +320,8 @@ def dense_ci_error(ci: torch.Tensor, k: int, tol: float = 0.1) -> int:
 _NEEDS_GPU = pytest.mark.skipif(
     DEVICE == "cpu",
     reason="paper-scale run: measured 2.1 s per step (3L, C 500, d_gate 128) at batch 256 on one CPU core, 12 h "
-    "for 20k steps; set PDBENCH_TEST_DEVICE=cuda on a GPU machine")
+    "for 20k steps; set PDBENCH_TEST_DEVICE=cuda on a GPU machine",
+)
 
 
 @pytest.mark.slow
@@ -331,8 +340,10 @@ def test_reproduces_resid_mlp(toy, name: str) -> None:  # noqa: ANN001
         assert identity_ci_error(ci[:, win]) <= n_feat // 10, layer
     d_mlp = n_layers * rm.d_mlp  # W_out of all layers together: one rank-d_mlp component
     wout = sorted(i for layer in range(n_layers) for i in _param_stack(dec, f"layers.{layer}.W_out")[0])
-    print(f"{name}: {len(wout)} W_out subcomponents, dense CI error {dense_ci_error(ci[:, wout], d_mlp)}, "
-          f"active (CI > 0.5) per one-hot input {(ci[:, wout] > 0.5).sum(1).float().mean():.1f}")
+    print(
+        f"{name}: {len(wout)} W_out subcomponents, dense CI error {dense_ci_error(ci[:, wout], d_mlp)}, "
+        f"active (CI > 0.5) per one-hot input {(ci[:, wout] > 0.5).sum(1).float().mean():.1f}"
+    )
     assert 0.9 * d_mlp <= len(wout) <= 1.1 * d_mlp
     assert dense_ci_error(ci[:, wout], d_mlp) <= d_mlp // 10
     assert int((ci[:, wout] > 0.5).sum(1).min()) >= d_mlp // 10

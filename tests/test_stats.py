@@ -96,7 +96,8 @@ def test_success_criterion():
 
 def _cells(rng, mean_t, mean_u, noise, n=5):
     return {("t", s): mean_t + noise * rng.normal() for s in range(n)} | {
-        ("u", s): mean_u + noise * rng.normal() for s in range(n)}
+        ("u", s): mean_u + noise * rng.normal() for s in range(n)
+    }
 
 
 def test_rank_bands_tied_methods_share_a_band_and_separated_do_not():

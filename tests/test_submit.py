@@ -52,16 +52,22 @@ def _plugin(tmp_path: Path, name: str, body: str = OUTSIDE) -> Path:
 
 
 def _run_refs(results: Path) -> None:
-    run_grid([Cell(TOY, m, s) for m in ("oracle", "random") for s in (0, 1, 2)], results, executor="serial",
-             progress=False, log=lambda _: None)
+    run_grid(
+        [Cell(TOY, m, s) for m in ("oracle", "random") for s in (0, 1, 2)],
+        results,
+        executor="serial",
+        progress=False,
+        log=lambda _: None,
+    )
 
 
 def test_an_outside_method_is_submitted_scored_and_shown_everywhere(tmp_path, capsys):
     results = tmp_path / "board" / "results"
     _run_refs(results)
     plugin = _plugin(tmp_path, "outside-columns")
-    rc = main(["submit", str(plugin), "--toys", TOY, "--seeds", "0,1,2", "--results", str(results),
-               "--executor", "serial"])
+    rc = main(
+        ["submit", str(plugin), "--toys", TOY, "--seeds", "0,1,2", "--results", str(results), "--executor", "serial"]
+    )
     err = capsys.readouterr().err
     assert rc == 0, err
     assert "[FAIL]" not in err and "VALID: 3 result(s)" in err
@@ -102,7 +108,8 @@ def test_the_worked_example_passes_every_check_and_is_faithful(toy):
 
 
 BAD = {
-    "nondeterministic": ('''
+    "nondeterministic": (
+        """
 import numpy as np, torch
 from benchmark.decomposition import Decomposition
 from benchmark.method import Method
@@ -110,8 +117,11 @@ class Bad(Method):
     name = "{name}"; version = "1"; paper = "x"
     def decompose(self, target, budget, seed, device="cpu"):
         return Decomposition([{{n: p * float(np.random.rand()) for n, p in target.params().items()}}])
-''', "deterministic for a fixed seed"),
-    "wrong-shape": ('''
+""",
+        "deterministic for a fixed seed",
+    ),
+    "wrong-shape": (
+        """
 import torch
 from benchmark.decomposition import Decomposition
 from benchmark.method import Method
@@ -119,22 +129,30 @@ class Bad(Method):
     name = "{name}"; version = "1"; paper = "x"
     def decompose(self, target, budget, seed, device="cpu"):
         return Decomposition([{{n: p.T.clone() for n, p in target.params().items()}}])
-''', "components have the parameters' shapes and are finite"),
-    "peeks": ('''
+""",
+        "components have the parameters' shapes and are finite",
+    ),
+    "peeks": (
+        """
 from benchmark.decomposition import Decomposition
 from benchmark.method import Method
 class Bad(Method):
     name = "{name}"; version = "1"; paper = "x"; sees_ground_truth = True
     def decompose(self, target, budget, seed, device="cpu"):
         return Decomposition([dict(target.params())])
-''', "does not see the ground truth"),
-    "returns-dict": ('''
+""",
+        "does not see the ground truth",
+    ),
+    "returns-dict": (
+        """
 from benchmark.method import Method
 class Bad(Method):
     name = "{name}"; version = "1"; paper = "x"
     def decompose(self, target, budget, seed, device="cpu"):
         return {{"components": []}}
-''', "decomposes block_mlp"),
+""",
+        "decomposes block_mlp",
+    ),
 }
 
 

@@ -32,20 +32,36 @@ N_EVAL = 4096
 #   norm along each basis direction changes outputs on the mechanism's inputs at least R times more (mean)
 #   than on the others (L3D's intervention test, arXiv:2504.00194 section 3).
 LOCALITY: dict[str, object] = {
-    "block_mlp": "exact", "shared_neurons": "exact", "tmcs_10-5-10": "exact", "higher_rank_30-10-30": "exact",
+    "block_mlp": "exact",
+    "shared_neurons": "exact",
+    "tmcs_10-5-10": "exact",
+    "higher_rank_30-10-30": "exact",
     "resid_mlp1": "exact",
-    "tms_5-2": "readout", "tms_40-10": "readout", "tms_5-2-id": "readout", "tms_40-10-id": "readout",
+    "tms_5-2": "readout",
+    "tms_40-10": "readout",
+    "tms_5-2-id": "readout",
+    "tms_40-10-id": "readout",
     "parallel_tms": "readout",
-    "resid_mlp2": ("ratio", 3.0), "resid_mlp3": ("ratio", 3.0), "square_mlp": ("perturb", 10.0),
+    "resid_mlp2": ("ratio", 3.0),
+    "resid_mlp3": ("ratio", 3.0),
+    "square_mlp": ("perturb", 10.0),
 }
 
 # The generator's probability that a (non-always-on) mechanism is active: (p, independent units, all-zero
 # rows dropped). With dropping, P(active) = p / (1 - (1 - p)^units).
 RATES: dict[str, tuple[float, int, bool]] = {
-    "block_mlp": (0.25, 4, False), "shared_neurons": (0.2, 6, False), "tms_5-2": (0.05, 5, False),
-    "tms_40-10": (0.05, 40, False), "tms_5-2-id": (0.05, 5, False), "tms_40-10-id": (0.05, 40, False),
-    "parallel_tms": (0.05, 15, True), "tmcs_10-5-10": (0.05, 10, True), "higher_rank_30-10-30": (0.05, 6, True),
-    "square_mlp": (0.05, 5, True), "resid_mlp1": (0.01, 100, False), "resid_mlp2": (0.01, 100, False),
+    "block_mlp": (0.25, 4, False),
+    "shared_neurons": (0.2, 6, False),
+    "tms_5-2": (0.05, 5, False),
+    "tms_40-10": (0.05, 40, False),
+    "tms_5-2-id": (0.05, 5, False),
+    "tms_40-10-id": (0.05, 40, False),
+    "parallel_tms": (0.05, 15, True),
+    "tmcs_10-5-10": (0.05, 10, True),
+    "higher_rank_30-10-30": (0.05, 6, True),
+    "square_mlp": (0.05, 5, True),
+    "resid_mlp1": (0.01, 100, False),
+    "resid_mlp2": (0.01, 100, False),
     "resid_mlp3": (0.01, 102, False),
 }
 
@@ -107,8 +123,9 @@ def test_mechanism_shapes_and_bases(toy, name):
             for k, c in m.components.items():
                 assert c.shape == shapes[k] and torch.isfinite(c).all(), (m.name, k)
                 outside = c[~m.support[k]] if k in m.support else c
-                assert outside.abs().max() <= 1e-6 * max(1.0, float(c.abs().max())) if outside.numel() else True, \
+                assert outside.abs().max() <= 1e-6 * max(1.0, float(c.abs().max())) if outside.numel() else True, (
                     f"{m.name}: component mass outside its support in {k}"
+                )
         b = m.basis(t.spec.decomposed, shapes)
         assert torch.allclose(b @ b.T, torch.eye(b.shape[0], dtype=b.dtype), atol=1e-6), m.name
 

@@ -19,11 +19,19 @@ from toy_models.square_mlp import SquareMLP
 from toy_models.tms import TMS, TMSId
 
 
-@pytest.mark.parametrize("make", [
-    lambda: TMS(steps=100), lambda: TMSId(steps=100), lambda: CircuitSuperposition(n_data=512, epochs=2),
-    lambda: CircuitSuperposition(30, 10, group=5, n_data=512, epochs=2), lambda: ResidMLP(2, steps=5),
-    lambda: SquareMLP(n_data=512, epochs=2), lambda: SharedNeurons(),
-], ids=["tms", "tms-id", "tmcs", "higher-rank", "resid2", "square", "shared"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: TMS(steps=100),
+        lambda: TMSId(steps=100),
+        lambda: CircuitSuperposition(n_data=512, epochs=2),
+        lambda: CircuitSuperposition(30, 10, group=5, n_data=512, epochs=2),
+        lambda: ResidMLP(2, steps=5),
+        lambda: SquareMLP(n_data=512, epochs=2),
+        lambda: SharedNeurons(),
+    ],
+    ids=["tms", "tms-id", "tmcs", "higher-rank", "resid2", "square", "shared"],
+)
 def test_training_is_deterministic(make):
     a, b = make(), make()
     na, nb = a.make_model(), b.make_model()
@@ -33,8 +41,9 @@ def test_training_is_deterministic(make):
         assert torch.equal(va, vb), k
     nc = make().make_model()
     make().fit(nc, 4)
-    assert any(not torch.equal(va, vc) for va, vc in zip(na.state_dict().values(), nc.state_dict().values(),
-                                                           strict=True)), "another seed, other weights"
+    assert any(
+        not torch.equal(va, vc) for va, vc in zip(na.state_dict().values(), nc.state_dict().values(), strict=True)
+    ), "another seed, other weights"
 
 
 def test_cache_round_trip_and_fast_load(tmp_path):

@@ -40,8 +40,9 @@ def full_basis(shape: tuple[int, ...] | torch.Size) -> Tensor:
     return torch.eye(n).reshape(n, *shape)
 
 
-def sparse_features(n: int, n_features: int, p: float, generator: torch.Generator, *, signed: bool = False,
-                    group: int = 1) -> Tensor:
+def sparse_features(
+    n: int, n_features: int, p: float, generator: torch.Generator, *, signed: bool = False, group: int = 1
+) -> Tensor:
     """TMS-style features: each active with probability ``p`` (per group of ``group`` features that switch
     on together), value U[0,1) (or U[0,1) times a random sign when ``signed``), else 0."""
     if n_features % group:
@@ -66,9 +67,14 @@ def drop_zero_rows(draw: Callable[[int], Tensor], n: int) -> Tensor:
     return torch.cat(kept)[:n]
 
 
-def train(model: Callable[[Tensor], Tensor], batches: Callable[[int], tuple[Tensor, Tensor]],
-          loss_fn: Callable[[Tensor, Tensor], Tensor], steps: int, opt: torch.optim.Optimizer,
-          sched: torch.optim.lr_scheduler.LRScheduler | None = None) -> float:
+def train(
+    model: Callable[[Tensor], Tensor],
+    batches: Callable[[int], tuple[Tensor, Tensor]],
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    steps: int,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler | None = None,
+) -> float:
     """Plain deterministic training loop: ``batches(step) -> (inputs, labels)``; returns the last loss."""
     loss = torch.tensor(float("nan"))
     with torch.enable_grad():

@@ -42,12 +42,24 @@ class HandBuiltMLP(ToyModel):
 
 
 class BlockMLP(HandBuiltMLP):
-    def __init__(self, n_blocks: int = 4, d_in: int = 3, d_hidden: int = 4, d_out: int = 3,
-                 p_active: float = 0.25, seed: int = 0, name: str = "block_mlp"):
+    def __init__(
+        self,
+        n_blocks: int = 4,
+        d_in: int = 3,
+        d_hidden: int = 4,
+        d_out: int = 3,
+        p_active: float = 0.25,
+        seed: int = 0,
+        name: str = "block_mlp",
+    ):
         super().__init__()
         self.k, self.d_in, self.d_hidden, self.d_out, self.p = n_blocks, d_in, d_hidden, d_out, p_active
         self.spec = ToyModelSpec(
-            name=name, tier=0, version="1", seed=seed, gt_status="exact",
+            name=name,
+            tier=0,
+            version="1",
+            seed=seed,
+            gt_status="exact",
             description=f"{n_blocks} independent ReLU MLPs ({d_in}->{d_hidden}->{d_out}) placed block-"
             f"diagonally; each block is one mechanism, active iff its inputs are non-zero (p={p_active}).",
             paper="hand-built; modular MLPs as in Bushnaq et al. 2024, arXiv:2405.10928",
@@ -55,8 +67,11 @@ class BlockMLP(HandBuiltMLP):
         )
 
     def _blocks(self, k: int) -> tuple[slice, slice, slice]:
-        return (slice(k * self.d_in, (k + 1) * self.d_in), slice(k * self.d_hidden, (k + 1) * self.d_hidden),
-                slice(k * self.d_out, (k + 1) * self.d_out))
+        return (
+            slice(k * self.d_in, (k + 1) * self.d_in),
+            slice(k * self.d_hidden, (k + 1) * self.d_hidden),
+            slice(k * self.d_out, (k + 1) * self.d_out),
+        )
 
     def make_model(self) -> nn.Module:
         return BlockMLPNet(self.k * self.d_in, self.k * self.d_hidden, self.k * self.d_out)

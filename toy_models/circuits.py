@@ -42,26 +42,53 @@ class CircuitNet(nn.Module):
 
 
 class CircuitSuperposition(ConfigKeyed, ToyModel):
-    def __init__(self, n_features: int = 10, n_hidden: int = 5, group: int = 1, p_active: float = 0.05,
-                 n_data: int = 10_000, epochs: int = 200, batch_size: int = 128, max_coef: float = 3.0,
-                 seed: int = 0, name: str | None = None):
+    def __init__(
+        self,
+        n_features: int = 10,
+        n_hidden: int = 5,
+        group: int = 1,
+        p_active: float = 0.05,
+        n_data: int = 10_000,
+        epochs: int = 200,
+        batch_size: int = 128,
+        max_coef: float = 3.0,
+        seed: int = 0,
+        name: str | None = None,
+    ):
         super().__init__()
         self.n, self.h, self.group, self.p = n_features, n_hidden, group, p_active
         self.n_data, self.epochs, self.batch_size, self.max_coef = n_data, epochs, batch_size, max_coef
-        self._config = {"n": n_features, "h": n_hidden, "group": group, "p": p_active, "n_data": n_data,
-                        "epochs": epochs, "batch_size": batch_size, "max_coef": max_coef}
+        self._config = {
+            "n": n_features,
+            "h": n_hidden,
+            "group": group,
+            "p": p_active,
+            "n_data": n_data,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "max_coef": max_coef,
+        }
         grouped = group > 1
         self.spec = ToyModelSpec(
-            name=name or (f"higher_rank_{n_features}-{n_hidden}-{n_features}" if grouped
-                          else f"tmcs_{n_features}-{n_hidden}-{n_features}"),
-            tier=3 if grouped else 2, version="1", seed=seed, gt_status="exact",
-            description=(f"L3D higher-rank circuits: ReLU(W_out W_in x + b) maps x to xA (A ~ U[0,{max_coef:g})), "
-                         f"{n_features} features in groups of {group} that switch on together (p={p_active}); one "
-                         f"rank-{group} mechanism per group (span of its W_in block), W_out dense always-on."
-                         if grouped else
-                         f"L3D circuit superposition: ReLU(W_out W_in x + b) maps {n_features} sparse features "
-                         f"(p={p_active}) through {n_hidden} hidden units to xA, A ~ U[0,{max_coef:g}); one rank-1 "
-                         "mechanism per feature in W_in, W_out dense always-on."),
+            name=name
+            or (
+                f"higher_rank_{n_features}-{n_hidden}-{n_features}"
+                if grouped
+                else f"tmcs_{n_features}-{n_hidden}-{n_features}"
+            ),
+            tier=3 if grouped else 2,
+            version="1",
+            seed=seed,
+            gt_status="exact",
+            description=(
+                f"L3D higher-rank circuits: ReLU(W_out W_in x + b) maps x to xA (A ~ U[0,{max_coef:g})), "
+                f"{n_features} features in groups of {group} that switch on together (p={p_active}); one "
+                f"rank-{group} mechanism per group (span of its W_in block), W_out dense always-on."
+                if grouped
+                else f"L3D circuit superposition: ReLU(W_out W_in x + b) maps {n_features} sparse features "
+                f"(p={p_active}) through {n_hidden} hidden units to xA, A ~ U[0,{max_coef:g}); one rank-1 "
+                "mechanism per feature in W_in, W_out dense always-on."
+            ),
             paper="L3D arXiv:2504.00194",
             decomposed=("W_in", "W_out"),
         )
@@ -90,8 +117,9 @@ class CircuitSuperposition(ConfigKeyed, ToyModel):
         data = self.sample(self.n_data, g)
         labels = data @ model.A
         per_epoch = self.n_data // self.batch_size
-        order = torch.cat([torch.randperm(self.n_data, generator=g)[: per_epoch * self.batch_size]
-                           for _ in range(self.epochs)]).view(-1, self.batch_size)
+        order = torch.cat(
+            [torch.randperm(self.n_data, generator=g)[: per_epoch * self.batch_size] for _ in range(self.epochs)]
+        ).view(-1, self.batch_size)
 
         def batch(step: int) -> tuple[Tensor, Tensor]:
             idx = order[step]
@@ -117,7 +145,7 @@ class CircuitSuperposition(ConfigKeyed, ToyModel):
 
     def _mask(self, k: int) -> Tensor:
         mask = torch.zeros(self.h, self.n, dtype=torch.bool)
-        mask[:, k * self.group:(k + 1) * self.group] = True
+        mask[:, k * self.group : (k + 1) * self.group] = True
         return mask
 
     def mechanisms(self, model: nn.Module) -> list[Mechanism]:
@@ -134,10 +162,22 @@ class CircuitSuperposition(ConfigKeyed, ToyModel):
             span = torch.zeros(self.group, self.group, self.h, self.n, dtype=torch.float64)
             for j in range(self.group):
                 span[:, j, :, k * self.group + j] = q.T
-            out.append(SpannedMechanism(name=f"group{k}", support={"W_in": mask}, components=comp,
-                                        subspace={"W_in": span.reshape(-1, self.h, self.n).float()}))
-        out.append(Mechanism(name="W_out_dense", support={"W_out": torch.ones_like(model.W_out, dtype=torch.bool)},
-                             components={"W_out": model.W_out.detach().clone()}, always_on=True))
+            out.append(
+                SpannedMechanism(
+                    name=f"group{k}",
+                    support={"W_in": mask},
+                    components=comp,
+                    subspace={"W_in": span.reshape(-1, self.h, self.n).float()},
+                )
+            )
+        out.append(
+            Mechanism(
+                name="W_out_dense",
+                support={"W_out": torch.ones_like(model.W_out, dtype=torch.bool)},
+                components={"W_out": model.W_out.detach().clone()},
+                always_on=True,
+            )
+        )
         return out
 
     def active(self, inputs: Tensor) -> Tensor:

@@ -27,7 +27,11 @@ class ParallelTMS(TMS):
         super().__init__(5 * copies, 2 * copies, seed=seed, tier=0, name="parallel_tms")
         self.copies = copies
         self.spec = ToyModelSpec(
-            name="parallel_tms", tier=0, version="1", seed=seed, gt_status="exact",
+            name="parallel_tms",
+            tier=0,
+            version="1",
+            seed=seed,
+            gt_status="exact",
             description=f"{copies} copies of a trained TMS 5-2 placed block-diagonally ({5 * copies} features, "
             f"{2 * copies} hidden, tied); one rank-1 mechanism per feature; all-zero inputs dropped (L3D).",
             paper="L3D arXiv:2504.00194 (Fig S3); TMS: Elhage et al. 2022",
@@ -45,7 +49,7 @@ class ParallelTMS(TMS):
         with torch.no_grad():
             model.W.zero_()
             for k in range(self.copies):
-                model.W[2 * k:2 * k + 2, 5 * k:5 * k + 5] = net.W
+                model.W[2 * k : 2 * k + 2, 5 * k : 5 * k + 5] = net.W
             model.b.copy_(net.b.repeat(self.copies))
         return dict(info, copy_health=problem)
 

@@ -79,9 +79,18 @@ class ResidMLPNet(nn.Module):
 
 
 class ResidMLP(ConfigKeyed, ToyModel):
-    def __init__(self, n_layers: int = 1, n_features: int | None = None, d_mlp: int | None = None,
-                 d_embed: int = 1000, p_active: float = 0.01, steps: int | None = None, batch_size: int = 2048,
-                 lr: float = 3e-3, seed: int = 0):
+    def __init__(
+        self,
+        n_layers: int = 1,
+        n_features: int | None = None,
+        d_mlp: int | None = None,
+        d_embed: int = 1000,
+        p_active: float = 0.01,
+        steps: int | None = None,
+        batch_size: int = 2048,
+        lr: float = 3e-3,
+        seed: int = 0,
+    ):
         super().__init__()
         defaults = {1: (100, 50, 1000), 2: (100, 25, 1000), 3: (102, 17, 2000)}
         if n_layers not in defaults and (n_features is None or d_mlp is None or steps is None):
@@ -89,10 +98,22 @@ class ResidMLP(ConfigKeyed, ToyModel):
         f0, m0, s0 = defaults.get(n_layers, (0, 0, 0))
         self.n_layers, self.n_features, self.d_mlp = n_layers, n_features or f0, d_mlp or m0
         self.d_embed, self.p, self.steps, self.batch_size, self.lr = d_embed, p_active, steps or s0, batch_size, lr
-        self._config = {"n_layers": n_layers, "n_features": self.n_features, "d_mlp": self.d_mlp, "d_embed": d_embed,
-                        "p": p_active, "steps": self.steps, "batch_size": batch_size, "lr": lr}
+        self._config = {
+            "n_layers": n_layers,
+            "n_features": self.n_features,
+            "d_mlp": self.d_mlp,
+            "d_embed": d_embed,
+            "p": p_active,
+            "steps": self.steps,
+            "batch_size": batch_size,
+            "lr": lr,
+        }
         self.spec = ToyModelSpec(
-            name=f"resid_mlp{n_layers}", tier=4, version="1", seed=seed, gt_status="contested",
+            name=f"resid_mlp{n_layers}",
+            tier=4,
+            version="1",
+            seed=seed,
+            gt_status="contested",
             description=f"Residual MLP, {n_layers} layer(s) x {self.d_mlp} ReLU neurons, {self.n_features} features "
             f"(p={p_active}, U[-1,1]) in a fixed random width-{d_embed} embedding, y = x + ReLU(x). Contested: its "
             "gain over a monosemantic baseline comes from correcting embedding noise (Bhagat et al. 2025), APD and "
@@ -144,8 +165,13 @@ class ResidMLP(ConfigKeyed, ToyModel):
             x = self.sample(50_000, torch.Generator().manual_seed(seed + 10_000))
             final = float(self.loss(model.forward_fast(x), x))
             one_hot = model(torch.eye(self.n_features)).diagonal()
-        return {"final_loss": final, "last_batch_loss": last, "steps": self.steps,
-                "one_hot_mean_output": float(one_hot.mean()), "baseline_loss": self.baseline_loss()}
+        return {
+            "final_loss": final,
+            "last_batch_loss": last,
+            "steps": self.steps,
+            "one_hot_mean_output": float(one_hot.mean()),
+            "baseline_loss": self.baseline_loss(),
+        }
 
     def baseline_loss(self) -> float:
         """Expected loss of the monosemantic baseline (APD): ReLU(x_i) exact for half the features, missing
@@ -168,18 +194,29 @@ class ResidMLP(ConfigKeyed, ToyModel):
         eye = torch.eye(self.d_embed)
         out = []
         for i in range(self.n_features):
-            comps = {f"layers.{l}.W_in": torch.outer(blk.W_in @ model.W_E[i], D[i])
-                     for l, blk in enumerate(model.layers)}
-            out.append(Mechanism(name=f"feature{i}", support={k: torch.ones_like(v, dtype=torch.bool)
-                                                              for k, v in comps.items()}, components=comps))
+            comps = {
+                f"layers.{l}.W_in": torch.outer(blk.W_in @ model.W_E[i], D[i]) for l, blk in enumerate(model.layers)
+            }
+            out.append(
+                Mechanism(
+                    name=f"feature{i}",
+                    support={k: torch.ones_like(v, dtype=torch.bool) for k, v in comps.items()},
+                    components=comps,
+                )
+            )
         dense: dict[str, Tensor] = {}
         for l, blk in enumerate(model.layers):
             dense[f"layers.{l}.W_out"] = blk.W_out.detach().clone()
             if l > 0:
                 dense[f"layers.{l}.W_in"] = blk.W_in.detach() @ (eye - proj)
-        out.append(Mechanism(name="W_out_dense", support={k: torch.ones_like(v, dtype=torch.bool)
-                                                          for k, v in dense.items()},
-                             components=dense, always_on=True))
+        out.append(
+            Mechanism(
+                name="W_out_dense",
+                support={k: torch.ones_like(v, dtype=torch.bool) for k, v in dense.items()},
+                components=dense,
+                always_on=True,
+            )
+        )
         return out
 
     def active(self, inputs: Tensor) -> Tensor:

@@ -30,7 +30,11 @@ class SharedNeurons(ConfigKeyed, HandBuiltMLP):
         self.n, self.d_out, self.p = n_features, d_out, p_active
         self._config = {"n": n_features, "d_out": d_out, "p": p_active}
         self.spec = ToyModelSpec(
-            name="shared_neurons", tier=0, version="1", seed=seed, gt_status="exact",
+            name="shared_neurons",
+            tier=0,
+            version="1",
+            seed=seed,
+            gt_status="exact",
             description=f"Hand-built ReLU MLP {n_features}->{n_features}->{d_out}: every neuron serves two "
             f"features, yet each feature's mechanism (its W1 column, and a dense W2 piece through the dual "
             f"basis) is exactly separable; p={p_active}, non-negative inputs.",
@@ -71,8 +75,7 @@ class SharedNeurons(ConfigKeyed, HandBuiltMLP):
             c1[:, i] = W1[:, i]
             c2 = torch.outer(O[:, i], D[i])
             comps = {"W1": c1.float(), "W2": c2.float()}
-            out.append(Mechanism(name=f"feature{i}", components=comps,
-                                 support={"W1": c1 != 0, "W2": c2.abs() > 1e-9}))
+            out.append(Mechanism(name=f"feature{i}", components=comps, support={"W1": c1 != 0, "W2": c2.abs() > 1e-9}))
         return out
 
     def active(self, inputs: Tensor) -> Tensor:

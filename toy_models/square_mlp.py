@@ -48,15 +48,33 @@ class SquareNet(nn.Module):
 
 
 class SquareMLP(ConfigKeyed, ToyModel):
-    def __init__(self, n_features: int = 5, width: int = 10, depth: int = 4, p_active: float = 0.05,
-                 n_data: int = 10_000, epochs: int = 100, batch_size: int = 128, seed: int = 0):
+    def __init__(
+        self,
+        n_features: int = 5,
+        width: int = 10,
+        depth: int = 4,
+        p_active: float = 0.05,
+        n_data: int = 10_000,
+        epochs: int = 100,
+        batch_size: int = 128,
+        seed: int = 0,
+    ):
         super().__init__()
         self.n, self.p, self.n_data, self.epochs, self.batch_size = n_features, p_active, n_data, epochs, batch_size
         self.widths = (n_features, *([width] * depth), n_features)
-        self._config = {"widths": self.widths, "p": p_active, "n_data": n_data, "epochs": epochs,
-                        "batch_size": batch_size}
+        self._config = {
+            "widths": self.widths,
+            "p": p_active,
+            "n_data": n_data,
+            "epochs": epochs,
+            "batch_size": batch_size,
+        }
         self.spec = ToyModelSpec(
-            name="square_mlp", tier=3, version="1", seed=seed, gt_status="strong",
+            name="square_mlp",
+            tier=3,
+            version="1",
+            seed=seed,
+            gt_status="strong",
             description=f"L3D x -> x^2 MLP {'-'.join(map(str, self.widths))} with ELU (code version), signed "
             f"sparse inputs (p={p_active}); support-level ground truth: feature i's mechanism is the span of the "
             "weight directions whose effect concentrates on inputs using feature i (no exact split).",
@@ -81,8 +99,9 @@ class SquareMLP(ConfigKeyed, ToyModel):
                 lin.bias.copy_(0.01 + 0.99 * torch.rand(lin.bias.shape, generator=g))
         data = self.sample(self.n_data, g)
         per_epoch = self.n_data // self.batch_size
-        order = torch.cat([torch.randperm(self.n_data, generator=g)[: per_epoch * self.batch_size]
-                           for _ in range(self.epochs)]).view(-1, self.batch_size)
+        order = torch.cat(
+            [torch.randperm(self.n_data, generator=g)[: per_epoch * self.batch_size] for _ in range(self.epochs)]
+        ).view(-1, self.batch_size)
 
         def batch(step: int) -> tuple[Tensor, Tensor]:
             x = data[order[step]]
@@ -149,8 +168,10 @@ class SquareMLP(ConfigKeyed, ToyModel):
             keep[0] = True
             flat_mask = torch.zeros_like(mass, dtype=torch.bool)
             flat_mask[order[keep]] = True
-            sub = {k: b.reshape(basis.shape[0], *shapes[k]).float()
-                   for k, b in zip(names, basis.split(sizes, dim=1), strict=True)}
+            sub = {
+                k: b.reshape(basis.shape[0], *shapes[k]).float()
+                for k, b in zip(names, basis.split(sizes, dim=1), strict=True)
+            }
             support = {k: m.reshape(shapes[k]) for k, m in zip(names, flat_mask.split(sizes), strict=True)}
             out.append(Mechanism(name=f"feature{i}", support=support, subspace=sub))
         return out

@@ -43,15 +43,35 @@ class TMSNet(nn.Module):
 
 
 class TMS(ConfigKeyed, ToyModel):
-    def __init__(self, n_features: int = 5, n_hidden: int = 2, p_active: float = 0.05, steps: int = 10_000,
-                 batch_size: int = 1024, lr: float = 5e-3, seed: int = 0, tier: int = 1, name: str | None = None):
+    def __init__(
+        self,
+        n_features: int = 5,
+        n_hidden: int = 2,
+        p_active: float = 0.05,
+        steps: int = 10_000,
+        batch_size: int = 1024,
+        lr: float = 5e-3,
+        seed: int = 0,
+        tier: int = 1,
+        name: str | None = None,
+    ):
         super().__init__()
         self.n_features, self.n_hidden, self.p = n_features, n_hidden, p_active
         self.steps, self.batch_size, self.lr = steps, batch_size, lr
-        self._config = {"n_features": n_features, "n_hidden": n_hidden, "p": p_active, "steps": steps,
-                        "batch_size": batch_size, "lr": lr}
+        self._config = {
+            "n_features": n_features,
+            "n_hidden": n_hidden,
+            "p": p_active,
+            "steps": steps,
+            "batch_size": batch_size,
+            "lr": lr,
+        }
         self.spec = ToyModelSpec(
-            name=name or f"tms_{n_features}-{n_hidden}", tier=tier, version="1", seed=seed, gt_status="exact",
+            name=name or f"tms_{n_features}-{n_hidden}",
+            tier=tier,
+            version="1",
+            seed=seed,
+            gt_status="exact",
             description=f"TMS {n_features}-{n_hidden}: x_hat = ReLU(W^T W x + b), {n_features} sparse features "
             f"(p={p_active}, U[0,1]) in {n_hidden} dimensions; one rank-1 mechanism per feature.",
             paper="Elhage et al. 2022; APD arXiv:2501.14926; SPD arXiv:2506.20790",
@@ -92,8 +112,7 @@ class TMS(ConfigKeyed, ToyModel):
         norms = model.W.detach().norm(dim=0)
         weakest = int(norms.argmin())
         if norms[weakest] < 0.5 * norms.median():
-            return (f"feature {weakest} lost: |W[:, {weakest}]| = {norms[weakest]:.3f}, "
-                    f"median {norms.median():.3f}")
+            return f"feature {weakest} lost: |W[:, {weakest}]| = {norms[weakest]:.3f}, median {norms.median():.3f}"
         return None
 
     def mechanisms(self, model: nn.Module) -> list[Mechanism]:
@@ -102,8 +121,7 @@ class TMS(ConfigKeyed, ToyModel):
         for c in range(self.n_features):
             mask = torch.zeros_like(W, dtype=torch.bool)
             mask[:, c] = True
-            out.append(Mechanism(name=f"feature{c}", support={"W": mask},
-                                 components={"W": torch.where(mask, W, 0.0)}))
+            out.append(Mechanism(name=f"feature{c}", support={"W": mask}, components={"W": torch.where(mask, W, 0.0)}))
         return out
 
     def active(self, inputs: Tensor) -> Tensor:
@@ -128,10 +146,15 @@ class TMSId(TMS):
     """TMS with a frozen hidden identity (SPD paper; ``reference/apd_spd.md`` 1.1, ID variant)."""
 
     def __init__(self, n_features: int = 5, n_hidden: int = 2, batch_size: int = 1024, seed: int = 0, **kw: Any):
-        super().__init__(n_features, n_hidden, batch_size=batch_size, seed=seed, tier=2,
-                         name=f"tms_{n_features}-{n_hidden}-id", **kw)
+        super().__init__(
+            n_features, n_hidden, batch_size=batch_size, seed=seed, tier=2, name=f"tms_{n_features}-{n_hidden}-id", **kw
+        )
         self.spec = ToyModelSpec(
-            name=self.spec.name, tier=2, version="1", seed=seed, gt_status="exact",
+            name=self.spec.name,
+            tier=2,
+            version="1",
+            seed=seed,
+            gt_status="exact",
             description=f"TMS {n_features}-{n_hidden} with a frozen {n_hidden}x{n_hidden} identity between the "
             f"tied layers: {n_features} sparse rank-1 mechanisms in W plus {n_hidden} dense always-on rank-1 "
             "pieces of the identity (any basis; scored against their span).",
@@ -156,9 +179,15 @@ class TMSId(TMS):
         for i in range(m1):
             piece = torch.zeros(m1, m1)
             piece[i, i] = 1.0
-            out.append(SpannedMechanism(name=f"identity{i}", support={"hidden_layer": support},
-                                        components={"hidden_layer": piece}, subspace={"hidden_layer": span},
-                                        always_on=True))
+            out.append(
+                SpannedMechanism(
+                    name=f"identity{i}",
+                    support={"hidden_layer": support},
+                    components={"hidden_layer": piece},
+                    subspace={"hidden_layer": span},
+                    always_on=True,
+                )
+            )
         return out
 
     def active(self, inputs: Tensor) -> Tensor:
@@ -167,8 +196,11 @@ class TMSId(TMS):
 
     def sites(self, model: nn.Module, inputs: Tensor) -> list[LinearSite]:
         h = model.hidden(inputs)
-        return [LinearSite("W", inputs), LinearSite("hidden_layer", h),
-                LinearSite("W", h @ model.hidden_layer.T, transposed=True)]
+        return [
+            LinearSite("W", inputs),
+            LinearSite("hidden_layer", h),
+            LinearSite("W", h @ model.hidden_layer.T, transposed=True),
+        ]
 
 
 TOY_MODELS.register("tms_5-2", TMS)

@@ -57,8 +57,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         return 2
     results, problems = load_results(args.results)
     for p in problems:
-        print(f"warning: refused result file (left off the leaderboard; `pdbench validate` explains): {p}",
-              file=sys.stderr)
+        print(
+            f"warning: refused result file (left off the leaderboard; `pdbench validate` explains): {p}",
+            file=sys.stderr,
+        )
     if not results:
         print(f"pdbench: error: no valid results in {args.results}", file=sys.stderr)
         return 1
@@ -71,8 +73,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.check:
         stale = stale_files(out, files)
         if stale:
-            print(f"{len(stale)} leaderboard artefact(s) in {out} are out of date with {args.results}:",
-                  file=sys.stderr)
+            print(
+                f"{len(stale)} leaderboard artefact(s) in {out} are out of date with {args.results}:", file=sys.stderr
+            )
             for s in stale:
                 print(f"  {s}", file=sys.stderr)
             print(f"regenerate them with: pdbench leaderboard --results {args.results} --out {out}", file=sys.stderr)
@@ -90,20 +93,35 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             print(f"updated the leaderboard block of {args.readme}", file=sys.stderr)
     if args.print:
         print(files["LEADERBOARD.md"].decode())
-    print(f"{len(results)} results, {len(board.methods)} methods, {len(board.toys)} toy models -> {out}/ "
-          f"({len(written)} of {len(files)} files changed)", file=sys.stderr)
+    print(
+        f"{len(results)} results, {len(board.methods)} methods, {len(board.toys)} toy models -> {out}/ "
+        f"({len(written)} of {len(files)} files changed)",
+        file=sys.stderr,
+    )
     return 0
 
 
 def add_parser(sub, common) -> None:
-    p = sub.add_parser("leaderboard", parents=[common],
-                       help="regenerate the leaderboard (Markdown, LaTeX, CSV, HTML, figures) from stored results")
+    p = sub.add_parser(
+        "leaderboard",
+        parents=[common],
+        help="regenerate the leaderboard (Markdown, LaTeX, CSV, HTML, figures) from stored results",
+    )
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results folder (default: %(default)s)")
-    p.add_argument("--out", type=Path,
-                   help="output folder (default: the parent of a folder named 'results', else RESULTS/leaderboard)")
-    p.add_argument("--check", action="store_true",
-                   help="write nothing; exit 1 if the artefacts in the output folder are not up to date")
-    p.add_argument("--readme", type=Path, help="also put the headline table and a figure between the "
-                                               "<!-- LEADERBOARD:START/END --> markers of this file")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="output folder (default: the parent of a folder named 'results', else RESULTS/leaderboard)",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 if the artefacts in the output folder are not up to date",
+    )
+    p.add_argument(
+        "--readme",
+        type=Path,
+        help="also put the headline table and a figure between the <!-- LEADERBOARD:START/END --> markers of this file",
+    )
     p.add_argument("--print", action="store_true", help="also print the Markdown leaderboard")
     p.set_defaults(fn=cmd_leaderboard)

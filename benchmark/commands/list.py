@@ -28,8 +28,13 @@ def toy_rows(cache: WeightCache | None = None) -> list[list]:
             trained = "not built"
         else:
             secs = meta.get("extra", {}).get("train_seconds")
-            trained = ("hand-built" if meta.get("extra", {}).get("hand_built") else
-                       f"{secs:.1f} s" if secs is not None else "?") + f" (seed {meta.get('train_seed')})"
+            trained = (
+                "hand-built"
+                if meta.get("extra", {}).get("hand_built")
+                else f"{secs:.1f} s"
+                if secs is not None
+                else "?"
+            ) + f" (seed {meta.get('train_seed')})"
         rows.append([name, spec.tier, spec.gt_status, f"{n_dec:,} / {n_all:,}", trained, spec.description])
     return sorted(rows, key=lambda r: (r[1], r[0]))
 
@@ -47,21 +52,32 @@ def _read_meta(cache: WeightCache, key: str) -> dict | None:
 def cmd_list(args: argparse.Namespace) -> int:
     what = args.what
     if what in ("toys", "all"):
-        print(tabulate(toy_rows(), headers=["toy model", "tier", "ground truth", "params (decomposed / all)",
-                                            "training (cached)", "description"],
-                       maxcolwidths=[None] * 5 + [70]))
+        print(
+            tabulate(
+                toy_rows(),
+                headers=[
+                    "toy model",
+                    "tier",
+                    "ground truth",
+                    "params (decomposed / all)",
+                    "training (cached)",
+                    "description",
+                ],
+                maxcolwidths=[None] * 5 + [70],
+            )
+        )
         print()
     if what in ("methods", "all"):
         rows = []
         for name, cls in METHODS.items():
-            flags = "reference row" + (", sees ground truth" if cls.sees_ground_truth else "") \
-                if cls.reference_row else ""
+            flags = (
+                "reference row" + (", sees ground truth" if cls.sees_ground_truth else "") if cls.reference_row else ""
+            )
             rows.append([name, cls.version, flags, cls.paper])
         print(tabulate(rows, headers=["method", "version", "", "paper"]))
         print()
     if what in ("metrics", "all"):
-        rows = [[n, m.version, "higher" if m.higher_is_better else "lower", m.description]
-                for n, m in METRICS.items()]
+        rows = [[n, m.version, "higher" if m.higher_is_better else "lower", m.description] for n, m in METRICS.items()]
         print(tabulate(rows, headers=["metric", "version", "better", "definition"], maxcolwidths=[None] * 3 + [80]))
     for reg in (TOY_MODELS, METHODS, METRICS):
         for module, err in reg.import_errors.items():

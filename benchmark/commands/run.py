@@ -90,13 +90,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     limits = Limits(time_s=args.time_limit, memory_mb=args.memory_limit_mb)
     previous = signal.signal(signal.SIGTERM, _terminate)  # `kill` stops workers as Ctrl-C does
     try:
-        run_grid(cells, args.results, device=args.device, rerun=args.rerun, plugins=args.plugin, log=stderr_log,
-                 executor=args.executor, jobs=args.jobs, limits=limits, budgets=suite.budgets(methods, args.steps),
-                 retry_errors=args.retry_errors, budget=suite.budget_for("", args.steps),
-                 cells_per_worker=args.cells_per_worker, threads=args.threads)
+        run_grid(
+            cells,
+            args.results,
+            device=args.device,
+            rerun=args.rerun,
+            plugins=args.plugin,
+            log=stderr_log,
+            executor=args.executor,
+            jobs=args.jobs,
+            limits=limits,
+            budgets=suite.budgets(methods, args.steps),
+            retry_errors=args.retry_errors,
+            budget=suite.budget_for("", args.steps),
+            cells_per_worker=args.cells_per_worker,
+            threads=args.threads,
+        )
     except KeyboardInterrupt:
-        print("\ninterrupted: every finished cell is stored; run the same command again to resume",
-              file=sys.stderr)
+        print("\ninterrupted: every finished cell is stored; run the same command again to resume", file=sys.stderr)
         return 130
     except RuntimeError as exc:
         print(f"pdbench: error: {exc}", file=sys.stderr)
@@ -123,18 +134,42 @@ def add_parser(sub, common) -> None:
     p.add_argument("--steps", type=_positive_int, help="override every method's number of optimisation steps")
     p.add_argument("--rerun", action="store_true", help="run cells again even if a result is stored")
     p.add_argument("--retry-errors", action="store_true", help="run stored error rows again")
-    p.add_argument("--executor", default="local", choices=["local", "serial", "ray"],
-                   help="local: worker processes (default); serial: this process, no isolation; ray: a Ray "
-                        "cluster (RAY_ADDRESS) or a local Ray instance (pip install 'pdbench[ray]')")
+    p.add_argument(
+        "--executor",
+        default="local",
+        choices=["local", "serial", "ray"],
+        help="local: worker processes (default); serial: this process, no isolation; ray: a Ray "
+        "cluster (RAY_ADDRESS) or a local Ray instance (pip install 'pdbench[ray]')",
+    )
     p.add_argument("-j", "--jobs", type=_positive_int, help="parallel workers (default: one per CPU core)")
-    p.add_argument("--time-limit", type=_limit, default=3600.0, metavar="SECONDS",
-                   help="wall-clock limit of one cell, or 'none' (default: %(default)s)")
-    p.add_argument("--memory-limit-mb", type=_limit, default=None, metavar="MIB",
-                   help="memory guard: the most resident memory one worker may use "
-                        "(default: 80%% of the machine's memory shared among the workers)")
-    p.add_argument("--cells-per-worker", type=_positive_int, default=None, metavar="N",
-                   help="restart a worker process after N cells (1: a fresh process per cell; default: never)")
-    p.add_argument("--threads", type=_positive_int, default=1, metavar="N",
-                   help="torch intra-op threads per worker (default: 1; the toy models are small)")
+    p.add_argument(
+        "--time-limit",
+        type=_limit,
+        default=3600.0,
+        metavar="SECONDS",
+        help="wall-clock limit of one cell, or 'none' (default: %(default)s)",
+    )
+    p.add_argument(
+        "--memory-limit-mb",
+        type=_limit,
+        default=None,
+        metavar="MIB",
+        help="memory guard: the most resident memory one worker may use "
+        "(default: 80%% of the machine's memory shared among the workers)",
+    )
+    p.add_argument(
+        "--cells-per-worker",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="restart a worker process after N cells (1: a fresh process per cell; default: never)",
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="torch intra-op threads per worker (default: 1; the toy models are small)",
+    )
     p.add_argument("--no-leaderboard", action="store_true", help="do not print the leaderboard afterwards")
     p.set_defaults(fn=cmd_run)

@@ -46,25 +46,38 @@ def resolve_method(ref: str, choose: str | None = None) -> tuple[str, type]:
     if ref.endswith(".py") or os.sep in ref or "/" in ref:
         before = {n: METHODS.get(n) for n in METHODS.names()}
         module = load_plugin(ref)
-        classes = sorted({obj for obj in vars(module).values()
-                          if isinstance(obj, type) and issubclass(obj, Method) and obj is not Method
-                          and obj.__module__ == module.__name__}, key=lambda c: c.__qualname__)
+        classes = sorted(
+            {
+                obj
+                for obj in vars(module).values()
+                if isinstance(obj, type)
+                and issubclass(obj, Method)
+                and obj is not Method
+                and obj.__module__ == module.__name__
+            },
+            key=lambda c: c.__qualname__,
+        )
         if choose is not None:
             classes = [c for c in classes if choose in (c.__qualname__, getattr(c, "name", None))]
         if not classes:
-            raise SubmissionError(f"{ref} defines no subclass of benchmark.method.Method"
-                                  + (f" named {choose!r}" if choose else ""))
+            raise SubmissionError(
+                f"{ref} defines no subclass of benchmark.method.Method" + (f" named {choose!r}" if choose else "")
+            )
         if len(classes) > 1:
-            raise SubmissionError(f"{ref} defines several methods ({', '.join(c.__qualname__ for c in classes)}); "
-                                  "pick one with --method NAME")
+            raise SubmissionError(
+                f"{ref} defines several methods ({', '.join(c.__qualname__ for c in classes)}); "
+                "pick one with --method NAME"
+            )
         cls = classes[0]
         names = [n for n in METHODS.names() if METHODS.get(n) is cls]
         if names:
             return names[0], cls
         cls._pdbench_unregistered_plugin = True  # worker processes would not know it: run it in this process
         if cls.name in before:
-            raise SubmissionError(f"{ref}: method name {cls.name!r} is already taken by {METHODS.origin(cls.name)}; "
-                                  "give your class another `name`")
+            raise SubmissionError(
+                f"{ref}: method name {cls.name!r} is already taken by {METHODS.origin(cls.name)}; "
+                "give your class another `name`"
+            )
         METHODS.register(cls.name, cls)
         return cls.name, cls
     if ":" in ref:
@@ -88,8 +101,9 @@ def resolve_method(ref: str, choose: str | None = None) -> tuple[str, type]:
         if name in METHODS:
             other = METHODS.get(name)
             if other is not cls:
-                raise SubmissionError(f"method name {name!r} is already taken by {METHODS.origin(name)}; give "
-                                      f"{qual} another `name`")
+                raise SubmissionError(
+                    f"method name {name!r} is already taken by {METHODS.origin(name)}; give {qual} another `name`"
+                )
         else:
             METHODS.register(name, cls)
         return name, cls
@@ -117,20 +131,39 @@ def check_adapter(cls: type, toy_name: str = CHECK_TOY, seed: int = 0) -> list[C
         checks.append(Check(name, bool(ok), info if ok else fix, warning))
         return bool(ok)
 
-    if not add("is a Method subclass", isinstance(cls, type) and issubclass(cls, Method),
-               f"{cls!r} must subclass benchmark.method.Method (see docs/submit.md)"):
+    if not add(
+        "is a Method subclass",
+        isinstance(cls, type) and issubclass(cls, Method),
+        f"{cls!r} must subclass benchmark.method.Method (see docs/submit.md)",
+    ):
         return checks
     name, version = getattr(cls, "name", None), getattr(cls, "version", None)
-    add("has a valid name", isinstance(name, str) and name != "unnamed" and bool(NAME_RE.match(name)),
-        f"`name` must be a short identifier (letters, digits, _ . @ -), got {name!r}")
-    add("has a version", isinstance(version, str) and bool(version.strip()),
-        f"`version` must be a non-empty string (bump it when results change), got {version!r}")
-    add("cites a paper", isinstance(cls.paper, str) and bool(cls.paper.strip()),
-        "set `paper` to the paper or URL the method comes from", warning=True)
-    add("does not see the ground truth", not cls.sees_ground_truth,
-        "sees_ground_truth is reserved for the labelled oracle baseline")
-    add("is not a reference row", not cls.reference_row,
-        "reference_row marks the built-in baselines (oracle, random, whole, pca); leave it False")
+    add(
+        "has a valid name",
+        isinstance(name, str) and name != "unnamed" and bool(NAME_RE.match(name)),
+        f"`name` must be a short identifier (letters, digits, _ . @ -), got {name!r}",
+    )
+    add(
+        "has a version",
+        isinstance(version, str) and bool(version.strip()),
+        f"`version` must be a non-empty string (bump it when results change), got {version!r}",
+    )
+    add(
+        "cites a paper",
+        isinstance(cls.paper, str) and bool(cls.paper.strip()),
+        "set `paper` to the paper or URL the method comes from",
+        warning=True,
+    )
+    add(
+        "does not see the ground truth",
+        not cls.sees_ground_truth,
+        "sees_ground_truth is reserved for the labelled oracle baseline",
+    )
+    add(
+        "is not a reference row",
+        not cls.reference_row,
+        "reference_row marks the built-in baselines (oracle, random, whole, pca); leave it False",
+    )
     try:
         method = cls()
         hp = method.hparams(toy_name)
@@ -155,13 +188,19 @@ def check_adapter(cls: type, toy_name: str = CHECK_TOY, seed: int = 0) -> list[C
     except Exception as exc:
         add(f"decomposes {toy_name}", False, f"decompose() raised {type(exc).__name__}: {exc}")
         return checks
-    if not add(f"decomposes {toy_name}", isinstance(dec, Decomposition),
-               f"decompose() must return a benchmark.decomposition.Decomposition, got {type(dec).__name__}"):
+    if not add(
+        f"decomposes {toy_name}",
+        isinstance(dec, Decomposition),
+        f"decompose() must return a benchmark.decomposition.Decomposition, got {type(dec).__name__}",
+    ):
         return checks
     try:
         dec.validate(shapes)
-        add("components have the parameters' shapes and are finite", True,
-            info=f"{len(dec)} components in {seconds:.2f}s")
+        add(
+            "components have the parameters' shapes and are finite",
+            True,
+            info=f"{len(dec)} components in {seconds:.2f}s",
+        )
     except Exception as exc:
         add("components have the parameters' shapes and are finite", False, str(exc))
         return checks
@@ -170,11 +209,17 @@ def check_adapter(cls: type, toy_name: str = CHECK_TOY, seed: int = 0) -> list[C
     if dec.attributions is not None:
         try:
             attr = dec.attributions(x)
-            ok = isinstance(attr, torch.Tensor) and tuple(attr.shape) == (64, len(dec)) and \
-                bool(torch.isfinite(attr).all())
-            add("attributions are finite, [batch, C]", ok,
+            ok = (
+                isinstance(attr, torch.Tensor)
+                and tuple(attr.shape) == (64, len(dec))
+                and bool(torch.isfinite(attr).all())
+            )
+            add(
+                "attributions are finite, [batch, C]",
+                ok,
                 f"attributions(inputs) must return a finite tensor of shape (64, {len(dec)}), got "
-                f"{tuple(attr.shape) if isinstance(attr, torch.Tensor) else type(attr).__name__}")
+                f"{tuple(attr.shape) if isinstance(attr, torch.Tensor) else type(attr).__name__}",
+            )
         except Exception as exc:
             add("attributions are finite, [batch, C]", False, f"attributions() raised {type(exc).__name__}: {exc}")
     else:
@@ -185,9 +230,12 @@ def check_adapter(cls: type, toy_name: str = CHECK_TOY, seed: int = 0) -> list[C
         same = a.shape == b.shape and torch.equal(a, b)
         if same and attr is not None and dec2.attributions is not None:
             same = torch.equal(attr, dec2.attributions(x))
-        add("deterministic for a fixed seed", same,
+        add(
+            "deterministic for a fixed seed",
+            same,
             "two runs with the same seed gave different components or attributions: draw every random number "
-            "from a torch.Generator seeded with `seed` (not numpy's or Python's global RNG, nor the clock)")
+            "from a torch.Generator seeded with `seed` (not numpy's or Python's global RNG, nor the clock)",
+        )
     except Exception as exc:
         add("deterministic for a fixed seed", False, f"the second run raised {type(exc).__name__}: {exc}")
     return checks
@@ -242,12 +290,23 @@ def cmd_submit(args: argparse.Namespace) -> int:
     plugins = [args.method] if args.method.endswith(".py") else []
     executor = args.executor
     if getattr(cls, "_pdbench_unregistered_plugin", False) and executor != "serial":
-        log(f"{args.method} does not register {cls.__qualname__} with @METHODS.register, so worker processes "
-            "cannot find it: running the cells in this process (--executor serial)")
+        log(
+            f"{args.method} does not register {cls.__qualname__} with @METHODS.register, so worker processes "
+            "cannot find it: running the cells in this process (--executor serial)"
+        )
         executor = "serial"
     log(f"running {len(cells)} cells of the {suite.name!r} suite into {args.results}")
-    run_grid(cells, args.results, plugins=plugins, log=stderr_log, executor=executor, jobs=args.jobs,
-             budget=suite.budget_for(name), budgets=suite.budgets([name]), rerun=args.rerun)
+    run_grid(
+        cells,
+        args.results,
+        plugins=plugins,
+        log=stderr_log,
+        executor=executor,
+        jobs=args.jobs,
+        budget=suite.budget_for(name),
+        budgets=suite.budgets([name]),
+        rerun=args.rerun,
+    )
     n, n_err = _summary(args.results, name, log)
     report = validate_folder(args.results, methods={name}, check_artefacts=False)
     print_report(report, sys.stderr)
@@ -262,34 +321,49 @@ def cmd_submit(args: argparse.Namespace) -> int:
         try:
             _, files = render_all(results, problems)
         except BoardError as exc:
-            print(f"pdbench: error: your results are stored, but the leaderboard cannot be regenerated: {exc}",
-                  file=sys.stderr)
+            print(
+                f"pdbench: error: your results are stored, but the leaderboard cannot be regenerated: {exc}",
+                file=sys.stderr,
+            )
             return 1
         out = args.out or default_out(args.results)
         write_all(out, files)
         log(f"leaderboard regenerated in {out}/ (LEADERBOARD.md, index.html, leaderboard.csv, latex/, figures/)")
-    log(f"done: {n} cells of {name!r} stored under {args.results}/*/{name}/ ({n_err} failed). To submit, open a "
-        "pull request with your adapter and these result files; CI runs `pdbench validate` on them.")
+    log(
+        f"done: {n} cells of {name!r} stored under {args.results}/*/{name}/ ({n_err} failed). To submit, open a "
+        "pull request with your adapter and these result files; CI runs `pdbench validate` on them."
+    )
     return 0
 
 
 def add_parser(sub, common) -> None:
     from benchmark.suites import SUITES
 
-    p = sub.add_parser("submit", parents=[common],
-                       help="check a method adapter, run it over a suite and add its results to the leaderboard")
+    p = sub.add_parser(
+        "submit",
+        parents=[common],
+        help="check a method adapter, run it over a suite and add its results to the leaderboard",
+    )
     p.add_argument("method", help="a plugin file (my_method.py), module:Class, or a registered method name")
     p.add_argument("--method", dest="choose", help="which method of a file that defines several")
     p.add_argument("--suite", default="full", choices=sorted(SUITES), help="which cells (default: full)")
     p.add_argument("--toys", help="comma-separated toy models (default: the suite's)")
     p.add_argument("--seeds", type=_seeds_arg, help="comma-separated seeds (default: the suite's)")
-    p.add_argument("--results", type=Path, default=Path("leaderboard/results"),
-                   help="results folder to add to (default: %(default)s)")
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=Path("leaderboard/results"),
+        help="results folder to add to (default: %(default)s)",
+    )
     p.add_argument("--out", type=Path, help="leaderboard output folder (default: as for `pdbench leaderboard`)")
     p.add_argument("--check-toy", default=CHECK_TOY, help="toy model for the adapter checks (default: %(default)s)")
     p.add_argument("--check-only", action="store_true", help="only check the adapter; run nothing")
-    p.add_argument("--executor", default="local", choices=["local", "serial", "ray"],
-                   help="how cells run (default: local worker processes)")
+    p.add_argument(
+        "--executor",
+        default="local",
+        choices=["local", "serial", "ray"],
+        help="how cells run (default: local worker processes)",
+    )
     p.add_argument("--jobs", type=int, help="parallel workers (default: one per CPU core)")
     p.add_argument("--rerun", action="store_true", help="run cells again even if a result is stored")
     p.add_argument("--no-leaderboard", action="store_true", help="do not regenerate the leaderboard afterwards")

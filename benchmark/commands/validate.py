@@ -47,7 +47,8 @@ class Report:
         if self.errors:
             return f"INVALID: {len(self.errors)} error(s) in {self.n_results} result(s) under {self.root}"
         return f"VALID: {self.n_results} result(s) under {self.root}" + (
-            f", {len(self.warnings)} warning(s)" if self.warnings else "")
+            f", {len(self.warnings)} warning(s)" if self.warnings else ""
+        )
 
 
 def _method_class(name: str, recorded: dict[str, Any]) -> type | None:
@@ -78,28 +79,35 @@ def _toy_checks(name: str, rs: list[dict[str, Any]], report: Report, cache: Any)
         return
     shas = {(r["toy"].get("version"), r["toy"]["weights_sha256"]) for r in records}
     if len(shas) > 1:
-        report.errors.append(f"toy model {name!r}: results record {len(shas)} different builds "
-                             f"{sorted((str(v), s[:12]) for v, s in shas)}; re-run the stale cells")
+        report.errors.append(
+            f"toy model {name!r}: results record {len(shas)} different builds "
+            f"{sorted((str(v), s[:12]) for v, s in shas)}; re-run the stale cells"
+        )
     if name not in TOY_MODELS:
         report.errors.append(f"toy model {name!r} is not registered here, so its weights cannot be checked")
         return
     try:
         toy = load_toy(name, cache)
     except Exception as exc:
-        report.errors.append(f"toy model {name!r} cannot be built here to check its SHA-256: "
-                             f"{type(exc).__name__}: {exc}")
+        report.errors.append(
+            f"toy model {name!r} cannot be built here to check its SHA-256: {type(exc).__name__}: {exc}"
+        )
         return
     assert toy.build_info is not None
     sha, version = toy.build_info.weights_sha256, toy.spec.version
     for r in records:
         where = f"{r['_path']}"
         if str(r["toy"].get("version")) != version:
-            report.errors.append(f"{where}: toy model {name!r} version {r['toy'].get('version')} but the installed "
-                                 f"one is version {version}; re-run the cell")
+            report.errors.append(
+                f"{where}: toy model {name!r} version {r['toy'].get('version')} but the installed "
+                f"one is version {version}; re-run the cell"
+            )
         elif r["toy"]["weights_sha256"] != sha:
-            report.errors.append(f"{where}: toy model {name!r} weights SHA-256 {r['toy']['weights_sha256'][:16]}... "
-                                 f"differs from the weights built here ({sha[:16]}...); the result was computed on "
-                                 f"other weights: re-run the cell")
+            report.errors.append(
+                f"{where}: toy model {name!r} weights SHA-256 {r['toy']['weights_sha256'][:16]}... "
+                f"differs from the weights built here ({sha[:16]}...); the result was computed on "
+                f"other weights: re-run the cell"
+            )
 
 
 def _method_checks(name: str, rs: list[dict[str, Any]], report: Report) -> None:
@@ -110,24 +118,35 @@ def _method_checks(name: str, rs: list[dict[str, Any]], report: Report) -> None:
     for r in rs:
         m = r["method"]
         if m.get("sees_ground_truth") and not m.get("reference_row"):
-            report.errors.append(f"{r['_path']}: method {name!r} saw the ground truth but is not a labelled "
-                                 "reference row; only the oracle baseline may")
+            report.errors.append(
+                f"{r['_path']}: method {name!r} saw the ground truth but is not a labelled "
+                "reference row; only the oracle baseline may"
+            )
     if not recorded:
         return
     cls = _method_class(name, recorded[0])
     if cls is None:
-        report.warnings.append(f"method {name!r} ({recorded[0].get('class', '?')}) is not installed here: its "
-                               "version cannot be checked (pass its plugin with --plugin)")
+        report.warnings.append(
+            f"method {name!r} ({recorded[0].get('class', '?')}) is not installed here: its "
+            "version cannot be checked (pass its plugin with --plugin)"
+        )
         return
     installed = str(getattr(cls, "version", "?"))
     stale = sorted({str(m["version"]) for m in recorded} - {installed})
     if stale:
-        report.errors.append(f"method {name!r}: results were made with version(s) {stale}, the installed one is "
-                             f"{installed}; re-run its cells (pdbench run --rerun --methods {name})")
+        report.errors.append(
+            f"method {name!r}: results were made with version(s) {stale}, the installed one is "
+            f"{installed}; re-run its cells (pdbench run --rerun --methods {name})"
+        )
 
 
-def _result_checks(r: dict[str, Any], report: Report, current_metrics: dict[str, str], headline: str,
-                   stale_metrics: dict[tuple[str, str], list[str]]) -> None:
+def _result_checks(
+    r: dict[str, Any],
+    report: Report,
+    current_metrics: dict[str, str],
+    headline: str,
+    stale_metrics: dict[tuple[str, str], list[str]],
+) -> None:
     where = r["_path"]
     if r.get("headline") != headline:
         report.errors.append(f"{where}: headline {r.get('headline')!r}, this pdbench's is {headline!r}")
@@ -144,8 +163,13 @@ def _result_checks(r: dict[str, Any], report: Report, current_metrics: dict[str,
         report.warnings.append(f"{where}: written by pdbench {r.get('benchmark_version')}, this is {__version__}")
 
 
-def validate_folder(root: Path, cache: Any = None, min_seeds: int | None = None, methods: set[str] | None = None,
-                    check_artefacts: bool = True) -> Report:
+def validate_folder(
+    root: Path,
+    cache: Any = None,
+    min_seeds: int | None = None,
+    methods: set[str] | None = None,
+    check_artefacts: bool = True,
+) -> Report:
     """Check every result under ``root`` (or only those of ``methods``); see the module docstring."""
     from benchmark.scoring import HEADLINE
 
@@ -182,8 +206,10 @@ def validate_folder(root: Path, cache: Any = None, min_seeds: int | None = None,
         by_toy[r["cell"]["toy"]].append(r)
         by_method[r["cell"]["method"]].append(r)
     for (k, v), paths in sorted(stale_metrics.items()):
-        report.errors.append(f"metric {k!r}: {len(paths)} result(s) scored with version {v}, the installed one is "
-                             f"{current_metrics[k]} (e.g. {paths[0]}); re-score them with `pdbench run --rerun`")
+        report.errors.append(
+            f"metric {k!r}: {len(paths)} result(s) scored with version {v}, the installed one is "
+            f"{current_metrics[k]} (e.g. {paths[0]}); re-score them with `pdbench run --rerun`"
+        )
     for name, rs in sorted(by_toy.items()):
         _toy_checks(name, rs, report, cache)
     for name, rs in sorted(by_method.items()):
@@ -200,8 +226,14 @@ def validate_folder(root: Path, cache: Any = None, min_seeds: int | None = None,
             if few:
                 report.errors.append(f"method {name!r} has fewer than {min_seeds} seeds on {few}")
     board_dir = root.parent
-    if check_artefacts and methods is None and root.name == "results" and (board_dir / "LEADERBOARD.md").exists() \
-            and results and not report.errors:
+    if (
+        check_artefacts
+        and methods is None
+        and root.name == "results"
+        and (board_dir / "LEADERBOARD.md").exists()
+        and results
+        and not report.errors
+    ):
         _artefact_check(root, board_dir, report)
     return report
 
@@ -219,9 +251,11 @@ def _artefact_check(root: Path, board_dir: Path, report: Report) -> None:
         return
     stale = stale_files(board_dir, files)
     if stale:
-        report.errors.append(f"{len(stale)} leaderboard artefact(s) in {board_dir} are out of date with the results "
-                             f"({', '.join(stale[:5])}{', ...' if len(stale) > 5 else ''}); regenerate them with "
-                             f"`pdbench leaderboard --results {root}`")
+        report.errors.append(
+            f"{len(stale)} leaderboard artefact(s) in {board_dir} are out of date with the results "
+            f"({', '.join(stale[:5])}{', ...' if len(stale) > 5 else ''}); regenerate them with "
+            f"`pdbench leaderboard --results {root}`"
+        )
 
 
 def print_report(report: Report, stream=None) -> None:
@@ -240,11 +274,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub, common) -> None:
-    p = sub.add_parser("validate", parents=[common],
-                       help="check a results folder (schema, versions, toy-model SHA-256): the verdict CI gives")
-    p.add_argument("results", type=Path, nargs="?", default=Path("leaderboard/results"),
-                   help="results folder (default: %(default)s)")
+    p = sub.add_parser(
+        "validate",
+        parents=[common],
+        help="check a results folder (schema, versions, toy-model SHA-256): the verdict CI gives",
+    )
+    p.add_argument(
+        "results",
+        type=Path,
+        nargs="?",
+        default=Path("leaderboard/results"),
+        help="results folder (default: %(default)s)",
+    )
     p.add_argument("--min-seeds", type=int, help="require at least this many seeds per (toy model, method)")
-    p.add_argument("--no-artefacts", action="store_true",
-                   help="do not check that the leaderboard artefacts beside a 'results' folder are up to date")
+    p.add_argument(
+        "--no-artefacts",
+        action="store_true",
+        help="do not check that the leaderboard artefacts beside a 'results' folder are up to date",
+    )
     p.set_defaults(fn=cmd_validate)

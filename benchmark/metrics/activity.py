@@ -88,8 +88,7 @@ def activity_f1(ctx: ScoringContext) -> float | None:
     "mean_active_components",
     version="1",
     higher_is_better=False,
-    description="Mean number of components active per evaluation input (minimality, SPD's CI-L0). Needs "
-    "attributions.",
+    description="Mean number of components active per evaluation input (minimality, SPD's CI-L0). Needs attributions.",
 )
 def mean_active_components(ctx: ScoringContext) -> float | None:
     ca = ctx.component_active

@@ -38,7 +38,7 @@ def _output_changes(ctx: ScoringContext, directions: torch.Tensor, x: torch.Tens
     for n in ctx.names:
         numel = math.prod(ctx.shapes[n])
         p = params[n]
-        deltas[n] = directions[:, offset:offset + numel].reshape(-1, *p.shape).to(p.dtype)
+        deltas[n] = directions[:, offset : offset + numel].reshape(-1, *p.shape).to(p.dtype)
         offset += numel
 
     def run(delta: dict[str, torch.Tensor], xk: torch.Tensor) -> torch.Tensor:
@@ -85,11 +85,11 @@ def intervention_specificity(ctx: ScoringContext) -> float | None:
         valid = torch.zeros(len(pairs), 2 * PER_SIDE, dtype=torch.bool)
         for i, (m, _) in enumerate(pairs):
             on, off = sides[m]
-            rows[i, : len(on)], rows[i, PER_SIDE: PER_SIDE + len(off)] = on, off
-            valid[i, : len(on)], valid[i, PER_SIDE: PER_SIDE + len(off)] = True, True
+            rows[i, : len(on)], rows[i, PER_SIDE : PER_SIDE + len(off)] = on, off
+            valid[i, : len(on)], valid[i, PER_SIDE : PER_SIDE + len(off)] = True, True
         x = ctx.eval_inputs[rows]
         change = _output_changes(ctx, torch.cat([dirs, -dirs]), torch.cat([x, x]))
-        change = 0.5 * (change[: len(pairs)] + change[len(pairs):]) * valid  # [P, 2 * PER_SIDE]
+        change = 0.5 * (change[: len(pairs)] + change[len(pairs) :]) * valid  # [P, 2 * PER_SIDE]
         mean_on = change[:, :PER_SIDE].sum(dim=1) / valid[:, :PER_SIDE].sum(dim=1)
         mean_off = change[:, PER_SIDE:].sum(dim=1) / valid[:, PER_SIDE:].sum(dim=1)
         for a, b in zip(mean_on.tolist(), mean_off.tolist(), strict=True):

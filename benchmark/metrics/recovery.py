@@ -127,8 +127,12 @@ def merged_components(ctx: ScoringContext) -> float | None:
         m1, m2 = top2.indices[:, u].tolist()
         c1 = float(top2.values[0, u])
         a = torch.cat([proj[owner == m1, u], proj[owner == m2, u]])
-        gram = torch.cat([torch.cat([ctx.basis_gram(m1, m1), ctx.basis_gram(m1, m2)], dim=1),
-                          torch.cat([ctx.basis_gram(m2, m1), ctx.basis_gram(m2, m2)], dim=1)])
+        gram = torch.cat(
+            [
+                torch.cat([ctx.basis_gram(m1, m1), ctx.basis_gram(m1, m2)], dim=1),
+                torch.cat([ctx.basis_gram(m2, m1), ctx.basis_gram(m2, m2)], dim=1),
+            ]
+        )
         c12 = abs(float(a @ torch.linalg.pinv(gram) @ a)) ** 0.5
         count += c12 >= COVER_TOL and c12 - c1 >= MERGE_GAIN
     return float(count)

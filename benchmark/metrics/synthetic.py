@@ -35,9 +35,16 @@ class LinearToy(ToyModel):
         if not 0 <= subspace_cols <= W.shape[1]:
             raise ValueError(f"subspace_cols must be in [0, {W.shape[1]}], got {subspace_cols}")
         self.W0, self.k, self.p = W.to(torch.float32), subspace_cols, p_active
-        self.spec = ToyModelSpec(name=name, tier=0, version="1", seed=0, gt_status="exact",
-                                 description="hand-built linear toy for metric tests", paper="(test fixture)",
-                                 decomposed=("W",))
+        self.spec = ToyModelSpec(
+            name=name,
+            tier=0,
+            version="1",
+            seed=0,
+            gt_status="exact",
+            description="hand-built linear toy for metric tests",
+            paper="(test fixture)",
+            decomposed=("W",),
+        )
         model = self.make_model()
         self._model = model.requires_grad_(False).eval()
         self._gt = GroundTruth(self.mechanisms(model), self.active)
@@ -79,8 +86,7 @@ class LinearToy(ToyModel):
         on = inputs != 0
         if not self.k:
             return on
-        return torch.cat([on[:, : on.shape[1] - self.k], on[:, on.shape[1] - self.k:].any(dim=1, keepdim=True)],
-                         dim=1)
+        return torch.cat([on[:, : on.shape[1] - self.k], on[:, on.shape[1] - self.k :].any(dim=1, keepdim=True)], dim=1)
 
     def sites(self, model: nn.Module, inputs: Tensor) -> list[LinearSite]:
         return [LinearSite("W", inputs)]

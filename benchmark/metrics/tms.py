@@ -34,8 +34,16 @@ def _column_cosines(ctx: ScoringContext) -> tuple[Tensor, Tensor, Tensor] | None
     if not idx:
         return None
     exact = [ctx.mechanisms[i].components for i in idx]
-    z = torch.cat([flatten({k: v.unsqueeze(0) for k, v in e.items()}, ctx.names, ctx.shapes, 1)
-                   for e in exact if e is not None]) * ctx.supports[idx]  # restricted to the support
+    z = (
+        torch.cat(
+            [
+                flatten({k: v.unsqueeze(0) for k, v in e.items()}, ctx.names, ctx.shapes, 1)
+                for e in exact
+                if e is not None
+            ]
+        )
+        * ctx.supports[idx]
+    )  # restricted to the support
     z_norm = z.norm(dim=1)
     comps = ctx.components  # [C, D]
     restricted_norm = ctx.support_sq_norms("components")[idx].sqrt()  # [M', C]

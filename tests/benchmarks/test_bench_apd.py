@@ -89,8 +89,12 @@ def test_one_training_step_resid_mlp1(benchmark):
     model's ``forward_fast`` and the per-input weights through a sparse product)."""
     t = load_toy("resid_mlp1").target()
     hp = APD().hparams("resid_mlp1")
-    dec = benchmark.pedantic(lambda: APD(num_threads=1, log_every=0).decompose(t, Budget(steps=3), seed=0),
-                             rounds=3, iterations=1, warmup_rounds=1)
+    dec = benchmark.pedantic(
+        lambda: APD(num_threads=1, log_every=0).decompose(t, Budget(steps=3), seed=0),
+        rounds=3,
+        iterations=1,
+        warmup_rounds=1,
+    )
     assert dec.record.steps == 3 and len(dec) == hp["C"]
 
 

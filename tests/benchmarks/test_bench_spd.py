@@ -29,7 +29,8 @@ def _mmcs_ml2r(W: torch.Tensor, P: torch.Tensor) -> tuple[float, float]:
     cos = torch.einsum("cij,ij->cj", P, W) / (P.norm(dim=1) * W.norm(dim=0) + 1e-12)
     best = cos.argmax(0)
     return float(cos.max(0).values.mean()), float(
-        (P[best, :, torch.arange(W.shape[1])].norm(dim=1) / W.norm(dim=0)).mean())
+        (P[best, :, torch.arange(W.shape[1])].norm(dim=1) / W.norm(dim=0)).mean()
+    )
 
 
 @pytest.fixture(scope="module", params=["tms_5-2", "tms_40-10"])
@@ -38,8 +39,14 @@ def trainer(request):
     toy = load_toy(request.param)
     t = toy.target()
     hp = SPD().hparams(request.param)
-    cfg = SPDConfig(C=hp["C"], imp_coeff=hp["imp_coeff"], pnorm=hp["pnorm"], batch_size=hp["batch_size"],
-                    d_gate=hp["d_gate"], steps=10)
+    cfg = SPDConfig(
+        C=hp["C"],
+        imp_coeff=hp["imp_coeff"],
+        pnorm=hp["pnorm"],
+        batch_size=hp["batch_size"],
+        d_gate=hp["d_gate"],
+        steps=10,
+    )
     return SPDTrainer(t.model.to(DEVICE), t.params(), t.sample, cfg, seed=0, device=DEVICE)
 
 
@@ -63,8 +70,9 @@ def test_spd_training_step(benchmark, trainer):
 def test_spd_run_to_paper_quality(benchmark, name):
     """A whole fast-preset run; the paper's quality (MMCS 1.000, ML2R ~1) must come out of it."""
     toy = load_toy(name)
-    dec = benchmark.pedantic(lambda: SPD().decompose(toy.target(), Budget(), seed=0, device=DEVICE),
-                             rounds=1, iterations=1)
+    dec = benchmark.pedantic(
+        lambda: SPD().decompose(toy.target(), Budget(), seed=0, device=DEVICE), rounds=1, iterations=1
+    )
     P = torch.stack([dec.dense(i)["W"] for i in range(len(dec))])
     mmcs, ml2r = _mmcs_ml2r(toy.model.W.detach(), P)
     benchmark.extra_info.update({"mmcs": mmcs, "ml2r": ml2r, "steps": dec.record.steps})
@@ -85,8 +93,9 @@ def _ci_loop(spd, inner: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
 def ci_case():
     toy = load_toy("tms_40-10")
     t = toy.target()
-    tr = SPDTrainer(t.model.to(DEVICE), t.params(), t.sample, SPDConfig(C=200, steps=1, batch_size=1024),
-                    seed=0, device=DEVICE)
+    tr = SPDTrainer(
+        t.model.to(DEVICE), t.params(), t.sample, SPDConfig(C=200, steps=1, batch_size=1024), seed=0, device=DEVICE
+    )
     _, inner = tr.target_pass(tr.sample(1024))
     return tr.spd, inner.detach().requires_grad_(True)
 

@@ -156,6 +156,7 @@ class BrokenToy(TMS):
 
 TOY_MODELS.register("fault_toy", BrokenToy)
 
+
 @METHODS.register("slow_valid")
 class SlowValid(_Fault):
     """A valid method that takes ``seconds`` (default 1 s): gives an interruption test time to strike."""
