@@ -1,4 +1,4 @@
-"""What a method returns: components in parameter space (DESIGN.md, Core contracts).
+"""What a method returns: components in parameter space (docs/design.md, Core contracts).
 
 A component maps parameter names to tensors of that parameter's shape, or to :class:`LowRank` factors
 that expand to it, over any subset of the decomposed parameters. Optional capabilities

@@ -17,19 +17,22 @@ models registered in the parent (by a test module, a notebook) are found in a wo
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import signal
+import sys
 import tempfile
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+from benchmark.cell import decode_result, encode_result, error_result, reset_peak_rss, run_method
 from benchmark.method import Budget
 from benchmark.results import Cell
 
@@ -91,10 +94,10 @@ class WorkerConfig:
 
 
 def registry_refs(tasks: Sequence[CellTask]) -> tuple[tuple[tuple[str, str, str], ...], tuple[str, ...]]:
-    """``module:object`` references of the methods and toy models the tasks use, where importable, and the
-    plugin files (loaded in this process with ``load_plugin``) that define the others."""
-    import sys
-
+    """``module:object`` references of the methods and toy models the tasks use that this process has
+    registered itself (a test module, a notebook), and the plugin files it loaded itself that define others,
+    so that a worker finds them too. Nothing is imported here: names from plugin files given to the run
+    and from entry points are resolved by the workers."""
     from benchmark.registry import METHODS, TOY_MODELS
 
     refs, files = [], []
@@ -103,10 +106,11 @@ def registry_refs(tasks: Sequence[CellTask]) -> tuple[tuple[tuple[str, str, str]
         ("toy", TOY_MODELS, {t.cell.toy for t in tasks}),
     ):
         for name in sorted(names):
-            try:
-                obj = reg.get(name)
-            except Exception:
-                continue  # the worker reports the unknown name in the cell's error row
+            lazy = reg.lazy_ref(name)
+            if lazy is not None and not lazy.startswith("__main__:"):
+                refs.append((kind, name, lazy))
+                continue
+            obj = reg.builtin(name)
             module = getattr(obj, "__module__", None)
             qual = getattr(obj, "__qualname__", None)
             if module and module.startswith("pdbench_plugin_"):
@@ -118,7 +122,25 @@ def registry_refs(tasks: Sequence[CellTask]) -> tuple[tuple[tuple[str, str, str]
     return tuple(refs), tuple(files)
 
 
-# -- inside a worker -------------------------------------------------------------------------------------
+def contain_worker() -> None:
+    """Put this worker in its own process group (the parent kills the group, children included) and ask
+    Linux to kill it when the parent dies, even by SIGKILL."""
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            if os.getppid() == 1:  # the parent died before the call
+                os._exit(1)
+        except (OSError, AttributeError):
+            pass
+
+
 def init_worker(config: WorkerConfig) -> None:
     """Threads, memory guard, plugins and forwarded registrations of a fresh worker process."""
     import torch
@@ -154,31 +176,55 @@ def init_worker(config: WorkerConfig) -> None:
 
 
 def run_task(task: CellTask, config: WorkerConfig) -> dict[str, Any]:
-    """Run one cell inside a worker, then restore the global torch state a method may have changed."""
+    """Run one cell's method inside a worker, then restore the global torch state a method may have changed."""
     import torch
 
     from benchmark.cache import WeightCache
-    from benchmark.runner import reset_peak_rss, run_cell
 
     reset_peak_rss()
     cache = WeightCache(config.cache_root) if config.cache_root else None
     dtype, grad = torch.get_default_dtype(), torch.is_grad_enabled()
     try:
-        return run_cell(task.cell, task.budget, task.device, cache, task.hparams, config.memory_mb)
+        return run_method(task.cell, task.budget, task.device, cache, task.hparams, config.memory_mb)
     finally:
         torch.set_default_dtype(dtype)
         torch.set_grad_enabled(grad)
         torch.set_num_threads(max(1, config.threads))
 
 
+def _send(conn: Connection, kind: str, result: dict[str, Any] | None = None, pid: int | None = None) -> None:
+    """Worker -> parent: JSON and raw bytes only, so the scoring process never unpickles a worker's data."""
+    if result is None:
+        conn.send_bytes(json.dumps({"kind": kind, "pid": pid}).encode())
+        return
+    head, payload = encode_result(result)
+    conn.send_bytes(json.dumps({"kind": kind, "payload": payload is not None}).encode())
+    conn.send_bytes(head)
+    if payload is not None:
+        conn.send_bytes(payload)
+
+
+def _receive(conn: Connection) -> tuple[str, Any]:
+    """The parent's side of :func:`_send`: ('ready', pid) or ('result', result dict)."""
+    header = json.loads(conn.recv_bytes(1 << 16))
+    if not isinstance(header, dict) or header.get("kind") not in ("ready", "result"):
+        raise ValueError(f"a worker sent an unknown message {str(header)[:100]!r}")
+    if header["kind"] == "ready":
+        return "ready", header.get("pid")
+    head = conn.recv_bytes(64 * MiB)
+    payload = conn.recv_bytes(512 * MiB) if header.get("payload") else None
+    return "result", decode_result(head, payload)
+
+
 def _worker_main(conn: Connection, config: WorkerConfig) -> None:
+    contain_worker()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     init_error = None
     try:
         init_worker(config)
     except BaseException as exc:  # noqa: BLE001 - reported in every cell's error row
         init_error = (type(exc).__name__, str(exc), traceback.format_exc())
-    conn.send(("ready", os.getpid()))
+    _send(conn, "ready", pid=os.getpid())
     while True:
         try:
             task = conn.recv()
@@ -187,12 +233,10 @@ def _worker_main(conn: Connection, config: WorkerConfig) -> None:
         if task is None:
             return
         if init_error is not None:
-            from benchmark.runner import error_result
-
             result = error_result(task.cell, task.budget, task.device, "loading plugins", *init_error)
         else:
             result = run_task(task, config)
-        conn.send(("result", result))
+        _send(conn, "result", result)
 
 
 # -- the parent's side -------------------------------------------------------------------------------------
@@ -245,6 +289,13 @@ class _Worker:
         self.n_done = 0
 
     def kill(self) -> None:
+        """Kill the worker's whole process group (children a method started included)."""
+        pid = self.proc.pid
+        if pid is not None:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError, OSError):
+                pass
         if self.proc.is_alive():
             self.proc.kill()
         self.proc.join(timeout=5)
@@ -252,7 +303,11 @@ class _Worker:
 
 
 class LocalExecutor:
-    """Cells on ``jobs`` spawned worker processes, with a time limit and a memory guard per cell."""
+    """Cells on ``jobs`` spawned worker processes, with a time limit and a memory guard per cell.
+
+    :meth:`run` loops over three steps: :meth:`_schedule` (start workers, hand out cells, one toy model's
+    first cell at a time so its weights train once), :meth:`_poll` (read what workers sent) and
+    :meth:`_police` (time limit, memory guard, dead workers: the cell becomes an error row)."""
 
     startup_timeout_s = 600.0
     max_failed_starts = 3
@@ -260,7 +315,7 @@ class LocalExecutor:
     def __init__(
         self,
         jobs: int | None = None,
-        limits: Any = None,
+        limits: Limits | None = None,
         plugins: Sequence[str] = (),
         cache_root: str | None = None,
         device: str = "cpu",
@@ -269,145 +324,147 @@ class LocalExecutor:
     ):
         self.jobs = max(1, jobs or cpu_count())
         self.limits = limits or Limits()
-        self.memory_mb = self.limits.memory_for(self.jobs)
         self.cells_per_worker = cells_per_worker
         self.config = WorkerConfig(
-            plugins=tuple(plugins),
-            cache_root=cache_root,
-            threads=max(1, threads or 1),
-            memory_mb=self.memory_mb,
-            device=device,
+            plugins=tuple(plugins), cache_root=cache_root, threads=max(1, threads or 1), device=device
         )
+        self.memory_mb = self.limits.memory_for(self.jobs)
 
     def run(self, tasks: Sequence[CellTask], on_result: OnResult) -> None:
-        from benchmark.runner import error_result
-
+        n_workers = min(self.jobs, len(tasks))
+        self.memory_mb = self.limits.memory_for(n_workers)  # shared among the workers actually started
         refs, files = registry_refs(tasks)
         plugins = self.config.plugins + tuple(f for f in files if f not in self.config.plugins)
-        config = WorkerConfig(**{**self.config.__dict__, "refs": refs, "plugins": plugins})
-        ctx = mp.get_context("spawn")
-        pending = deque(tasks)
-        building: set[str] = set()  # toy models whose first cell is running (its weights may be training)
-        built: set[str] = {t for t in {task.cell.toy for task in tasks} if toy_is_cached(t, config.cache_root)}
-        workers: list[_Worker] = []
-        retiring: list[_Worker] = []
-        failed_starts = 0
-
-        def next_task() -> CellTask | None:
-            for i, t in enumerate(pending):
-                if t.cell.toy in built or t.cell.toy not in building:
-                    del pending[i]
-                    if t.cell.toy not in built:
-                        building.add(t.cell.toy)
-                    return t
-            return None
-
-        def finish(w: _Worker, result: dict[str, Any]) -> None:
-            assert w.task is not None
-            building.discard(w.task.cell.toy)
-            built.add(w.task.cell.toy)
-            w.task = None
-            w.n_done += 1
-            on_result(result)
-
-        def fail(w: _Worker, kind: str, message: str) -> None:
-            task = w.task
-            assert task is not None
-            wall = time.monotonic() - w.started
-            rss = rss_mb(w.proc.pid)
-            w.kill()
-            workers.remove(w)
-            finish(
-                w,
-                error_result(
-                    task.cell,
-                    task.budget,
-                    task.device,
-                    "running the cell (worker process)",
-                    kind,
-                    message,
-                    "",
-                    {"wall_time_s": wall, "peak_memory_mb": rss},
-                    config.cache_root,
-                ),
-            )
-
+        self._config = replace(self.config, refs=refs, plugins=plugins, memory_mb=self.memory_mb)
+        self._ctx = mp.get_context("spawn")
+        self._pending = deque(tasks)
+        self._building: set[str] = set()  # toy models whose first cell is running (weights may be training)
+        self._built = {t for t in {task.cell.toy for task in tasks} if toy_is_cached(t, self._config.cache_root)}
+        self._workers: list[_Worker] = []
+        self._retiring: list[_Worker] = []
+        self._failed_starts = 0
+        self._on_result = on_result
         try:
-            while pending or any(w.task for w in workers):
-                while len(workers) < min(self.jobs, len(pending) + sum(w.task is not None for w in workers)):
-                    workers.append(_Worker(ctx, config))
-                for w in workers:
-                    if w.ready and w.task is None and pending:
-                        task = next_task()
-                        if task is None:
-                            break
-                        w.task, w.started = task, time.monotonic()
-                        w.conn.send(task)
-                waitables = [w.conn for w in workers] + [w.proc.sentinel for w in workers]
+            while self._pending or any(w.task for w in self._workers):
+                self._schedule()
+                waitables = [w.conn for w in self._workers] + [w.proc.sentinel for w in self._workers]
                 wait(waitables, timeout=self.limits.poll_s)
-                now = time.monotonic()
-                for w in list(workers):
-                    msg = None
-                    if w.conn.poll():
-                        try:
-                            msg = w.conn.recv()
-                        except (EOFError, OSError):
-                            msg = None
-                    if msg is not None and msg[0] == "ready":
-                        w.ready, failed_starts = True, 0
-                    elif msg is not None and msg[0] == "result":
-                        finish(w, msg[1])
-                        if self.cells_per_worker and w.n_done >= self.cells_per_worker:
-                            w.conn.send(None)  # it exits on its own; reaped at the end
-                            workers.remove(w)
-                            retiring.append(w)
-                    elif not w.proc.is_alive():
-                        if w.task is not None:
-                            fail(
-                                w,
-                                "WorkerDied",
-                                f"the worker process running the cell "
-                                f"{describe_exit(w.proc.exitcode)} before returning a result",
-                            )
-                        else:
-                            w.kill()
-                            workers.remove(w)
-                            failed_starts += not w.ready
-                            if failed_starts >= self.max_failed_starts:
-                                raise RuntimeError(
-                                    f"{failed_starts} worker processes in a row died while "
-                                    f"starting ({describe_exit(w.proc.exitcode)}); run with "
-                                    "--executor serial to see why"
-                                )
-                    elif w.task is not None:
-                        rss = rss_mb(w.proc.pid)
-                        if self.limits.time_s is not None and now - w.started > self.limits.time_s:
-                            fail(
-                                w,
-                                "TimeLimitExceeded",
-                                f"the cell ran longer than its time limit of "
-                                f"{self.limits.time_s:g} s and was stopped (set with --time-limit)",
-                            )
-                        elif rss is not None and rss > self.memory_mb:
-                            fail(
-                                w,
-                                "MemoryLimitExceeded",
-                                f"the worker's resident memory reached {rss:.0f} MiB, "
-                                f"over the memory guard of {self.memory_mb:.0f} MiB, and the cell was stopped "
-                                "(set with --memory-limit-mb)",
-                            )
-                    elif not w.ready and now - w.born > self.startup_timeout_s:
-                        raise RuntimeError(f"a worker process did not start within {self.startup_timeout_s:g} s")
+                for w in list(self._workers):
+                    if not self._poll(w):
+                        self._police(w)
         finally:
-            for w in workers:
-                if w.task is None and w.proc.is_alive():
-                    try:
-                        w.conn.send(None)
-                    except OSError:
-                        pass
-            for w in workers + retiring:
-                w.proc.join(timeout=2 if w.task is None else 0)
-                w.kill()
+            self._shutdown()
+
+    # -- scheduling ---------------------------------------------------------------------------------------
+    def _schedule(self) -> None:
+        busy = sum(w.task is not None for w in self._workers)
+        while len(self._workers) < min(self.jobs, len(self._pending) + busy):
+            self._workers.append(_Worker(self._ctx, self._config))
+        for w in self._workers:
+            if w.ready and w.task is None and self._pending:
+                task = self._next_task()
+                if task is None:
+                    break
+                w.task, w.started = task, time.monotonic()
+                w.conn.send(task)
+
+    def _next_task(self) -> CellTask | None:
+        for i, t in enumerate(self._pending):
+            if t.cell.toy in self._built or t.cell.toy not in self._building:
+                del self._pending[i]
+                if t.cell.toy not in self._built:
+                    self._building.add(t.cell.toy)
+                return t
+        return None
+
+    # -- polling ------------------------------------------------------------------------------------------
+    def _poll(self, w: _Worker) -> bool:
+        """Handle one message from ``w``; True when there was one."""
+        if not w.conn.poll():
+            return False
+        try:
+            kind, value = _receive(w.conn)
+        except (EOFError, OSError):
+            return False
+        except ValueError as exc:  # unreadable: the worker is not trusted any more
+            if w.task is not None:
+                self._fail(w, "BadWorkerMessage", f"the worker sent a message that is not a result ({exc})")
+            return True
+        if kind == "ready":
+            w.ready, self._failed_starts = True, 0
+        elif w.task is not None:
+            self._finish(w, value)
+            if self.cells_per_worker and w.n_done >= self.cells_per_worker:
+                w.conn.send(None)  # it exits on its own; reaped at the end
+                self._workers.remove(w)
+                self._retiring.append(w)
+        return True
+
+    def _finish(self, w: _Worker, result: dict[str, Any]) -> None:
+        assert w.task is not None
+        self._building.discard(w.task.cell.toy)
+        self._built.add(w.task.cell.toy)
+        w.task = None
+        w.n_done += 1
+        self._on_result(result)
+
+    # -- failures -----------------------------------------------------------------------------------------
+    def _police(self, w: _Worker) -> None:
+        now = time.monotonic()
+        if not w.proc.is_alive():
+            if w.task is not None:
+                died = describe_exit(w.proc.exitcode)
+                self._fail(w, "WorkerDied", f"the worker process running the cell {died} before returning a result")
+                return
+            w.kill()
+            self._workers.remove(w)
+            self._failed_starts += not w.ready
+            if self._failed_starts >= self.max_failed_starts:
+                raise RuntimeError(
+                    f"{self._failed_starts} worker processes in a row died while starting "
+                    f"({describe_exit(w.proc.exitcode)}); run with --executor serial to see why"
+                )
+        elif w.task is not None:
+            rss = rss_mb(w.proc.pid)
+            if self.limits.time_s is not None and now - w.started > self.limits.time_s:
+                self._fail(
+                    w,
+                    "TimeLimitExceeded",
+                    f"the cell ran longer than its time limit of {self.limits.time_s:g} s and was stopped "
+                    "(set with --time-limit)",
+                )
+            elif rss is not None and rss > self.memory_mb:
+                self._fail(
+                    w,
+                    "MemoryLimitExceeded",
+                    f"the worker's resident memory reached {rss:.0f} MiB, over the memory guard of "
+                    f"{self.memory_mb:.0f} MiB, and the cell was stopped (set with --memory-limit-mb)",
+                )
+        elif not w.ready and now - w.born > self.startup_timeout_s:
+            raise RuntimeError(f"a worker process did not start within {self.startup_timeout_s:g} s")
+
+    def _fail(self, w: _Worker, kind: str, message: str) -> None:
+        task = w.task
+        assert task is not None
+        wall, rss = time.monotonic() - w.started, rss_mb(w.proc.pid)
+        w.kill()
+        self._workers.remove(w)
+        cost = {"wall_time_s": wall, "peak_memory_mb": rss}
+        where = "running the cell (worker process)"
+        self._finish(
+            w, error_result(task.cell, task.budget, task.device, where, kind, message, "", cost, self.config.cache_root)
+        )
+
+    def _shutdown(self) -> None:
+        for w in self._workers:
+            if w.task is None and w.proc.is_alive():
+                try:
+                    w.conn.send(None)
+                except OSError:
+                    pass
+        for w in self._workers + self._retiring:
+            w.proc.join(timeout=2 if w.task is None else 0)
+            w.kill()
 
 
 class SerialExecutor:
@@ -417,22 +474,32 @@ class SerialExecutor:
     own default oversubscribes a shared machine badly), and restores the caller's setting afterwards.
     """
 
-    def __init__(self, device: str = "cpu", cache_root: str | None = None, threads: int | None = None, **_: Any):
+    def __init__(
+        self,
+        device: str = "cpu",
+        cache_root: str | None = None,
+        threads: int | None = None,
+        plugins: Sequence[str] = (),
+        **_: Any,
+    ):
         self.cache_root = cache_root
         self.threads = threads or 1
+        self.plugins = tuple(plugins)
 
     def run(self, tasks: Sequence[CellTask], on_result: OnResult) -> None:
         import torch
 
         from benchmark.cache import WeightCache
-        from benchmark.runner import run_cell
+        from benchmark.registry import load_plugin
 
+        for path in self.plugins:  # in this process: the serial executor isolates nothing (debugging only)
+            load_plugin(path)
         cache = WeightCache(self.cache_root) if self.cache_root else None
         before = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         try:
             for t in tasks:
-                on_result(run_cell(t.cell, t.budget, t.device, cache, t.hparams))
+                on_result(run_method(t.cell, t.budget, t.device, cache, t.hparams))
         finally:
             torch.set_num_threads(before)
 
@@ -445,7 +512,7 @@ def _alarm(signum: int, frame: Any) -> None:
     raise TimeLimitExceeded("the cell ran longer than its time limit and was stopped (set with --time-limit)")
 
 
-def _ray_cell(task: CellTask, config: WorkerConfig, time_s: float | None) -> dict[str, Any]:
+def _ray_cell(task: CellTask, config: WorkerConfig, time_s: float | None) -> tuple[bytes, bytes | None]:
     """A Ray task: the time limit is an alarm started after the worker's start-up, so a busy cluster's
     scheduling and process start-up do not count against the cell; the driver keeps a backstop."""
     init_worker(config)
@@ -458,7 +525,7 @@ def _ray_cell(task: CellTask, config: WorkerConfig, time_s: float | None) -> dic
         except (ValueError, AttributeError, OSError):  # not the main thread, or no SIGALRM (Windows)
             pass
     try:
-        return run_task(task, config)
+        return encode_result(run_task(task, config))  # JSON and bytes, decoded as data by the driver
     finally:
         if armed:
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -475,7 +542,7 @@ class RayExecutor:
     def __init__(
         self,
         jobs: int | None = None,
-        limits: Any = None,
+        limits: Limits | None = None,
         plugins: Sequence[str] = (),
         cache_root: str | None = None,
         device: str = "cpu",
@@ -501,18 +568,14 @@ class RayExecutor:
             from ray.exceptions import RayError
         except ImportError:
             raise RuntimeError("--executor ray needs Ray: pip install 'pdbench[ray]'") from None
-        from benchmark.runner import error_result
-
         if not ray.is_initialized():
             address = self.address or os.environ.get("RAY_ADDRESS")
             kw: dict[str, Any] = {"address": address} if address else {"num_cpus": self.jobs or cpu_count()}
             ray.init(include_dashboard=False, log_to_driver=False, **kw)
         refs, files = registry_refs(tasks)
         known = {name for name, _ in self.config.plugin_sources}
-        sources = self.config.plugin_sources + tuple(
-            (Path(f).name, Path(f).read_text()) for f in files if Path(f).name not in known
-        )
-        config = WorkerConfig(**{**self.config.__dict__, "refs": refs, "plugin_sources": sources})
+        extra = tuple((Path(f).name, Path(f).read_text()) for f in files if Path(f).name not in known)
+        config = replace(self.config, refs=refs, plugin_sources=self.config.plugin_sources + extra)
         gpus = 1 if self.device.startswith("cuda") else 0
         remote = ray.remote(num_cpus=1, num_gpus=gpus, max_calls=1, max_retries=0)(_ray_cell)
         capacity = max(1, int(ray.available_resources().get("GPU" if gpus else "CPU", 1)))
@@ -526,7 +589,7 @@ class RayExecutor:
             for ref in ready:
                 task, t0 = inflight.pop(ref)
                 try:
-                    on_result(ray.get(ref))
+                    on_result(decode_result(*ray.get(ref)))
                 except RayError as exc:
                     on_result(
                         error_result(
@@ -566,7 +629,7 @@ def make_executor(
     name: str,
     *,
     jobs: int | None = None,
-    limits: Any = None,
+    limits: Limits | None = None,
     plugins: Sequence[str] = (),
     cache_root: str | None = None,
     device: str = "cpu",
@@ -577,7 +640,7 @@ def make_executor(
     if name == "local":
         return LocalExecutor(jobs, limits, plugins, cache_root, device, cells_per_worker, threads)
     if name == "serial":
-        return SerialExecutor(device=device, cache_root=cache_root, threads=threads)
+        return SerialExecutor(device=device, cache_root=cache_root, threads=threads, plugins=plugins)
     if name == "ray":
         return RayExecutor(jobs, limits, plugins, cache_root, device)
     raise ValueError(f"unknown executor {name!r}; known executors: {', '.join(EXECUTORS)}")

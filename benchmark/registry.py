@@ -1,7 +1,7 @@
 """Name -> object registries for toy models, methods and metrics.
 
 One mechanism serves all three (after lm-evaluation-harness's `Registry`, see
-`shared/reference/benchmarks.md` section 2):
+`docs/reference/benchmarks.md` section 2):
 
 - decorator registration: ``@METHODS.register("pca")``;
 - lazy ``module:object`` references, imported on first use: ``METHODS.register("x", lazy="pkg.mod:Cls")``,
@@ -17,6 +17,7 @@ reported when such a name is asked for, or by ``pdbench list``.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -28,6 +29,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from benchmark.names import REF_PATTERN, check_name
+
 T = TypeVar("T")
 
 
@@ -38,8 +41,15 @@ class RegistryError(LookupError):
 class Registry(Generic[T]):
     """A typed registry of named objects (classes or factories)."""
 
-    def __init__(self, kind: str, builtin_package: str | None = None, entry_point_group: str | None = None):
+    def __init__(
+        self,
+        kind: str,
+        builtin_package: str | None = None,
+        entry_point_group: str | None = None,
+        check: Callable[[str, Any], None] | None = None,
+    ):
         self.kind = kind
+        self.check = check  # raises TypeError for an object of the wrong kind; may stamp the name on it
         self.builtin_package = builtin_package
         self.entry_point_group = entry_point_group
         self._objects: dict[str, T] = {}
@@ -56,6 +66,8 @@ class Registry(Generic[T]):
         Without ``obj`` and ``lazy`` this returns a decorator.
         """
         if lazy is not None:
+            if not isinstance(lazy, str) or not REF_PATTERN.fullmatch(lazy):
+                raise RegistryError(f"lazy {self.kind} reference {lazy!r} must look like 'package.module:object'")
             with self._lock:
                 self._check_free(name, replace)
                 self._lazy[name] = lazy
@@ -65,6 +77,7 @@ class Registry(Generic[T]):
         def add(o: T) -> T:
             with self._lock:
                 self._check_free(name, replace)
+                self._check_kind(name, o)
                 self._objects[name] = o
                 self._lazy.pop(name, None)
                 self._origins[name] = _origin(o)
@@ -72,9 +85,18 @@ class Registry(Generic[T]):
 
         return add(obj) if obj is not None else add
 
+    def _check_kind(self, name: str, obj: Any) -> None:
+        if self.check is not None:
+            try:
+                self.check(name, obj)
+            except TypeError as exc:
+                raise RegistryError(f"cannot register {self.kind} {name!r}: {exc}") from None
+
     def _check_free(self, name: str, replace: bool) -> None:
-        if not name or not isinstance(name, str):
-            raise RegistryError(f"{self.kind} names must be non-empty strings, got {name!r}")
+        try:
+            check_name(name, self.kind)
+        except ValueError as exc:
+            raise RegistryError(str(exc)) from None
         if not replace and (name in self._objects or name in self._lazy):
             raise RegistryError(
                 f"{self.kind} {name!r} is already registered (by {self._origins.get(name)}); "
@@ -93,11 +115,24 @@ class Registry(Generic[T]):
             ref = name
         if ref is not None:
             obj = _import_object(ref, self.kind)
+            self._check_kind(name, obj)
             with self._lock:
                 self._objects[name] = obj
                 self._lazy.pop(name, None)
             return obj
         raise RegistryError(self._unknown_message(name))
+
+    def builtin(self, name: str) -> T | None:
+        """The object registered as ``name`` by the built-in package or by code this process already ran;
+        None otherwise. Never imports an entry point, a plugin file or a ``module:object`` reference."""
+        self.discover()
+        with self._lock:
+            return self._objects.get(name)
+
+    def lazy_ref(self, name: str) -> str | None:
+        """The ``module:object`` reference ``name`` was registered with, where it has not been imported yet."""
+        with self._lock:
+            return self._lazy.get(name)
 
     def __contains__(self, name: str) -> bool:
         self.discover()
@@ -190,7 +225,9 @@ def load_plugin(path: str | Path) -> Any:
         raise RegistryError(f"plugin file {path!s} does not exist")
     if p.suffix != ".py":
         raise RegistryError(f"plugin file {path!s} is not a .py file")
-    mod_name = f"pdbench_plugin_{abs(hash(key)):x}"
+    digest = hashlib.sha256(p.read_bytes()).hexdigest()[:12]
+    stem = "".join(ch if ch.isalnum() else "_" for ch in p.stem)
+    mod_name = f"pdbench_plugin_{stem}_{digest}"  # says which file, and which version of it
     spec = importlib.util.spec_from_file_location(mod_name, p)
     if spec is None or spec.loader is None:
         raise RegistryError(f"cannot load plugin file {path!s}")
@@ -198,13 +235,37 @@ def load_plugin(path: str | Path) -> Any:
     sys.modules[mod_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # exit() while importing is a failure, never a silent success
         sys.modules.pop(mod_name, None)
-        raise RegistryError(f"plugin file {path!s} failed to import: {type(exc).__name__}: {exc}") from exc
+        raise RegistryError(f"plugin file {path!s} failed to import: {type(exc).__name__}: {exc}") from None
     _loaded_plugins[key] = module
     return module
 
 
-TOY_MODELS: Registry[Callable[..., Any]] = Registry("toy model", "toy_models", "pdbench.toy_models")
-METHODS: Registry[type] = Registry("method", "methods", "pdbench.methods")
-METRICS: Registry[Any] = Registry("metric", "benchmark.metrics", "pdbench.metrics")
+def _method_kind(name: str, obj: Any) -> None:
+    """A method is a subclass of :class:`benchmark.method.Method`; its ``name`` comes from the registration."""
+    from benchmark.method import Method
+
+    if not (isinstance(obj, type) and issubclass(obj, Method)):
+        raise TypeError(f"{obj!r} is not a subclass of benchmark.method.Method")
+    own = obj.__dict__.get("name")
+    if own is not None and own != name:
+        raise TypeError(f"its class sets name = {own!r}; the registered name is the method's name (drop the attribute)")
+    obj.name = name
+
+
+def _toy_kind(name: str, obj: Any) -> None:
+    if not callable(obj):
+        raise TypeError(f"{obj!r} is not a ToyModel class or factory")
+
+
+def _metric_kind(name: str, obj: Any) -> None:
+    from benchmark.scoring import Metric
+
+    if not isinstance(obj, Metric):
+        raise TypeError(f"{obj!r} is not a benchmark.scoring.Metric (register metrics with @metric)")
+
+
+TOY_MODELS: Registry[Callable[..., Any]] = Registry("toy model", "toy_models", "pdbench.toy_models", _toy_kind)
+METHODS: Registry[type] = Registry("method", "methods", "pdbench.methods", _method_kind)
+METRICS: Registry[Any] = Registry("metric", "benchmark.metrics", "pdbench.metrics", _metric_kind)

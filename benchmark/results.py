@@ -13,6 +13,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmark import __version__
-from benchmark.cache import atomic_write_bytes
+from benchmark.files import atomic_write_bytes, temp_file_owner
+from benchmark.names import NAME_PATTERN, REF_PATTERN
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 REQUIRED = ("schema_version", "cell", "status", "metrics", "toy", "method")
 MAX_RESULT_BYTES = 20 * 2**20  # a cell's result is a few kB; anything this large is not one of ours
 ERROR_FIELDS = ("stage", "type", "message", "traceback")
@@ -32,6 +34,16 @@ ERROR_FIELDS = ("stage", "type", "message", "traceback")
 
 class ResultError(ValueError):
     """A result file that cannot be trusted."""
+
+
+def path_part(name: str) -> str:
+    """A name as one path component, one to one: allowed characters stay, every other one (the ':' of a
+    ``module:object`` reference, a leading '.') becomes ``%XX``."""
+    out = []
+    for i, ch in enumerate(name):
+        keep = ch.isascii() and (ch.isalnum() or ch in "_@-" or (ch == "." and i > 0))
+        out.append(ch if keep else "".join(f"%{b:02X}" for b in ch.encode()))
+    return "".join(out)
 
 
 @dataclass(frozen=True, order=True)
@@ -43,25 +55,30 @@ class Cell:
     def __post_init__(self) -> None:
         for field_name in ("toy", "method"):
             value = getattr(self, field_name)
-            if not isinstance(value, str) or not value.strip():
-                raise ValueError(f"cell {field_name} must be a non-empty string, got {value!r}")
+            if not isinstance(value, str) or not (
+                (NAME_PATTERN.fullmatch(value) and not value.startswith(".")) or REF_PATTERN.fullmatch(value)
+            ):
+                raise ValueError(
+                    f"cell {field_name} {value!r} is neither a valid name (1 to 100 letters, digits and "
+                    "'_ . @ -', not starting with a dot) nor a module:object reference"
+                )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"cell seed must be an integer, got {self.seed!r}")
-        if self.seed < 0:
-            raise ValueError(f"cell seed must be >= 0, got {self.seed}")
+        if not 0 <= self.seed < 2**31:
+            raise ValueError(f"cell seed must be in 0 .. 2**31 - 1, got {self.seed}")
 
     def path(self, root: Path) -> Path:
-        return Path(root) / _safe(self.toy) / _safe(self.method) / f"seed{self.seed}.json"
+        return Path(root) / path_part(self.toy) / path_part(self.method) / f"seed{self.seed}.json"
+
+    def decomposition_path(self, root: Path) -> Path:
+        """Where the cell's stored decomposition lies, beside its result."""
+        return self.path(root).with_suffix(".safetensors")
 
     def to_dict(self) -> dict[str, Any]:
         return {"toy": self.toy, "method": self.method, "seed": self.seed}
 
     def __str__(self) -> str:
         return f"{self.toy} x {self.method} x seed {self.seed}"
-
-
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_.@" else "_" for ch in name)
 
 
 @cache  # one subprocess per process, not one per cell
@@ -111,13 +128,31 @@ def write_result(root: Path, result: dict[str, Any]) -> Path:
 
 
 def stale_temp_files(root: Path) -> list[Path]:
-    """Temporary files left by a writer that was killed before its rename (never read as results)."""
+    """Temporary files left by a writer that died before its rename (never read as results): those whose
+    writer process (the pid in the name) no longer runs, or is this process."""
     root = Path(root)
-    return sorted(root.rglob(".*.json.*.tmp")) if root.exists() else []
+    if not root.exists():
+        return []
+    return sorted(p for p in root.rglob(".*.tmp") if _writer_gone(p))
+
+
+def _writer_gone(path: Path) -> bool:
+    pid = temp_file_owner(path)
+    if pid is None:
+        return False  # not one of ours: never touched
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def remove_stale_temp_files(root: Path) -> int:
-    """Delete the temporary files of killed writers; returns how many were removed."""
+    """Delete the temporary files of dead writers; returns how many were removed."""
     removed = 0
     for p in stale_temp_files(root):
         p.unlink(missing_ok=True)
@@ -159,8 +194,14 @@ def _migrate_v0(old: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _migrate_v1(old: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 stored no decomposition: the result keeps its metrics, but ``pdbench validate`` refuses it
+    (nothing to re-score) until the cell runs again."""
+    return {**old, "decomposition": old.get("decomposition")}
+
+
 # version v -> a function that turns a version-v result into a version-(v + 1) result
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _migrate_v0}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _migrate_v0, 1: _migrate_v1}
 
 
 def migrate(result: dict[str, Any], where: str = "result") -> dict[str, Any]:
@@ -240,6 +281,14 @@ def validate_result(result: Any, where: str = "result") -> None:
     for k, v in result.get("cost", {}).items():
         if not (v is None or isinstance(v, str | bool) or _is_number(v)):
             raise ResultError(f"{where}: cost {k!r} must be a finite number, a string, a boolean or null, got {v!r}")
+    dec = result.get("decomposition")
+    if dec is not None and not (
+        isinstance(dec, dict)
+        and isinstance(dec.get("sha256"), str)
+        and re.fullmatch(r"[0-9a-f]{64}", dec["sha256"])
+        and _is_int(dec.get("bytes"))
+    ):
+        raise ResultError(f"{where}: 'decomposition' must record the stored file's sha256 and bytes, got {dec!r}")
     if "headline" in result and not isinstance(result["headline"], str):
         raise ResultError(f"{where}: 'headline' must be a string, got {result['headline']!r}")
 

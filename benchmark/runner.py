@@ -1,45 +1,43 @@
-"""Running cells: build the toy model, decompose, validate, score, and store one JSON per cell.
+"""Running a grid of cells: plan what is left, run the methods, score and store each result.
 
-``run_cell`` runs one cell in the calling process and never raises for a fault of the method or toy
-model: the cell becomes an error row with the stage, message and traceback. ``run_grid`` runs many cells
-through an executor (:mod:`benchmark.executors`: worker processes by default, each cell under a time
-limit and a memory guard, or a Ray cluster), writes each result atomically as soon as it arrives, and
-skips cells already stored, so an interrupted run resumes where it stopped.
+``run_grid`` runs many cells through an executor (:mod:`benchmark.executors`: worker processes by default,
+each cell under a time limit and a memory guard, or a Ray cluster). Workers run the methods
+(:func:`benchmark.cell.run_method`) and send back each decomposition as data; this process scores it
+(:func:`benchmark.cell.score_result`) without ever importing method code, writes the decomposition and
+then the result atomically, and skips cells already stored, so an interrupted run resumes where it
+stopped. One writer per results folder (:mod:`benchmark.lock`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from benchmark import __version__
-from benchmark.cache import WeightCache
-from benchmark.decomposition import Decomposition, DecompositionError, LowRank
-from benchmark.method import Budget, Method
-from benchmark.registry import METHODS, load_plugin
+from benchmark.cache import WeightCache, atomic_write_bytes
+from benchmark.cell import PAYLOAD, error_result, run_cell, score_result
+from benchmark.executors import CellTask, Limits, make_executor
+from benchmark.lock import ResultsLock
+from benchmark.method import Budget
+from benchmark.registry import TOY_MODELS, load_plugin
 from benchmark.results import (
-    SCHEMA_VERSION,
     Cell,
     ResultError,
-    environment,
-    git_commit,
-    now,
     read_result,
     remove_stale_temp_files,
     set_aside,
     stored_status,
     write_result,
 )
-from benchmark.scoring import HEADLINE, metric_versions, score
+from benchmark.scoring import HEADLINE
 from benchmark.toy import ToyModel, load_toy
+
+__all__ = ["RunOptions", "run_grid", "run_cell", "plan", "Progress", "summarise", "stderr_log"]
 
 Log = Callable[[str], None]
 
@@ -49,236 +47,32 @@ def stderr_log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MiB: VmHWM (resettable per cell) where Linux has it."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
+@dataclass(frozen=True)
+class RunOptions:
+    """How ``run_grid`` runs its cells.
 
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024 if sys.platform != "darwin" else kb / 2**20
+    ``executor``: 'local' (worker processes, the default), 'serial' (in this process, no isolation) or
+    'ray'. ``jobs``: parallel workers (default: one per CPU core). ``limits``: time limit and memory guard.
+    ``budgets``: per-method budgets that override ``budget``. ``hparams``: per-method hyperparameter
+    overrides (recorded in each result). ``cells_per_worker``: restart a local worker after that many cells
+    (1: a fresh process per cell). ``threads``: torch intra-op threads per worker (default 1). ``plugins``:
+    files that register methods or toy models, imported by the workers (and by this process only for a toy
+    model it does not know otherwise)."""
 
-
-def reset_peak_rss() -> bool:
-    """Reset the peak-RSS mark so the next cell's peak is its own (Linux >= 4.0); False where unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def jsonable(obj: Any, depth: int = 0) -> Any:
-    """A JSON-safe copy of ``obj`` (a method's hyperparameters may hold anything): non-finite floats and
-    unknown objects become strings, tensors their repr."""
-    if depth > 20:
-        return repr(obj)[:200]
-    if obj is None or isinstance(obj, bool | str):
-        return obj
-    if isinstance(obj, int):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else repr(obj)
-    if isinstance(obj, Mapping):
-        return {str(k): jsonable(v, depth + 1) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [jsonable(v, depth + 1) for v in obj]
-    return repr(obj)[:200]
-
-
-def base_record(cell: Cell, budget: Budget, device: str) -> dict[str, Any]:
-    """The fields every result carries, set up as an error row until the cell succeeds."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "benchmark_version": __version__,
-        "git_commit": git_commit(),
-        "created_at": now(),
-        "cell": cell.to_dict(),
-        "budget": budget.to_dict(),
-        "device": device,
-        "env": environment(),
-        "status": "error",
-        "metrics": {},
-        "metric_versions": {},
-        "headline": HEADLINE,
-        "toy": {"name": cell.toy},
-        "method": {"name": cell.method},
-        "cost": {},
-        "error": None,
-    }
-
-
-def error_result(
-    cell: Cell,
-    budget: Budget | None,
-    device: str,
-    stage: str,
-    kind: str,
-    message: str,
-    tb: str = "",
-    cost: dict[str, Any] | None = None,
-    cache_root: str | None = None,
-) -> dict[str, Any]:
-    """An error row for a cell that failed outside ``run_cell`` (time limit, memory guard, dead worker)."""
-    result = base_record(cell, budget or Budget(), device)
-    result["toy"], result["method"] = describe(cell, cache_root)
-    result["error"] = {"stage": stage, "type": kind, "message": message, "traceback": tb}
-    result["cost"] = dict(cost or {})
-    return result
-
-
-def method_record(name: str, method_cls: type) -> dict[str, Any]:
-    return {
-        "name": name,
-        "class": f"{method_cls.__module__}:{method_cls.__qualname__}",
-        "version": str(getattr(method_cls, "version", "?")),
-        "paper": str(getattr(method_cls, "paper", "")),
-        "reference_row": bool(getattr(method_cls, "reference_row", False)),
-        "sees_ground_truth": bool(getattr(method_cls, "sees_ground_truth", False)),
-    }
-
-
-def describe(cell: Cell, cache_root: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Best-effort toy and method records for an error row made outside the cell. Nothing is built: the toy
-    record is filled only where the toy's weights are in the cache (so it names the same build as the ok
-    rows); otherwise it carries just the name."""
-    from benchmark.registry import TOY_MODELS
-
-    toy: dict[str, Any] = {"name": cell.toy}
-    method: dict[str, Any] = {"name": cell.method}
-    try:
-        model = TOY_MODELS.get(cell.toy)()
-        _, meta_path = WeightCache(cache_root).paths(model.cache_key)
-        meta = json.loads(meta_path.read_text())
-        toy = {
-            **model.spec.to_dict(),
-            "name": cell.toy,
-            "weights_sha256": str(meta["weights_sha256"]),
-            "train_seed": int(meta["train_seed"]),
-        }
-    except Exception:
-        pass
-    try:
-        method = method_record(cell.method, METHODS.get(cell.method))
-    except Exception:
-        pass
-    return toy, method
-
-
-def check_devices(dec: Decomposition, device: str) -> None:
-    """Every component tensor must be on the CPU or on the run's device (``--device``)."""
-    allowed = {"cpu", torch.device(device).type}
-    for i, comp in enumerate(dec.components):
-        if not isinstance(comp, dict):
-            continue  # validate() reports it
-        for name, v in comp.items():
-            tensors = (v.left, v.right) if isinstance(v, LowRank) else (v,)
-            for t in tensors:
-                if isinstance(t, torch.Tensor) and t.device.type not in allowed:
-                    raise DecompositionError(
-                        f"component {i}[{name!r}] is on device {t.device}, but this run "
-                        f"uses --device {device}; return tensors on {device} or the CPU"
-                    )
-
-
-def run_cell(
-    cell: Cell,
-    budget: Budget | None = None,
-    device: str = "cpu",
-    cache: WeightCache | None = None,
-    hparams: dict[str, Any] | None = None,
-    memory_limit_mb: float | None = None,
-) -> dict[str, Any]:
-    """Run one cell and return its result record (status 'ok' or 'error'); never raises for method faults."""
-    budget = budget or Budget()
-    result = base_record(cell, budget, device)
-    stage = "loading the toy model"
-    t0 = time.perf_counter()
-    try:
-        toy = load_toy(cell.toy, cache)
-        result["toy"] = toy_record(toy)
-        stage = "loading the method"
-        method_cls = METHODS.get(cell.method)
-        if not (isinstance(method_cls, type) and issubclass(method_cls, Method)):
-            raise TypeError(f"method {cell.method!r} is {method_cls!r}, not a subclass of benchmark.method.Method")
-        method: Method = method_cls(**(hparams or {}))
-        result["method"] = {**method_record(cell.method, method_cls), "hparams": jsonable(method.hparams(cell.toy))}
-        stage = "decomposing"
-        target = toy.target(with_ground_truth=method_cls.sees_ground_truth)
-        torch.manual_seed(cell.seed)
-        cuda = device.startswith("cuda")
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        dtype, grad = torch.get_default_dtype(), torch.is_grad_enabled()
-        c0 = time.process_time()
-        try:
-            dec = method.decompose(target, budget, cell.seed, device)
-        finally:  # a method's global torch settings must not leak into scoring or the next cell
-            torch.set_default_dtype(dtype)
-            torch.set_grad_enabled(grad)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        if not isinstance(dec, Decomposition):
-            raise TypeError(f"decompose() returned {type(dec).__name__}, not a Decomposition")
-        peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else peak_rss_mb()
-        steps = dec.record.steps if isinstance(dec.record.steps, int) else None
-        result["cost"] = {
-            "wall_time_s": wall,
-            "cpu_time_s": cpu,
-            "peak_memory_mb": peak,
-            "steps": steps,
-            "stopped_early": bool(getattr(dec.record, "stopped_early", False)),
-            "n_components": len(dec.components) if isinstance(dec.components, list | tuple) else None,
-            "memory_kind": "cuda_max_allocated" if cuda else "process_peak_rss",
-        }
-        if dec.record.hparams:
-            result["method"]["hparams"] = jsonable(dec.record.hparams)
-        stage = "validating the decomposition"
-        check_devices(dec, device)
-        dec.validate(toy.param_shapes())
-        stage = "scoring"
-        result["metrics"] = jsonable(score(toy, dec))
-        bad = [k for k, v in result["metrics"].items() if not (v is None or isinstance(v, int | float))]
-        if bad:
-            raise ValueError(f"metric(s) {bad} are not finite numbers: {[result['metrics'][k] for k in bad]}")
-        result["metric_versions"] = metric_versions(list(result["metrics"]))
-        result["status"] = "ok"
-    except (Exception, SystemExit) as exc:
-        message = str(exc) or repr(exc)
-        if isinstance(exc, MemoryError) or "can't allocate memory" in message:
-            message += (
-                f" [the cell ran out of memory; the memory guard allows {memory_limit_mb:.0f} MiB per "
-                "worker, set with --memory-limit-mb]"
-                if memory_limit_mb
-                else " [out of memory]"
-            )
-        result["status"] = "error"
-        result["metrics"] = {}
-        result["error"] = {
-            "stage": stage,
-            "type": type(exc).__name__,
-            "message": message,
-            "traceback": traceback.format_exc(),
-        }
-        result["cost"].setdefault("wall_time_s", time.perf_counter() - t0)
-    return result
-
-
-def toy_record(toy: ToyModel) -> dict[str, Any]:
-    info = toy.build_info
-    assert info is not None
-    return {
-        **toy.spec.to_dict(),
-        "weights_sha256": info.weights_sha256,
-        "train_seed": info.train_seed,
-        "build": jsonable(info.extra),
-    }
+    budget: Budget = field(default_factory=Budget)
+    device: str = "cpu"
+    cache: WeightCache | None = None
+    plugins: tuple[str, ...] = ()
+    rerun: bool = False
+    retry_errors: bool = False
+    executor: str = "local"
+    jobs: int | None = None
+    limits: Limits = field(default_factory=Limits)
+    budgets: Mapping[str, Budget] = field(default_factory=dict)
+    hparams: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    cells_per_worker: int | None = None
+    threads: int | None = None
+    progress: bool = True
 
 
 class Progress:
@@ -367,79 +161,133 @@ def plan(
 def run_grid(
     cells: Iterable[Cell],
     results_dir: Path,
-    budget: Budget | None = None,
-    device: str = "cpu",
-    cache: WeightCache | None = None,
-    plugins: Iterable[str] = (),
-    rerun: bool = False,
-    log: Log = print,
+    options: RunOptions | None = None,
     *,
-    executor: str = "local",
-    jobs: int | None = None,
-    limits: Any = None,
-    budgets: Mapping[str, Budget] | None = None,
-    retry_errors: bool = False,
-    progress: bool = True,
-    hparams: Mapping[str, dict[str, Any]] | None = None,
-    cells_per_worker: int | None = None,
-    threads: int | None = None,
+    log: Log = print,
+    **overrides: Any,
 ) -> list[Path]:
     """Run every cell not already stored; write each result as it arrives; return the paths written.
 
-    ``executor``: 'local' (worker processes, the default), 'serial' (in this process, no isolation) or
-    'ray'. ``jobs``: parallel workers (default: one per CPU core). ``limits``: an
-    :class:`benchmark.executors.Limits` (time limit, memory guard). ``budgets``: per-method budgets that
-    override ``budget``. ``hparams``: per-method hyperparameter overrides. ``cells_per_worker``: restart a
-    local worker after that many cells (1: a fresh process per cell). ``threads``: torch intra-op threads per
-    local worker (default 1).
-    """
-    from benchmark.executors import CellTask, Limits, make_executor
-
-    plugins = [str(Path(p).expanduser().resolve()) for p in plugins]
-    for p in plugins:
-        load_plugin(p)
+    ``options`` (a :class:`RunOptions`) or its fields as keyword arguments. Holds the results folder's lock
+    for the whole run (a second writer is refused with the holder's name)."""
+    options = replace(options or RunOptions(), **_normalise(overrides))
     results_dir = Path(results_dir)
+    with ResultsLock(results_dir):
+        return _run_locked(list(cells), results_dir, options, log)
+
+
+def _normalise(kw: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in kw.items() if v is not None or k in ("jobs", "threads", "cells_per_worker", "cache")}
+    if "plugins" in out:
+        out["plugins"] = tuple(str(Path(p).expanduser().resolve()) for p in out["plugins"])
+    for key in ("budgets", "hparams"):
+        if key in out and out[key] is None:
+            out[key] = {}
+    if out.get("limits") is None:
+        out.pop("limits", None)
+    if out.get("budget") is None:
+        out.pop("budget", None)
+    return out
+
+
+def _run_locked(cells: list[Cell], results_dir: Path, o: RunOptions, log: Log) -> list[Path]:
+    for p in o.plugins:
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"plugin file {p} does not exist")
     removed = remove_stale_temp_files(results_dir)
     if removed:
-        log(f"removed {removed} temporary file(s) left by an interrupted writer")
-    todo = plan(cells, results_dir, rerun, retry_errors, log)
+        log(f"removed {removed} temporary file(s) left by a writer that died")
+    todo = plan(cells, results_dir, o.rerun, o.retry_errors, log)
     if not todo:
         return []
-    budget = budget or Budget()
-    tasks = [
-        CellTask(c, (budgets or {}).get(c.method, budget), device, dict((hparams or {}).get(c.method, {})))
-        for c in todo
-    ]
+    tasks = [CellTask(c, o.budgets.get(c.method, o.budget), o.device, dict(o.hparams.get(c.method, {}))) for c in todo]
     ex = make_executor(
-        executor,
-        jobs=jobs,
-        limits=limits or Limits(),
-        plugins=plugins,
-        cache_root=str(cache.root) if cache is not None else None,
-        device=device,
-        cells_per_worker=cells_per_worker,
-        threads=threads,
+        o.executor,
+        jobs=o.jobs,
+        limits=o.limits,
+        plugins=list(o.plugins),
+        cache_root=str(o.cache.root) if o.cache is not None else None,
+        device=o.device,
+        cells_per_worker=o.cells_per_worker,
+        threads=o.threads,
     )
     bar = Progress(len(tasks), log)
     written: list[Path] = []
+    scorer = _Scorer(o, log)
 
     def on_result(result: dict[str, Any]) -> None:
+        cell = Cell(**result["cell"])
+        result = scorer.score(result)
         try:
-            written.append(write_result(results_dir, result))
-        except (ResultError, TypeError, ValueError) as exc:  # a result that cannot be stored honestly
-            cell = Cell(**result["cell"])
+            path = store(results_dir, result, o.rerun, log)
+        except (ResultError, TypeError, ValueError, OSError) as exc:  # a result that cannot be stored honestly
             row = error_result(
-                cell, budget, device, "storing the result", type(exc).__name__, str(exc), traceback.format_exc()
+                cell, o.budget, o.device, "storing the result", type(exc).__name__, str(exc), traceback.format_exc()
             )
-            written.append(write_result(results_dir, row))
-            result = row
-        if progress:
+            path, result = store(results_dir, row, o.rerun, log), row
+        if path is not None:
+            written.append(path)
+        if o.progress:
             bar.update(result)
 
-    if progress:
-        bar.emit(bar.line(f"running {len(tasks)} cells with the {executor} executor"))
+    if o.progress:
+        bar.emit(bar.line(f"running {len(tasks)} cells with the {o.executor} executor"))
     ex.run(tasks, on_result)
     return written
+
+
+class _Scorer:
+    """Scores results in this process, keeping one built toy model per name."""
+
+    def __init__(self, options: RunOptions, log: Log):
+        self.options, self.log = options, log
+        self.toys: dict[str, ToyModel] = {}
+
+    def toy(self, name: str) -> ToyModel:
+        if name not in self.toys:
+            if name not in TOY_MODELS and self.options.plugins:
+                self.log(f"toy model {name!r} comes from a plugin file: loading the plugins to score it")
+                for p in self.options.plugins:
+                    load_plugin(p)
+            self.toys[name] = load_toy(name, self.options.cache)
+        return self.toys[name]
+
+    def score(self, result: dict[str, Any]) -> dict[str, Any]:
+        if result.get("status") != "ok":
+            return score_result(result)
+        try:
+            toy = self.toy(result["cell"]["toy"])
+        except Exception as exc:  # noqa: BLE001 - becomes the cell's error row
+            result.pop(PAYLOAD, None)
+            cell = Cell(**result["cell"])
+            return error_result(
+                cell,
+                self.options.budget,
+                self.options.device,
+                "loading the toy model to score",
+                type(exc).__name__,
+                str(exc),
+                traceback.format_exc(),
+            )
+        return score_result(result, toy)
+
+
+def store(root: Path, result: dict[str, Any], rerun: bool, log: Log = print) -> Path | None:
+    """Write a scored result (and its decomposition, first) into ``root``. An error row never replaces a
+    stored ok row unless ``rerun``; returns the result's path, or None where nothing was written."""
+    cell = Cell(**result["cell"])
+    payload = result.pop(PAYLOAD, None)
+    if result["status"] != "ok" and not rerun and stored_status(root, cell) == "ok":
+        log(f"warning: {cell} failed ({result['error']['type']}); the stored ok result is kept (--rerun replaces it)")
+        return None
+    if result["status"] == "ok":
+        if not isinstance(payload, bytes):
+            raise ResultError(f"{cell}: an ok result without its stored decomposition")
+        atomic_write_bytes(cell.decomposition_path(root), payload)
+    path = write_result(root, result)
+    if result["status"] != "ok":
+        cell.decomposition_path(root).unlink(missing_ok=True)
+    return path
 
 
 def summarise(paths: Iterable[Path]) -> dict[str, int]:

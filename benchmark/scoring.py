@@ -1,4 +1,4 @@
-"""Scoring a decomposition against a toy model's ground truth (DESIGN.md, Scoring; docs/metrics.md).
+"""Scoring a decomposition against a toy model's ground truth (docs/design.md, Scoring; docs/metrics.md).
 
 :class:`ScoringContext` holds what every metric shares, computed once per (toy model, decomposition):
 
@@ -35,6 +35,7 @@ EVAL_SEED = 20250101  # inputs used by input-dependent metrics; fixed so scores 
 EVAL_BATCH = 1024
 DEAD_TOL = 1e-3  # a unit with norm below DEAD_TOL * (largest unit norm) is negligible ("dead")
 ACTIVE_TOL = 0.1  # a component is active on an input when its attribution exceeds ACTIVE_TOL * (batch max)
+BOUNDS_SLACK = 1e-9  # float rounding allowed outside a metric's bounds
 HEADLINE = "hungarian"  # the one score per (toy model, method); see docs/metrics.md, "Headline"
 
 
@@ -46,13 +47,26 @@ class Metric:
     description: str
     fn: Callable[[ScoringContext], float | None]
     ideal: float | None = None  # where set, the best value (closer is better, e.g. ML2R = 1)
+    bounds: tuple[float | None, float | None] = (None, None)  # the values it can take (None: unbounded)
+
+    def in_bounds(self, value: float) -> bool:
+        lo, hi = self.bounds
+        return (lo is None or value >= lo - BOUNDS_SLACK) and (hi is None or value <= hi + BOUNDS_SLACK)
 
 
-def metric(name: str, *, version: str, higher_is_better: bool, description: str, ideal: float | None = None):
-    """Decorator: register ``fn(ctx) -> float | None`` as a metric."""
+def metric(
+    name: str,
+    *,
+    version: str,
+    higher_is_better: bool,
+    description: str,
+    ideal: float | None = None,
+    bounds: tuple[float | None, float | None] = (None, None),
+):
+    """Decorator: register ``fn(ctx) -> float | None`` as a metric whose values lie within ``bounds``."""
 
     def wrap(fn: Callable[[ScoringContext], float | None]) -> Callable[[ScoringContext], float | None]:
-        METRICS.register(name, Metric(name, version, higher_is_better, description, fn, ideal))
+        METRICS.register(name, Metric(name, version, higher_is_better, description, fn, ideal, bounds))
         return fn
 
     return wrap
@@ -232,8 +246,7 @@ class ScoringContext:
     # -- input space ----------------------------------------------------------------------------------
     @cached_property
     def eval_inputs(self) -> Tensor:
-        g = torch.Generator().manual_seed(EVAL_SEED)
-        return self.toy.sample(self.eval_batch, g)
+        return eval_inputs(self.toy, self.eval_batch)
 
     @cached_property
     def true_active(self) -> Tensor:
@@ -281,6 +294,11 @@ class ScoringContext:
         if ca is None:
             return None
         return (ca.to(torch.float64) @ self.membership.T) > 0
+
+
+def eval_inputs(toy: ToyModel, n: int = EVAL_BATCH) -> Tensor:
+    """The fixed evaluation inputs of a toy model (``EVAL_SEED``): attributions are stored for these."""
+    return toy.sample(n, torch.Generator().manual_seed(EVAL_SEED))
 
 
 def _cols_or_none(mask: Tensor) -> Tensor | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from benchmark.method import Budget
+from benchmark.budget import Budget
 from benchmark.registry import METHODS, TOY_MODELS
 from benchmark.results import Cell
 

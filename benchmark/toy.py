@@ -1,4 +1,4 @@
-"""Toy models: a frozen spec, a built network, and its ground-truth mechanisms (DESIGN.md, Core contracts).
+"""Toy models: a frozen spec, a built network, and its ground-truth mechanisms (docs/design.md, Core contracts).
 
 A subclass of :class:`ToyModel` says how to build the network (``make_model``), how to set its weights
 (``fit``: train deterministically from the seed on CPU, or set them by hand), how to sample inputs,
@@ -278,6 +278,10 @@ class ToyModel(ABC):
         if self._gt is None:
             raise RuntimeError(f"toy model {self.spec.name} is not built: call build() first")
         return self._gt
+
+    def drop_ground_truth(self) -> None:
+        """Forget the built ground truth (the worker does so before a method that may not see it runs)."""
+        self._gt = None
 
     def param_shapes(self) -> dict[str, torch.Size]:
         named = dict(self.model.named_parameters())

@@ -25,7 +25,6 @@ from benchmark.toy import Target
 
 @METHODS.register("example-svd", replace=True)  # replace=True: the file may be loaded as a plugin and imported
 class WeightSVD(Method):
-    name = "example-svd"
     version = "1"
     paper = "worked example (docs/submit.md): rank-1 SVD terms of each weight matrix"
     defaults = {"rel_tol": 1e-6}

@@ -1,10 +1,16 @@
 """CSV exports: ``leaderboard.csv`` (one row per table x method, every statistic) and ``cells.csv`` (one row
-per stored result: toy model, method, seed, status, every metric), for spreadsheets and pandas."""
+per stored result: toy model, method, seed, status, every metric), for spreadsheets and pandas.
+
+Every cell goes through :func:`csv_cell`: a text cell that a spreadsheet would read as a formula (it starts
+with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) gets a leading ``'`` (the OWASP CSV-injection
+guard); numbers such as ``-0.5`` are left as they are.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from typing import Any
 
 from leaderboard.data import Board, Stat
@@ -34,6 +40,17 @@ SUMMARY_FIELDS = [
 ]
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def csv_cell(value: Any) -> Any:
+    """``value``, with a leading ``'`` where it is text that a spreadsheet would run as a formula."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
 def _num(x: float | None) -> str:
     return "" if x is None else repr(float(x))
 
@@ -45,8 +62,8 @@ def _stat(s: Stat) -> list[str]:
 def _write(header: list[str], rows: list[list[Any]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
+    w.writerow([csv_cell(h) for h in header])
+    w.writerows([csv_cell(v) for v in row] for row in rows)
     return buf.getvalue()
 
 

@@ -1,13 +1,13 @@
 """From stored result records to the numbers every leaderboard output shows.
 
 One :class:`Board` is built from the result files alone and rendered by every writer (Markdown, LaTeX,
-CSV, HTML, figures), so the outputs can never disagree. Conventions (DESIGN.md, Statistics and results):
+CSV, HTML, figures), so the outputs can never disagree. Conventions (docs/design.md, Statistics and the leaderboard):
 
 - A cell is (toy model, method); its values are the headline score of each seed.
 - A failed seed (status ``error``) or an N/A headline scores 0 (a run that crashed recovered nothing),
   counts as a failure in the success rate, and is marked in every output; it is never dropped.
-- Means carry a 95% bootstrap interval over seeds (:func:`benchmark.stats.bootstrap_ci`), success rates a
-  Wilson interval, and ranks a paired-bootstrap rank band (:func:`benchmark.stats.rank_bands`).
+- Means carry a 95% bootstrap interval over seeds (:func:`leaderboard.stats.bootstrap_ci`), success rates a
+  Wilson interval, and ranks a paired-bootstrap rank band (:func:`leaderboard.stats.rank_bands`).
 - A tier's score for a method is the mean over the tier's toy models of the mean over seeds; its interval
   is the bootstrap interval of the per-seed averages over the tier's toy models (seeds are paired).
 - The overall table leaves out toy models whose ground truth is ``contested`` (tier 4); their tier table
@@ -18,6 +18,7 @@ CSV, HTML, figures), so the outputs can never disagree. Conventions (DESIGN.md, 
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections import defaultdict
@@ -25,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmark import stats
+from leaderboard import stats
 
 CONFIDENCE = 0.95
 OVERALL = "overall"
@@ -154,10 +155,22 @@ def _collect(
     methods: dict[str, MethodInfo] = {}
     grouped: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     headlines = set()
+    budgets: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))  # method -> budget -> cells
     for r in results:
         toy, method = r["cell"]["toy"], r["cell"]["method"]
         headlines.add(r.get("headline", "hungarian"))
         grouped[(method, toy)].append(r)
+        if r["status"] == "ok":
+            for key in ("version", "reference_row"):
+                if key not in r["method"]:
+                    raise BoardError(
+                        f"{toy} x {method} x seed {r['cell']['seed']}: the result records no method {key}, so it "
+                        "cannot be placed on the board (pdbench validate says why)"
+                    )
+            run_as = json.dumps(
+                {"budget": r.get("budget", {}), "overrides": r["method"].get("overrides")}, sort_keys=True
+            )
+            budgets[method][run_as].append(f"{toy} seed {r['cell']['seed']}")
         t = r["toy"]
         if "tier" in t:  # error rows from a toy that failed to load carry only its name
             info = ToyInfo(
@@ -191,6 +204,14 @@ def _collect(
                     "re-run the stale cells"
                 )
             methods[method] = info_m
+    for method, by_budget in sorted(budgets.items()):
+        if len(by_budget) > 1:
+            described = "; ".join(f"{b} on {len(c)} cell(s), e.g. {c[0]}" for b, c in sorted(by_budget.items()))
+            raise BoardError(
+                f"method {method!r} ran under {len(by_budget)} different budgets or hyperparameter overrides "
+                f"({described}); one board compares one budget per method: re-run the odd cells or use "
+                "separate results folders"
+            )
     if len(headlines) > 1:
         raise BoardError(f"the results use different headline metrics {sorted(headlines)}; re-run the stale cells")
     for method, toy in grouped:

@@ -37,8 +37,13 @@ def _colors(names: list[str]) -> dict[str, tuple[float, float, float, float]]:
     return {n: cmap(i % cmap.N) for i, n in enumerate(names)}
 
 
+def _text(name: str) -> str:
+    """A result-file string as plain matplotlib text: ``$`` would start mathtext, line breaks add lines."""
+    return " ".join(name.split()).replace("$", r"\$")
+
+
 def _label(r: Row) -> str:
-    return r.method.name + (" (ref)" if r.method.reference_row else "")
+    return _text(r.method.name) + (" (ref)" if r.method.reference_row else "")
 
 
 def score_by_tier(board: Board) -> Figure:
@@ -72,7 +77,7 @@ def score_by_tier(board: Board) -> Figure:
             ys,
             width * 0.92,
             color=colors[name],
-            label=name + (" (ref)" if name in refs else ""),
+            label=_text(name) + (" (ref)" if name in refs else ""),
             hatch="//" if name in refs else None,
             edgecolor="white" if name in refs else None,
             linewidth=0,
@@ -83,7 +88,7 @@ def score_by_tier(board: Board) -> Figure:
         [f"T{t.key[4:]}" + ("\n(contested)" if t.note.startswith("ground truth contested") else "") for t in tables]
     )
     ax.set_ylim(0, 1.05)
-    ax.set_ylabel(f"{board.headline} (mean over toy models, 95% CI)")
+    ax.set_ylabel(f"{_text(board.headline)} (mean over toy models, 95% CI)")
     ax.set_title("Score by tier", loc="left")
     ax.axhline(1.0, color="0.8", linewidth=0.6, zorder=0)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=8)
@@ -120,7 +125,7 @@ def score_vs_time(board: Board) -> Figure:
     ax.set_xlabel(
         "wall time per cell (s, log scale, floored at 1e-4)\nmean over toy models of the median over seeds", fontsize=8
     )
-    ax.set_ylabel(f"overall {board.headline} (95% CI)")
+    ax.set_ylabel(f"overall {_text(board.headline)} (95% CI)")
     ax.set_title("Score vs cost", loc="left")
     fig.tight_layout()
     return fig

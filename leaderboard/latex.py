@@ -2,10 +2,13 @@
 
 Each file is a bare ``tabular`` (wrap it in your own ``table`` float) that needs ``\\usepackage{booktabs}``.
 Means show their 95% bootstrap interval in a smaller font, reference rows are set in italics and marked
-with a dagger, and failed seeds are counted with a cross (``$\\times k/n$``) as in the Markdown.
+with a dagger, and failed seeds are counted with a cross (``$\\times k/n$``) as in the Markdown. Every string
+from the result files (method and toy names, the headline metric) goes through :func:`escape`.
 """
 
 from __future__ import annotations
+
+import re
 
 from leaderboard.data import Board, Cell, Row, Stat, Table, fmt, fmt_rank
 from leaderboard.markdown import wall_text
@@ -21,11 +24,17 @@ _SPECIAL = {
     "}": r"\}",
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
 }
+_LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
 
 
-def escape(text: str) -> str:
-    return "".join(_SPECIAL.get(ch, ch) for ch in text)
+def escape(text: object) -> str:
+    """A result-file string as LaTeX text: special characters escaped, line breaks (which would end a ``%``
+    comment or a paragraph) turned into one space."""
+    return "".join(_SPECIAL.get(ch, ch) for ch in _LINE_BREAKS.sub(" ", str(text)))
 
 
 def stat_tex(s: Stat) -> str:
@@ -93,7 +102,7 @@ def overall_tex(board: Board) -> str:
         header,
         rows,
         "cl" + "c" * (len(header) - 2),
-        f"{t.title}: {board.headline}, mean over seeds "
+        f"{t.title}: {escape(board.headline)}, mean over seeds "
         "[95% bootstrap CI]; rank = 95% rank band; dagger = reference row; times = failed seeds",
     )
 
@@ -113,7 +122,7 @@ def tier_tex(board: Board, t: Table) -> str:
         header,
         rows,
         "cl" + "c" * (len(header) - 2),
-        f"{t.title}: {board.headline}, mean over seeds [95% bootstrap CI]" + (f"; {t.note}" if t.note else ""),
+        f"{t.title}: {escape(board.headline)}, mean over seeds [95% bootstrap CI]" + (f"; {t.note}" if t.note else ""),
     )
 
 

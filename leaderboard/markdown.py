@@ -1,21 +1,34 @@
 """The Markdown leaderboard (``LEADERBOARD.md``): an overall table and one table per tier.
 
 Every number comes from :func:`leaderboard.data.build_board`; the text has no timestamp, so the same
-results always give the same file.
+results always give the same file. Every string that comes from a result file (method and toy names,
+versions, papers, error messages) goes through :func:`md_escape`, so it cannot add a row, a column or
+raw HTML to a table.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
 from tabulate import tabulate
 
-from benchmark.stats import SUCCESS_THRESHOLD
 from leaderboard.data import Board, Cell, Row, Stat, Table, build_board, fmt, fmt_rank
+from leaderboard.stats import SUCCESS_THRESHOLD
 
 REF_MARK = "(ref)"
 ERR_MARK = "✗"
 CAP_MARK = "†"
+
+_MD_SPECIAL = {"\\": "\\\\", "|": "\\|", "<": "&lt;", ">": "&gt;"}
+_LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
+
+
+def md_escape(text: object) -> str:
+    """A result-file string made safe for a Markdown table cell: line breaks become one space, ``|`` (and a
+    backslash, which could otherwise cancel that escape) is backslash-escaped and ``<``/``>`` become entities."""
+    return "".join(_MD_SPECIAL.get(ch, ch) for ch in _LINE_BREAKS.sub(" ", str(text)))
 
 
 def stat_text(s: Stat, interval: bool = True) -> str:
@@ -41,8 +54,8 @@ def cell_text(c: Cell | None) -> str:
     return text
 
 
-def method_text(row: Row) -> str:
-    return row.method.name + (f" {REF_MARK}" if row.method.reference_row else "")
+def method_text(row: Row, esc: Callable[[str], str] = md_escape) -> str:
+    return esc(row.method.name) + (f" {REF_MARK}" if row.method.reference_row else "")
 
 
 def success_text(row: Row) -> str:
@@ -77,7 +90,7 @@ def overall_rows(board: Board) -> tuple[list[str], list[list[str]]]:
 
 
 def tier_rows(board: Board, table: Table) -> tuple[list[str], list[list[str]]]:
-    header = ["rank", "method", *[t.name for t in table.toys], "tier score [95% CI]", "success"]
+    header = ["rank", "method", *[md_escape(t.name) for t in table.toys], "tier score [95% CI]", "success"]
     rows = []
     for r in table.rows:
         rows.append(
@@ -92,9 +105,10 @@ def tier_rows(board: Board, table: Table) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def legend(board: Board) -> str:
+def legend(board: Board, esc: Callable[[str], str] = md_escape) -> str:
+    """The key to the tables; ``esc`` escapes the one string from the result files (the headline metric)."""
     return (
-        f"Headline score: `{board.headline}` (one-to-one matched mechanism recovery, 1 = every mechanism "
+        f"Headline score: `{esc(board.headline)}` (one-to-one matched mechanism recovery, 1 = every mechanism "
         f"recovered by its own component). Scores are means over seeds with 95% bootstrap intervals; "
         f"success = seeds scoring >= {SUCCESS_THRESHOLD} (Wilson 95% interval); rank = 95% rank band from a "
         f"paired bootstrap over (toy model, seed) cells, so methods whose bands overlap are statistically "
@@ -128,7 +142,10 @@ def render_markdown(results: list[dict[str, Any]] | Board, figure: bool = False)
             "## Failed cells",
             "",
             tabulate(
-                [[t, m, s, e.splitlines()[0][:160] if e else ""] for t, m, s, e in sorted(failed)],
+                [
+                    [md_escape(t), md_escape(m), s, md_escape(e.splitlines()[0][:160]) if e else ""]
+                    for t, m, s, e in sorted(failed)
+                ],
                 headers=["toy model", "method", "seed", "error"],
                 tablefmt="github",
                 disable_numparse=True,
@@ -139,7 +156,10 @@ def render_markdown(results: list[dict[str, Any]] | Board, figure: bool = False)
         "## Toy models",
         "",
         tabulate(
-            [[t.name, t.tier, t.gt_status, t.version, t.weights_sha256[:16]] for t in board.toys],
+            [
+                [md_escape(x) for x in (t.name, t.tier, t.gt_status, t.version, t.weights_sha256[:16])]
+                for t in board.toys
+            ],
             headers=["toy model", "tier", "ground truth", "version", "weights SHA-256 (prefix)"],
             tablefmt="github",
             disable_numparse=True,
@@ -150,7 +170,10 @@ def render_markdown(results: list[dict[str, Any]] | Board, figure: bool = False)
         "## Methods",
         "",
         tabulate(
-            [[m.name, m.version, "yes" if m.reference_row else "", m.paper] for m in board.methods],
+            [
+                [md_escape(m.name), md_escape(m.version), "yes" if m.reference_row else "", md_escape(m.paper)]
+                for m in board.methods
+            ],
             headers=["method", "version", "reference row", "paper"],
             tablefmt="github",
             disable_numparse=True,

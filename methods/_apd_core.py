@@ -2,7 +2,7 @@
 
 Braun, Bushnaq, Heimersheim, Mendel, Sharkey 2025, "Interpretability in Parameter Space: Minimizing
 Mechanistic Description Length with Attribution-based Parameter Decomposition", arXiv:2501.14926,
-section 2 (method) and appendix (losses); ``shared/reference/apd_spd.md`` section 3.1.
+section 2 (method) and appendix (losses); ``docs/reference/apd_spd.md`` section 3.1.
 
 Every component c spans every decomposed matrix n: ``P[n][c] = L[n][c] @ R[n][c]`` with
 ``L [C, rows, m]`` and ``R [C, m, cols]`` (full rank when m = min(rows, cols)). The network is run
@@ -18,6 +18,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp, vmap
+
+from methods import _schedules as schedules
 
 Params = dict[str, Tensor]
 Forward = Callable[[Params, Tensor], Tensor]
@@ -186,18 +188,9 @@ def schatten_loss(L: Params, R: Params, mask: Tensor, p: float, n_params: int) -
 
 
 def lr_at(step: int, steps: int, lr: float, schedule: str, warmup_pct: float) -> float:
-    """Learning rate with linear warm-up then a schedule, as ``spd/utils.py:get_lr_with_warmup``."""
-    warm = int(steps * warmup_pct)
-    if step < warm:
-        return lr * step / warm
-    s, n = step - warm, steps - warm
-    if schedule == "constant":
-        return lr
-    if schedule == "linear":
-        return lr * (1 - s / n)
-    if schedule == "cosine":
-        return lr if n <= 1 else lr * math.cos(0.5 * math.pi * s / (n - 1))
-    raise ValueError(f"unknown lr_schedule {schedule!r}; known: constant, linear, cosine")
+    """Learning rate with linear warm-up (from 0) then a schedule, as ``spd/utils.py:get_lr_with_warmup``
+    (:func:`methods._schedules.lr_at`)."""
+    return schedules.lr_at(step, steps, lr, schedule, warmup_pct, warmup_from_zero=True, clamp=False)
 
 
 class Adam:

@@ -1,4 +1,5 @@
-"""Per-sample gradients of L3D's divergence to a reference output (arXiv:2504.00194 s2.2; reference l3d.md 1.2-1.3).
+"""Per-sample gradients of L3D's divergence to a reference output (arXiv:2504.00194 s2.2;
+docs/reference/l3d.md 1.2-1.3).
 
 For regression toys the divergence is D_i = ||f(x_i; W) - y_r||^2 / (2 n_o) with the reference output y_r held
 fixed (the code's ``MSEVectorLoss``), so g_i = J_i^T (f(x_i) - y_r) / n_o with J_i = df(x_i)/dW at W_0.

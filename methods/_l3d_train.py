@@ -1,4 +1,4 @@
-"""L3D's training loop (arXiv:2504.00194 Algorithm 1 and App. B.3; reference l3d.md 1.5-1.8).
+"""L3D's training loop (arXiv:2504.00194 Algorithm 1 and App. B.3; docs/reference/l3d.md 1.5-1.8).
 
 Per batch of B samples: each sample x_i gets a random reference x_r from the same batch (with replacement,
 as in the code); g_i = grad_W D(f(x_i), f(x_r)) at W_0; c = V^in g; BatchTopK keeps the largest |c| over the

@@ -1,5 +1,5 @@
 """Per-tensor Tucker parameterisation of L3D's subnetworks (Chrisman, Bushnaq, Sharkey 2025, arXiv:2504.00194,
-App. B.1; ``shared/reference/l3d.md`` 1.4).
+App. B.1; ``docs/reference/l3d.md`` 1.4).
 
 Subnetwork k restricted to a parameter tensor t of shape (d_1..d_n) is
 ``v_{k,t} = G_t[.., k] x_1 U_t^(1)[:, :, k] ... x_n U_t^(n)[:, :, k]`` with core ``G_t: (r_1..r_n, n_v)`` and
@@ -84,7 +84,7 @@ class TuckerBank(nn.Module):
         """Rescale every subnetwork to unit norm.
 
         ``l2`` (paper s2.3): global L2 norm over all tensors is 1. ``code``: the public code's update
-        N_k = (sum_t ||v_{k,t}||_F)^(1/2), which converges to sum_t ||v_{k,t}||_F = 1 (reference l3d.md 1.7).
+        N_k = (sum_t ||v_{k,t}||_F)^(1/2), which converges to sum_t ||v_{k,t}||_F = 1 (docs/reference/l3d.md 1.7).
         As in the code, each of the (n_modes + 1) Tucker parts of a tensor is divided by N_k^(1/(n_modes+1)).
         """
         per = self.tensor_norms()

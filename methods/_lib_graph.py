@@ -6,7 +6,7 @@ site reads, when that node's activations are an element-wise function of z: iden
 per-coordinate offset (a bias), checked on the data. A reader with no such successor ends at an *output*
 node: the model's output when it is verified to be such a function of z, else z itself (the "single
 section" fallback: the Jacobian is then the weight). LIB is computed backwards over this graph
-(``shared/reference/rib_lib_pca.md`` sections 2.4, 2.7, 2.13); edges are rib's ``squared`` formula (2.8).
+(``docs/reference/lib_pca.md`` sections 2.4, 2.7, 2.13); edges are rib's ``squared`` formula (2.8).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from methods._lib_basis import Basis
+from methods._activation_bases import Basis
 
 
 @dataclass

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from methods._schedules import lr_at
 from methods._spd_sites import Site, run_sites
 
 LEAK = 0.01  # slope of the leaky hard sigmoids (paper section 2; spd-paper code)
@@ -65,17 +66,9 @@ class SPDConfig:
                 raise ValueError(f"spd: {k} must be a finite non-negative number, not {getattr(self, k)!r}")
 
     def lr_at(self, step: int) -> float:
-        """The spd-paper schedules: cosine is cos(pi/2 * t/(T-1)), decaying to 0; optional warm-up."""
-        T = self.steps
-        w = int(self.warmup * T)
-        if step < w:
-            return self.lr * (step + 1) / w
-        t, span = step - w, max(T - w - 1, 1)
-        if self.schedule == "cosine":
-            return self.lr * math.cos(0.5 * math.pi * min(t / span, 1.0))
-        if self.schedule == "linear":
-            return self.lr * (1 - t / (span + 1))
-        return self.lr
+        """The spd-paper schedules: cosine is cos(pi/2 * t/(T-1)), decaying to 0; optional warm-up
+        (:func:`methods._schedules.lr_at`)."""
+        return lr_at(step, self.steps, self.lr, self.schedule, self.warmup, warmup_from_zero=False, clamp=True)
 
 
 class SPDModel(nn.Module):

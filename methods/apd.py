@@ -4,7 +4,7 @@ C components, each spanning every decomposed matrix (full rank by default), are 
 (1) they sum to the target's weights (faithfulness), (2) the few components with the largest gradient
 attributions on an input, chosen by batch top-k, reproduce the target's output on it (minimality), and
 (3) the active components have a small Schatten-p norm (simplicity). The maths is in
-:mod:`methods._apd_core`; hyperparameters and their sources are in ``shared/reference/apd_spd.md``
+:mod:`methods._apd_core`; hyperparameters and their sources are in ``docs/reference/apd_spd.md``
 section 3.1 and ``docs/methods/apd.md``.
 
 Per-model defaults follow the APD paper's appendix and the ``ApolloResearch/apd`` configs
@@ -99,7 +99,6 @@ _RESID_MLP1 = {  # resid_mlp_topk_config.yaml (1 layer); the paper says 40k step
 
 @METHODS.register("apd")
 class APD(Method):
-    name = "apd"
     version = "1"
     paper = "Braun, Bushnaq, Heimersheim, Mendel, Sharkey 2025, arXiv:2501.14926"
     defaults: dict[str, Any] = {
@@ -139,7 +138,7 @@ class APD(Method):
         "tms_40-10-id": {**_TMS_40_10_CONFIG, "C": 50},
         "resid_mlp1": _RESID_MLP1,
         # Toy models outside the paper: its TMS 5-2 recipe with its rule C = number of features and
-        # topk = p_active x number of features (apd_spd.md 3.1, "natural choice"); our choice, not the paper's.
+        # topk = p_active x number of features (docs/reference/apd_spd.md 3.1); our choice, not the paper's.
         "parallel_tms": {**_TMS_5_2, "C": 15, "m": 7, "topk": 1.4},  # all-zero inputs dropped: 0.75 / (1 - 0.95^15)
         "block_mlp": {**_TMS_5_2, "C": 4, "m": None, "topk": 1.0},
         "shared_neurons": {**_TMS_5_2, "C": 6, "m": None, "topk": 1.2},

@@ -4,7 +4,7 @@ L3D learns n_v low-rank directions in parameter space (subnetworks) that reconst
 bottleneck, the per-sample gradients of a divergence between a sample's output and a random reference output:
 g_i = grad_W D(f(x_i), f(x_r)) at the trained W_0, c = V^in g (encoder), BatchTopK, g_hat = V^out c (decoder),
 loss sum ||g - g_hat||^2 / sum ||g||^2. Each subnetwork is a per-tensor Tucker tensor (App. B.1) of unit norm.
-The algorithm and hyperparameters follow ``shared/reference/l3d.md``; see ``docs/methods/l3d.md`` for every
+The algorithm and hyperparameters follow ``docs/reference/l3d.md``; see ``docs/methods/l3d.md`` for every
 place where paper and code disagree and which one this adapter takes.
 
 What the benchmark gets:
@@ -84,7 +84,7 @@ def sample_data(
     sample: Callable[[int, torch.Generator], Tensor], n: int, generator: torch.Generator, drop_zero: bool
 ) -> Tensor:
     """``n`` inputs; with ``drop_zero`` all-zero rows are dropped and sampling repeats (the paper's
-    ``GenerateTMSInputs``; reference l3d.md s2, shared pieces)."""
+    ``GenerateTMSInputs``; docs/reference/l3d.md s2, shared pieces)."""
     parts, got = [], 0
     for _ in range(1000):
         x = sample(n, generator)
@@ -146,7 +146,6 @@ def impact_fn(
 class L3D(Method):
     """Local Loss Landscape Decomposition (arXiv:2504.00194); hyperparameters from its App. B.3 and code."""
 
-    name = "l3d"
     version = "1"
     paper = PAPER
     # App. B.3 (toy models): 1000 samples, batch 32, 1000 epochs, lr 0.01 decayed x0.8 every 100 epochs, k = 0.1.

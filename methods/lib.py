@@ -3,7 +3,7 @@
 Per node layer (the activations a weight reads, :mod:`methods._lib_graph`), computed backwards from the
 output: centre and whiten the activations, form M = E[J^T J] with J the Jacobian of the next node layer's
 LIB features (the output is unrotated), and rotate onto M's eigenvectors, scaling feature i by
-sqrt(Lambda_i) (``shared/reference/rib_lib_pca.md`` sections 2.3-2.5, 2.12). Directions with no variance
+sqrt(Lambda_i) (``docs/reference/lib_pca.md`` sections 2.3-2.5, 2.12). Directions with no variance
 or no downstream effect are dropped, so a layer has at most rank(layer) features: LIB is never
 overcomplete and cannot recover superposed mechanisms (reference 5.5).
 
@@ -29,9 +29,9 @@ from benchmark.decomposition import Component, Decomposition, RunRecord
 from benchmark.method import Budget, Method
 from benchmark.registry import METHODS
 from benchmark.toy import Target
-from methods._lib_attribution import gradient_attributions
-from methods._lib_basis import Basis, lib_basis
-from methods._lib_components import (
+from methods._activation_bases import Basis
+from methods._attribution import gradient_attributions
+from methods._basis_components import (
     CompInfo,
     activity,
     capped_samples,
@@ -39,6 +39,7 @@ from methods._lib_components import (
     unread_components,
     use_counts,
 )
+from methods._lib_basis import lib_basis
 from methods._lib_graph import NodeGraph, backward_order, build_graph, jacobian_gram, section_edges
 
 
@@ -118,7 +119,6 @@ class LIBFit:
 
 @METHODS.register("lib")
 class LIB(Method):
-    name = "lib"
     version = "1"
     paper = "Bushnaq et al. 2024, arXiv:2405.10928 (LIB) and arXiv:2405.10927 (interaction basis)"
     # Thresholds are relative (reference 2.14); the paper's absolute 1e-15 in float64 drops only

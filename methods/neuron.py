@@ -2,7 +2,7 @@
 
 For a weight use z = W f, component i is P_i = W e_i e_i^T: the weight's column for input neuron i (its
 row, for a weight used transposed). Uncentred, as in rib (Bushnaq et al. 2024, arXiv:2405.10928;
-``shared/reference/rib_lib_pca.md`` sections 3 and 5.5); attributions |f_i(x)|. A trivial reference row:
+``docs/reference/lib_pca.md`` sections 3 and 5.5); attributions |f_i(x)|. A trivial reference row:
 where a toy model's mechanisms are aligned with its input neurons (TMS's features are one-hot input
 directions), it recovers them exactly, which says more about the toy than about any method.
 A site that reads more than ``max_per_site`` neurons (a 1000-wide residual stream) uses the standard basis
@@ -15,13 +15,12 @@ from benchmark.decomposition import Decomposition
 from benchmark.method import Budget, Method
 from benchmark.registry import METHODS
 from benchmark.toy import Target
-from methods._lib_basis import neuron_basis
-from methods._lib_components import per_site_decomposition
+from methods._activation_bases import neuron_basis
+from methods._basis_components import per_site_decomposition
 
 
 @METHODS.register("neuron")
 class Neuron(Method):
-    name = "neuron"
     version = "1"
     paper = "reference row: standard (neuron) basis per layer (rib basis_formula: neuron, arXiv:2405.10928)"
     reference_row = True

@@ -18,7 +18,6 @@ from benchmark.toy import Target
 
 @METHODS.register("oracle")
 class Oracle(Method):
-    name = "oracle"
     version = "1"
     paper = "reference row: the ground truth"
     reference_row = True

@@ -6,7 +6,7 @@ data (the "PCA/SVD" baseline of the APD paper, arXiv:2501.14926, section 3.1). A
 at most r directions with variance, so a site yields at most r components: the rank cap that keeps
 activation-basis methods from recovering superposed mechanisms shows in the scores.
 ``side="read"`` is rib's node-layer PCA (``basis_formula: svd, center: true``; Bushnaq et al. 2024,
-arXiv:2405.10928; ``shared/reference/rib_lib_pca.md`` sections 3 and 5.1): P_i = W u_i u_i^T with u_i the
+arXiv:2405.10928; ``docs/reference/lib_pca.md`` sections 3 and 5.1): P_i = W u_i u_i^T with u_i the
 principal directions of the activations f the weight reads, the same construction LIB uses, for an
 apples-to-apples comparison with it. Both are centred (attributions |u^T (a - mean)|: mean-ablation
 semantics) and faithful: a constant component (mean outside the variance span) and a residual component
@@ -21,13 +21,12 @@ from benchmark.decomposition import Decomposition
 from benchmark.method import Budget, Method
 from benchmark.registry import METHODS
 from benchmark.toy import Target
-from methods._lib_basis import pca_basis
-from methods._lib_components import per_site_decomposition
+from methods._activation_bases import pca_basis
+from methods._basis_components import per_site_decomposition
 
 
 @METHODS.register("pca")
 class PCA(Method):
-    name = "pca"
     version = "2"
     paper = "reference row: PCA/SVD per layer (APD arXiv:2501.14926 s3.1; LIB arXiv:2405.10928)"
     reference_row = True

@@ -5,23 +5,22 @@ that are not matrices). By default each parameter of shape (m, n) gets max(m, n)
 a parameter-decomposition method would need to give each input or output direction its own piece, but at
 most ``max_per_parameter`` (128), so that a 1000-wide residual weight does not become 1000 dense components.
 A lower reference row: its recovery scores sit at chance level for that number of components. Its
-per-input attribution is the APD-style gradient attribution (``methods._lib_attribution``).
+per-input attribution is the APD-style gradient attribution (``methods._attribution``).
 """
 
 from __future__ import annotations
 
 import torch
 
-from benchmark.decomposition import Decomposition, RunRecord
+from benchmark.decomposition import Decomposition, LowRank, RunRecord
 from benchmark.method import Budget, Method
 from benchmark.registry import METHODS
 from benchmark.toy import Target
-from methods._lib_attribution import gradient_attributions
+from methods._attribution import gradient_attributions
 
 
 @METHODS.register("random")
 class RandomComponents(Method):
-    name = "random"
     version = "2"
     paper = "reference row: chance level"
     reference_row = True
@@ -40,7 +39,7 @@ class RandomComponents(Method):
                 if p.dim() == 2:
                     u = torch.randn(p.shape[0], 1, generator=g, dtype=p.dtype)
                     v = torch.randn(1, p.shape[1], generator=g, dtype=p.dtype)
-                    components.append({n: u @ v})
+                    components.append({n: LowRank(u, v)})  # the same matrix u @ v, stored as its factors
                 else:
                     components.append({n: torch.randn(p.shape, generator=g, dtype=p.dtype)})
         if not components:

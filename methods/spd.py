@@ -13,7 +13,7 @@ residual MLPs, W_in across layers), done there by hand. The identity pieces of T
 default threshold: each is off on the features its read direction is orthogonal to (docs/methods/spd.md).
 
 Hyperparameters. ``PAPER`` holds the paper's settings (SPD paper appendix; spd-paper configs; see
-``shared/reference/apd_spd.md`` 3.2) and is used with ``preset="paper"``. The per-model defaults (preset
+``docs/reference/apd_spd.md`` 3.2) and is used with ``preset="paper"``. The per-model defaults (preset
 ``fast``) keep the paper's C, d_gate, coefficients and p, and shorten training with a larger learning
 rate and a smaller batch, so that a cell fits the quick suite on a 2-core CPU; docs/methods/spd.md
 reports what each preset reaches.
@@ -85,7 +85,6 @@ FAST: dict[str, dict[str, Any]] = {
 
 @METHODS.register("spd")
 class SPD(Method):
-    name = "spd"
     version = "1"
     paper = "Bushnaq, Braun, Sharkey 2025, Stochastic Parameter Decomposition, arXiv:2506.20790"
     defaults: dict[str, Any] = {

@@ -2,7 +2,7 @@
 
 The coarsest faithful decomposition. Every mechanism's |cosine| with it is the share of the weights'
 norm that the mechanism holds, so a method's recovery reads against it; its per-input attribution is the
-APD-style gradient attribution (``methods._lib_attribution``), i.e. how much the output moves with the
+APD-style gradient attribution (``methods._attribution``), i.e. how much the output moves with the
 weights on that input.
 """
 
@@ -12,12 +12,11 @@ from benchmark.decomposition import Decomposition, RunRecord
 from benchmark.method import Budget, Method
 from benchmark.registry import METHODS
 from benchmark.toy import Target
-from methods._lib_attribution import gradient_attributions
+from methods._attribution import gradient_attributions
 
 
 @METHODS.register("whole")
 class Whole(Method):
-    name = "whole"
     version = "1"
     paper = "reference row: one component = all parameters"
     reference_row = True

@@ -1,5 +1,5 @@
 """The APD/SPD papers' own TMS metrics, written out independently of ``benchmark.metrics`` so that the
-reproduction tests compare against the papers' definition itself (``shared/reference/apd_spd.md`` 2.1)."""
+reproduction tests compare against the papers' definition itself (``docs/reference/apd_spd.md`` 2.1)."""
 
 from __future__ import annotations
 

@@ -316,7 +316,7 @@ def _seed_sweep(tm, seeds, steps=None):
 @pytest.mark.slow
 def test_tms_5_2_reproduces_paper_over_ten_seeds(toy) -> None:
     """APD paper: MMCS 0.998, ML2R 0.893 on TMS 5-2. The reference code reaches MMCS >= 0.99 on 8/12 and
-    10/12 instances (reference_runs.md); we require at least its lower rate (7 of 10 seeds >= 8/12), and the
+    10/12 instances (docs/reference/apd_spd.md 5); we require at least its lower rate (7 of 10 seeds >= 8/12), and the
     paper's numbers on the successful seeds."""
     tm = toy("tms_5-2")
     rows = _seed_sweep(tm, range(10))

@@ -1,4 +1,4 @@
-"""The core contracts of DESIGN.md: toy-model spec and ground truth, Target, Decomposition, Method."""
+"""The core contracts of docs/design.md: toy-model spec and ground truth, Target, Decomposition, Method."""
 
 from __future__ import annotations
 

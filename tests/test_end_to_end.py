@@ -12,6 +12,7 @@ import torch
 from benchmark.cli import main
 from benchmark.method import Budget
 from benchmark.registry import METHODS
+from benchmark.results import SCHEMA_VERSION
 from benchmark.scoring import ScoringContext
 
 BASELINES = "oracle,random,pca"
@@ -54,7 +55,7 @@ def test_oracle_is_perfect_and_random_far_below(quick_run) -> None:
 def test_results_record_what_is_needed_to_reproduce_them(quick_run) -> None:
     root, _ = quick_run
     r = _results(root)[("tms_5-2", "pca", 0)]
-    assert r["schema_version"] == 1
+    assert r["schema_version"] == SCHEMA_VERSION
     assert len(r["toy"]["weights_sha256"]) == 64 and r["toy"]["train_seed"] >= 0
     assert r["method"]["version"] and "n_samples" in r["method"]["hparams"]
     assert r["env"]["torch"] and r["cost"]["wall_time_s"] >= 0 and r["cost"]["peak_memory_mb"] > 0

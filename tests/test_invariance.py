@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from fixtures.chance import chance_mmcs, expected_max_cosine
+from fixtures.linear_toy import LinearToy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchmark.decomposition import Decomposition
-from benchmark.metrics.chance import chance_mmcs, expected_max_cosine
-from benchmark.metrics.synthetic import LinearToy
 from benchmark.registry import METRICS
 from benchmark.scoring import ScoringContext, score
 

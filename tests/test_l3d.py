@@ -1,6 +1,6 @@
 """L3D (Chrisman, Bushnaq, Sharkey 2025, arXiv:2504.00194): unit tests and slow paper reproductions.
 
-The paper's own TMS 5-2 (tied training, untied W_in, W_out, b decomposed; reference l3d.md 2.1) is not the
+The paper's own TMS 5-2 (tied training, untied W_in, W_out, b decomposed; docs/reference/l3d.md 2.1) is not the
 benchmark's APD/SPD ``tms_5-2``, so it is built here. The circuit toys come from the zoo (``tmcs_10-5-10``,
 ``higher_rank_30-10-30``); for the reproductions L3D decomposes all their tensors, bias included, as the paper does.
 """
@@ -105,7 +105,7 @@ def test_tucker_dense_is_the_tucker_product_and_normalises():
     assert bank.flat().shape == (3, 12 + 5)
     bank.normalise("l2")
     torch.testing.assert_close(bank.flat().norm(dim=1), torch.ones(3))
-    for _ in range(60):  # the public code's rule converges to sum_t ||v_t||_F = 1 (reference l3d.md 1.7)
+    for _ in range(60):  # the public code's rule converges to sum_t ||v_t||_F = 1 (docs/reference/l3d.md 1.7)
         bank.normalise("code")
     torch.testing.assert_close(bank.tensor_norms().sum(1), torch.ones(3), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="unknown normalisation"):
@@ -316,7 +316,7 @@ def test_paper_tms_5_2_one_subnetwork_per_feature():
 
 def tmcs_correlation(v: dict[str, torch.Tensor], A: torch.Tensor) -> tuple[float, list[int]]:
     """The paper's notebook metric: P_k = input->output map of subnetwork k, i* = argmax_i sum_j |P_k[i, j]|,
-    pool (P_k[i*, :], A[i*, :]) over subnetworks, Pearson r (the paper's "r^2" is r; reference l3d.md 2.2)."""
+    pool (P_k[i*, :], A[i*, :]) over subnetworks, Pearson r (the paper's "r^2" is r; docs/reference/l3d.md 2.2)."""
     xs, ys, rows = [], [], []
     for k in range(v["W_in"].shape[0]):
         P = (v["W_out"][k] @ v["W_in"][k]).T  # [input i, output j] in the zoo's (out, in) weight layout

@@ -15,9 +15,23 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.results import SCHEMA_VERSION, validate_result, write_result
-from leaderboard.build import render_all, update_readme, write_all
+from leaderboard.build import (
+    MARKER,
+    PACKAGE_DIR,
+    OutputFolderError,
+    check_output_folder,
+    marker_bytes,
+    read_marker,
+    render_all,
+    stale_files,
+    update_readme,
+    write_all,
+)
+from leaderboard.csv_tables import csv_cell
 from leaderboard.data import BoardError, build_board
-from leaderboard.markdown import render_markdown
+from leaderboard.latex import escape as tex_escape
+from leaderboard.markdown import md_escape, render_markdown
+from leaderboard.terminal import term_escape, terminal_table
 
 TOYS = {"toy_a": (0, "exact"), "toy_b": (1, "exact"), "toy_c": (1, "strong"), "toy_x": (4, "contested")}
 
@@ -200,16 +214,20 @@ def test_leaderboard_command_writes_checks_and_updates_a_readme(tmp_path, files)
     board = tmp_path / "board"
     assert {
         p.relative_to(board).as_posix() for p in board.rglob("*") if p.is_file() and "results" not in p.parts
-    } == set(files)
+    } == set(files) | {MARKER}
     assert all((board / k).read_bytes() == v for k, v in files.items())  # the files the library renders
+    assert read_marker(board) == sorted(files)
     text = readme.read_text()
     assert "old" not in text and "| good " in text and "board/figures/score_by_tier.png" in text
     assert text.startswith("intro\n") and text.endswith("rest\n")
     assert main(["leaderboard", "--results", str(results), "--check"]) == 0
+    # a file an earlier run generated (listed in its marker) that is no longer generated is stale, then removed
     (board / "latex" / "tier9.tex").write_text("stale")
+    (board / MARKER).write_bytes(marker_bytes([*files, "latex/tier9.tex"]))
     assert main(["leaderboard", "--results", str(results), "--check"]) == 1
     write_all(board, files)
-    assert not (board / "latex" / "tier9.tex").exists()
+    assert not (board / "latex" / "tier9.tex").exists() and read_marker(board) == sorted(files)
+    assert main(["leaderboard", "--results", str(results), "--check"]) == 0
     with pytest.raises(ValueError, match="markers"):
         update_readme(board / "LEADERBOARD.md", build_board(grid()))
 
@@ -267,3 +285,143 @@ def test_cells_stopped_by_the_cpu_time_cap_are_marked():
     capped = [(r["toy"], r["method"], r["seed"], r["steps"]) for r in rows if r["stopped_early"] == "1"]
     assert capped == [("toy_a", "good", "0", "40"), ("toy_a", "good", "1", "40")]
     assert 'class="capmark"' in out["index.html"].decode()
+
+
+def test_leaderboard_refuses_a_folder_it_does_not_own(tmp_path, capsys):
+    results = tmp_path / "X" / "results"
+    _store(grid()[:8], results)
+    mine = tmp_path / "X" / "latex" / "paper.tex"
+    mine.parent.mkdir()
+    mine.write_text("my own table")
+    (tmp_path / "X" / "notes.md").write_text("mine")
+    assert main(["leaderboard", "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert "not empty" in err and MARKER in err and "--out" in err
+    assert mine.read_text() == "my own table" and not (tmp_path / "X" / "LEADERBOARD.md").exists()
+    with pytest.raises(OutputFolderError):
+        write_all(tmp_path / "X", render_all(grid()[:8])[1])
+    assert sorted(p.name for p in (tmp_path / "X").iterdir()) == ["latex", "notes.md", "results"]
+    # a folder holding only the results it reads is fine, and so is a new one
+    assert main(["leaderboard", "--results", str(results), "--out", str(tmp_path / "new")]) == 0
+    shutil.rmtree(tmp_path / "X" / "latex")
+    (tmp_path / "X" / "notes.md").unlink()
+    assert main(["leaderboard", "--results", str(results)]) == 0
+    assert (tmp_path / "X" / MARKER).is_file()
+
+
+def test_regenerating_deletes_only_files_the_previous_run_wrote(tmp_path):
+    out = tmp_path / "board"
+    files = render_all(grid())[1]
+    write_all(out, files)
+    (out / "latex" / "mine.tex").write_text("not generated")  # a user's file inside a generated folder
+    (out / "outside.txt").write_text("keep")
+    (tmp_path / "elsewhere.txt").write_text("keep")
+    (out / "results").mkdir()
+    (out / "results" / "seed0.json").write_text("{}")
+    # a marker that lists files it did not write (tampered with, or hand-edited) cannot delete them
+    (out / MARKER).write_bytes(
+        marker_bytes([*files, "../elsewhere.txt", "/etc/hostname", "results/seed0.json"]) + b"latex/gone.tex\n"
+    )
+    (out / "latex" / "gone.tex").write_text("written by an earlier run")
+    fewer = {k: v for k, v in files.items() if k != "latex/tier4.tex"}
+    write_all(out, fewer)
+    assert not (out / "latex" / "gone.tex").exists() and not (out / "latex" / "tier4.tex").exists()
+    assert (out / "latex" / "mine.tex").read_text() == "not generated"
+    assert (out / "outside.txt").exists() and (tmp_path / "elsewhere.txt").exists()
+    assert (out / "results" / "seed0.json").exists()
+    assert read_marker(out) == sorted(fewer)
+    assert stale_files(out, fewer) == []
+    assert stale_files(out, files) == ["latex/tier4.tex", f"{MARKER} (out of date)"]
+
+
+def test_the_committed_board_is_ours_to_write():
+    """The leaderboard/ package folder carries the marker, listing exactly the artefacts it holds."""
+    listed = read_marker(PACKAGE_DIR)
+    assert listed is not None and "LEADERBOARD.md" in listed and "index.html" in listed
+    assert check_output_folder(PACKAGE_DIR) == listed
+    assert all((PACKAGE_DIR / rel).is_file() for rel in listed)
+
+
+HOSTILE = ["x|y\nz", '=HYPERLINK("http://a")', "<img src=x onerror=alert(1)>", "a\\|b", "+cmd", "@SUM(1)"]
+
+
+def hostile_grid() -> list[dict]:
+    rs = []
+    for i, name in enumerate(HOSTILE):
+        for s in range(3):
+            r = fake("toy_a", "m", s, 0.5 + 0.01 * i)
+            r["cell"]["method"] = r["method"]["name"] = name
+            rs.append(r)
+    bad = fake("toy_b", "m", 0, None, error="line one | forged\n| row |\n<script>alert(1)</script>")
+    bad["cell"]["method"] = bad["method"]["name"] = HOSTILE[0]
+    return grid() + rs + [bad]
+
+
+def _md_table_cells(line: str) -> int:
+    """The number of cells of a Markdown table row: unescaped pipes minus one."""
+    n, i = 0, 0
+    while i < len(line):
+        if line[i] == "\\":
+            i += 2
+            continue
+        n += line[i] == "|"
+        i += 1
+    return n - 1
+
+
+def test_escape_helpers():
+    assert md_escape("x|y\nz") == "x\\|y z" and md_escape("<b>") == "&lt;b&gt;" and md_escape("a\\|") == "a\\\\\\|"
+    assert csv_cell('=HYPERLINK("a")') == '\'=HYPERLINK("a")' and csv_cell("@x") == "'@x" and csv_cell("\tx") == "'\tx"
+    assert csv_cell("-0.5") == "-0.5" and csv_cell("+1e-3") == "+1e-3" and csv_cell("-x") == "'-x" and csv_cell(3) == 3
+    assert tex_escape("a_b&c\n%d<e>|") == "a\\_b\\&c \\%d\\textless{}e\\textgreater{}\\textbar{}"
+    assert term_escape("a\x1b[31mred\nx|y", 8) == "a [31mr…" and term_escape("x|y") == "x\\|y"
+
+
+def test_hostile_names_cannot_forge_rows_or_formulas():
+    rs = hostile_grid()
+    board, files = render_all(rs)
+    md = files["LEADERBOARD.md"].decode()
+    for block in md.split("\n\n"):
+        lines = [ln for ln in block.splitlines() if ln.startswith("|")]
+        if lines:  # every row of every table has the header's number of cells
+            assert {_md_table_cells(ln) for ln in lines} == {_md_table_cells(lines[0])}, block
+    assert "<img" not in md and "<script" not in md and "&lt;img src=x onerror=alert(1)&gt;" in md
+    assert "x\\|y z" in md
+    for name in ("leaderboard.csv", "cells.csv"):
+        rows = list(csv.reader(io.StringIO(files[name].decode())))
+        assert len({len(r) for r in rows}) == 1  # no forged columns
+        for row in rows:
+            for cell in row:
+                assert not cell.startswith(("=", "+", "@", "\t", "\r")), (name, cell)
+                assert not cell.startswith("-") or float(cell) <= 0, (name, cell)
+        assert any(cell == '\'=HYPERLINK("http://a")' for row in rows for cell in row)
+    for name, data in files.items():
+        if name.startswith("latex/"):
+            tex = data.decode()
+            body = [ln for ln in tex.splitlines() if ln.endswith("\\\\")]
+            assert len({ln.count(" & ") for ln in body}) == 1, name
+            assert "<img" not in tex, name
+    assert "x\\textbar{}y z" in files["latex/overall.tex"].decode()
+    html = files["index.html"].decode()
+    assert "<img src=x" not in html and "<script>alert" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    term = terminal_table(board)
+    assert max(len(ln) for ln in term.splitlines()) <= 120 and "\x1b" not in term
+
+
+def test_terminal_table_fits_120_columns_and_keeps_markdown_rows():
+    text = terminal_table(build_board(grid()))
+    assert max(len(ln) for ln in text.splitlines()) <= 120
+    assert "| oracle (ref)" in text and "| good " in text and "boom: out of patience" in text
+    # many long toy names: the tier table is split into several, each repeating rank and method
+    long = {f"toy_with_a_rather_long_name_{i}": (1, "exact") for i in range(9)}
+    TOYS.update(long)
+    try:
+        rs = [fake(t, m, s, 0.5) for t in long for m in ("good", "a-method-name-that-goes-on-and-on") for s in range(2)]
+    finally:
+        for t in long:
+            del TOYS[t]
+    text = terminal_table(rs)
+    lines = text.splitlines()
+    assert max(len(ln) for ln in lines) <= 120
+    assert sum(ln.startswith("| rank") for ln in lines) >= 3
+    assert "toy_with_a_rather_l…" in text  # long names are cut, not wrapped

@@ -1,4 +1,4 @@
-"""LIB (interaction basis): its own invariants (shared/reference/rib_lib_pca.md 2.5, 4.7, 5.6) and the
+"""LIB (interaction basis): its own invariants (docs/reference/lib_pca.md 2.5, 4.7, 5.6) and the
 parameter components built from it (5.1-5.3)."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from benchmark.decomposition import Decomposition
 from benchmark.method import Budget
 from benchmark.scoring import score
 from benchmark.toy import LinearSite, Target, ToyModelSpec
-from methods._lib_attribution import gradient_attributions
-from methods._lib_basis import lib_basis, pca_basis
+from methods._activation_bases import pca_basis
+from methods._attribution import gradient_attributions
+from methods._lib_basis import lib_basis
 from methods._lib_graph import build_graph, elementwise_derivative, section_edges
 from methods.lib import LIB, fit_lib
 from methods.pca import PCA
@@ -219,7 +220,7 @@ def test_block_model_lib_stays_in_blocks_and_groups_recover_them(toy):
 
 
 def test_dense_block_chain_features_are_block_pure():
-    """The reference's own check (rib_lib_pca.md 5.6): a block-diagonal ReLU chain (two blocks of 4) with
+    """The reference's own check (docs/reference/lib_pca.md 5.6): a block-diagonal ReLU chain (two blocks of 4) with
     dense N(0, 1) inputs; LIB's read vectors stay in their block, PCA's at the isotropic input do not."""
     model = Chain([8, 8, 8, 8, 8], relu=True, seed=7)
     with torch.no_grad():

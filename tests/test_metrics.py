@@ -1,4 +1,4 @@
-"""One hand-computed case per metric, on the 2x2 linear toy W = diag(3, 4) (benchmark.metrics.synthetic).
+"""One hand-computed case per metric, on the 2x2 linear toy W = diag(3, 4) (tests/fixtures/linear_toy.py).
 
 Mechanism 0 is column 0, z0 = [[3, 0], [0, 0]]; mechanism 1 is column 1, z1 = [[0, 0], [0, 4]]. The base
 decomposition is c0 = [[1, 1], [0, 0]] (half its mass off column 0) and c1 = [[0, 0], [0, 2]].
@@ -10,9 +10,9 @@ import math
 
 import pytest
 import torch
+from fixtures.linear_toy import LinearToy
 
 from benchmark.decomposition import Decomposition, DecompositionError
-from benchmark.metrics.synthetic import LinearToy
 from benchmark.registry import METRICS
 from benchmark.scoring import HEADLINE, ScoringContext, score
 

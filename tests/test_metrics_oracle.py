@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fixtures.linear_toy import LinearToy
 
 from benchmark.decomposition import Decomposition
 from benchmark.method import Budget
-from benchmark.metrics.synthetic import LinearToy
 from benchmark.registry import METHODS, TOY_MODELS
 from benchmark.scoring import score
 from benchmark.toy import ToyModel

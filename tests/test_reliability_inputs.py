@@ -117,9 +117,12 @@ def test_an_unknown_executor_is_refused() -> None:
 @pytest.mark.parametrize(
     "kwargs, fragment",
     [
-        ({"toy": "", "method": "pca", "seed": 0}, "toy must be a non-empty string"),
+        ({"toy": "", "method": "pca", "seed": 0}, "cell toy '' is neither a valid name"),
+            ({"toy": "..", "method": "pca", "seed": 0}, "neither a valid name"),
+            ({"toy": "tms_5-2", "method": "../../x", "seed": 0}, "neither a valid name"),
+            ({"toy": "tms 5-2", "method": "pca", "seed": 0}, "neither a valid name"),
         ({"toy": "tms_5-2", "method": "pca", "seed": 1.5}, "seed must be an integer"),
-        ({"toy": "tms_5-2", "method": "pca", "seed": -2}, "seed must be >= 0"),
+        ({"toy": "tms_5-2", "method": "pca", "seed": -2}, "seed must be in 0"),
     ],
 )
 def test_bad_cells_are_refused(kwargs: dict, fragment: str) -> None:

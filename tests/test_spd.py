@@ -216,7 +216,7 @@ def test_lr_schedules() -> None:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Paper reproduction (slow): SPD paper section 4 / appendix; numbers in shared/reference/apd_spd.md 2.1.
+# Paper reproduction (slow): SPD paper section 4 / appendix; numbers in docs/reference/apd_spd.md 2.1.
 # --------------------------------------------------------------------------------------------------------
 
 DEVICE = os.environ.get("PDBENCH_TEST_DEVICE", "cpu")  # the slow reproduction tests' device
@@ -296,8 +296,8 @@ def test_reproduces_tms(toy, name: str) -> None:  # noqa: ANN001
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["tms_5-2", "tms_40-10"])
 def test_tms_success_rate_over_seeds(toy, name: str) -> None:  # noqa: ANN001
-    """Reference code: 1 of 2 seeds split a TMS 5-2 feature (reference_runs.md); the SPD authors' sweeps broke 13
-    of 90 TMS 5-2 runs and 4-6 of 19 TMS 40-10 runs. Ours over 5 seeds, with the issue's bar (MMCS >= 0.999,
+    """Reference code: 1 of 2 seeds split a TMS 5-2 feature (docs/reference/apd_spd.md 5); the SPD authors' sweeps
+    broke 13 of 90 TMS 5-2 runs and 4-6 of 19 TMS 40-10 runs. Ours over 5 seeds, with the issue's bar (MMCS >= 0.999,
     ML2R >= 0.99) on at least 4 (measured: 4 of 5 on TMS 5-2, 5 of 5 on TMS 40-10; docs/methods/spd.md)."""
     tms = toy(name)
     results = []

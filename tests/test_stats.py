@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmark.stats import (
+from leaderboard.stats import (
     SUCCESS_THRESHOLD,
     bootstrap_ci,
     is_success,

@@ -87,7 +87,9 @@ def test_an_outside_method_is_submitted_scored_and_shown_everywhere(tmp_path, ca
         assert main(["leaderboard", "--results", str(results)]) == 0
         after = {p: p.read_bytes() for p in board.rglob("*") if p.is_file() and "results" not in p.parts}
         assert after == before
-    assert main(["validate", str(results)]) == 0
+    assert main(["validate", str(results)]) == 1  # an unknown method: its version cannot be checked
+    assert "method 'outside-columns' is neither built in nor registered" in capsys.readouterr().out
+    assert main(["validate", str(results), "--plugin", str(plugin)]) == 0
     assert "VALID: 9 result(s)" in capsys.readouterr().out
 
 

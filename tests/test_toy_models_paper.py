@@ -2,7 +2,7 @@
 
 Where the paper publishes no number for its target network (APD/SPD for TMS, L3D for all its toys), the
 test says so and checks a computed reference instead (the zero-output loss, or the paper's qualitative
-claim made quantitative). The figures come from ``shared/reference/apd_spd.md`` and ``l3d.md``.
+claim made quantitative). The figures come from ``docs/reference/apd_spd.md`` and ``docs/reference/l3d.md``.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def sparse_features(
 
 def drop_zero_rows(draw: Callable[[int], Tensor], n: int) -> Tensor:
     """``n`` rows from ``draw(k)`` with every all-zero row dropped and redrawn (L3D's generator,
-    ``reference/l3d.md`` 2). Draws whole batches, so the result depends only on the generator state."""
+    ``docs/reference/l3d.md`` 2). Draws whole batches, so the result depends only on the generator state."""
     kept: list[Tensor] = []
     have = 0
     while have < n:

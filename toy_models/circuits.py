@@ -1,4 +1,5 @@
-"""L3D's circuit-superposition toys (Chrisman, Bushnaq, Sharkey 2025, arXiv:2504.00194; ``reference/l3d.md`` 2.2-2.3).
+"""L3D's circuit-superposition toys (Chrisman, Bushnaq, Sharkey 2025, arXiv:2504.00194;
+``docs/reference/l3d.md`` 2.2-2.3).
 
 ``y_hat = ReLU(W_out W_in x + b)`` (a linear hidden layer, ReLU on the output) trained to map x to x A,
 A ~ U[0,3) fixed by the seed and stored with the weights (buffer ``A``). Inputs: TMS features

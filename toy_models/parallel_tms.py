@@ -1,5 +1,5 @@
 """Tier 0: three copies of a trained TMS 5-2 placed block-diagonally (L3D's "TMS in parallel",
-arXiv:2504.00194 Fig S3; ``reference/l3d.md`` 2.1).
+arXiv:2504.00194 Fig S3; ``docs/reference/l3d.md`` 2.1).
 
 W = blockdiag(W5, W5, W5) (6 x 15, tied), b = (b5, b5, b5); 15 features with p = 0.05, U[0,1), all-zero
 rows dropped (L3D's generator). Copies of one model cannot interfere across blocks, so a feature's

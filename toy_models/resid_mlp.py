@@ -1,4 +1,4 @@
-"""Tier 4 (contested): the residual MLPs of APD/SPD, "compressed computation" (``reference/apd_spd.md`` 1.2-1.3).
+"""Tier 4 (contested): the residual MLPs of APD/SPD, "compressed computation" (``docs/reference/apd_spd.md`` 1.2-1.3).
 
 100 sparse features (p = 0.01, U[-1,1]) are embedded by a fixed random W_E (rows unit-norm, width
 1000), pass through n ReLU MLP blocks added to the residual stream (no biases), and are read out by

@@ -1,5 +1,5 @@
 """Tier 3, ground truth ``strong``: L3D's multi-layer x -> x^2 network ("complex loss landscape",
-arXiv:2504.00194 section 3.4; ``reference/l3d.md`` 2.4).
+arXiv:2504.00194 section 3.4; ``docs/reference/l3d.md`` 2.4).
 
 Architecture as in L3D's code (the paper text says GeLU and 4 x 5 hidden; the code and Fig 8 use
 ELU after every layer, the output included, and 4 x 10 hidden: we follow the code): Linear 5->10->10->

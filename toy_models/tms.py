@@ -1,7 +1,7 @@
 """Toy models of superposition (TMS): x_hat = ReLU(W^T W x + b) with tied weights.
 
 Elhage et al. 2022; the settings are those of the APD and SPD papers (Braun et al. 2025,
-arXiv:2501.14926; Bushnaq et al. 2025, arXiv:2506.20790), see ``shared/reference/apd_spd.md`` 1.1:
+arXiv:2501.14926; Bushnaq et al. 2025, arXiv:2506.20790), see ``docs/reference/apd_spd.md`` 1.1:
 each feature is active with probability 0.05 with value U[0,1]; MSE autoencoding loss; AdamW (weight
 decay 0.01), constant lr 5e-3 for 10k steps (SPD paper; APD's code uses 5k steps with linear decay),
 batch 1024 (5-2) or 8192 (40-10). W is xavier-normal initialised and b starts at 0 (APD code).
@@ -143,7 +143,7 @@ class TMSIdNet(TMSNet):
 
 
 class TMSId(TMS):
-    """TMS with a frozen hidden identity (SPD paper; ``reference/apd_spd.md`` 1.1, ID variant)."""
+    """TMS with a frozen hidden identity (SPD paper; ``docs/reference/apd_spd.md`` 1.1, ID variant)."""
 
     def __init__(self, n_features: int = 5, n_hidden: int = 2, batch_size: int = 1024, seed: int = 0, **kw: Any):
         super().__init__(

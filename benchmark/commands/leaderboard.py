@@ -2,7 +2,11 @@
 
 ``pdbench leaderboard --results leaderboard/results`` writes Markdown, CSV, LaTeX, a static HTML page and
 figures into ``leaderboard/`` (see :mod:`leaderboard.build`); ``--check`` only says whether the files
-there are up to date (exit 1 if not), which is what CI runs.
+there are up to date (exit 1 if not), which is what CI runs. It writes only into a folder it owns: new,
+empty, or carrying the ``.pdbench-leaderboard`` marker of an earlier run.
+
+Heavy modules (the results loader, the leaderboard renderers) are imported inside the functions, so that
+building the ``pdbench`` parser stays fast.
 """
 
 from __future__ import annotations
@@ -10,16 +14,21 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from benchmark.results import Cell, load_results
+if TYPE_CHECKING:
+    from benchmark.results import Cell
 
 DEFAULT_RESULTS = Path("pdbench-results")
 
 
 def print_leaderboard(results_dir: Path, cells: list[Cell] | None = None, out: Path | None = None) -> int:
-    """Print the Markdown leaderboard of ``results_dir`` (restricted to ``cells``) to stdout; used by ``run``."""
-    from leaderboard.data import BoardError
+    """Print the leaderboard of ``results_dir`` (restricted to ``cells``) to stdout as a terminal table
+    (:func:`leaderboard.terminal.terminal_table`); ``out`` also gets the Markdown leaderboard. Used by ``run``."""
+    from benchmark.results import Cell, load_results
+    from leaderboard.data import BoardError, build_board
     from leaderboard.markdown import render_markdown
+    from leaderboard.terminal import terminal_table
 
     results, problems = load_results(results_dir)
     for p in problems:
@@ -31,14 +40,14 @@ def print_leaderboard(results_dir: Path, cells: list[Cell] | None = None, out: P
         print(f"no results in {results_dir}", file=sys.stderr)
         return 1
     try:
-        text = render_markdown(results)
+        board = build_board(results)
     except BoardError as exc:
         print(f"pdbench: error: {exc}", file=sys.stderr)
         return 1
-    print(text)
+    print(terminal_table(board))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
+        out.write_text(render_markdown(board))
         print(f"written to {out}", file=sys.stderr)
     return 0
 
@@ -49,8 +58,17 @@ def default_out(results: Path) -> Path:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from leaderboard.build import render_all, stale_files, update_readme, write_all
+    from benchmark.results import load_results
+    from leaderboard.build import (
+        OutputFolderError,
+        check_output_folder,
+        render_all,
+        stale_files,
+        update_readme,
+        write_all,
+    )
     from leaderboard.data import BoardError
+    from leaderboard.terminal import terminal_table
 
     if not args.results.is_dir():
         print(f"pdbench: error: results folder {args.results} does not exist", file=sys.stderr)
@@ -64,12 +82,18 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if not results:
         print(f"pdbench: error: no valid results in {args.results}", file=sys.stderr)
         return 1
+    out = args.out or default_out(args.results)
+    if not args.check:
+        try:  # before rendering: refuse a folder that is not ours at once
+            check_output_folder(out, args.results)
+        except OutputFolderError as exc:
+            print(f"pdbench: error: {exc}", file=sys.stderr)
+            return 2
     try:
         board, files = render_all(results, problems)
     except BoardError as exc:
         print(f"pdbench: error: {exc}", file=sys.stderr)
         return 1
-    out = args.out or default_out(args.results)
     if args.check:
         stale = stale_files(out, files)
         if stale:
@@ -82,7 +106,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             return 1
         print(f"the {len(files)} leaderboard artefacts in {out} are up to date ({len(results)} results)")
         return 0
-    written = write_all(out, files)
+    try:
+        written = write_all(out, files, results=args.results)
+    except OutputFolderError as exc:
+        print(f"pdbench: error: {exc}", file=sys.stderr)
+        return 2
     if args.readme is not None:
         fig = (out / "figures" / "score_by_tier.png").resolve()
         try:
@@ -92,7 +120,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         if update_readme(args.readme, board, rel.as_posix()):
             print(f"updated the leaderboard block of {args.readme}", file=sys.stderr)
     if args.print:
-        print(files["LEADERBOARD.md"].decode())
+        print(terminal_table(board))
     print(
         f"{len(results)} results, {len(board.methods)} methods, {len(board.toys)} toy models -> {out}/ "
         f"({len(written)} of {len(files)} files changed)",
@@ -111,7 +139,8 @@ def add_parser(sub, common) -> None:
     p.add_argument(
         "--out",
         type=Path,
-        help="output folder (default: the parent of a folder named 'results', else RESULTS/leaderboard)",
+        help="output folder: new, empty, or written before by this command (it carries a .pdbench-leaderboard "
+        "marker); default: the parent of a folder named 'results', else RESULTS/leaderboard",
     )
     p.add_argument(
         "--check",
@@ -123,5 +152,5 @@ def add_parser(sub, common) -> None:
         type=Path,
         help="also put the headline table and a figure between the <!-- LEADERBOARD:START/END --> markers of this file",
     )
-    p.add_argument("--print", action="store_true", help="also print the Markdown leaderboard")
+    p.add_argument("--print", action="store_true", help="also print the leaderboard as a terminal table")
     p.set_defaults(fn=cmd_leaderboard)

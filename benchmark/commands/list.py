@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from tabulate import tabulate
-
-from benchmark.cache import WeightCache
 from benchmark.registry import METHODS, METRICS, TOY_MODELS
+
+if TYPE_CHECKING:
+    from benchmark.cache import WeightCache
 
 
 def toy_rows(cache: WeightCache | None = None) -> list[list]:
     """One row per registered toy model, ordered by tier: the ladder. Reads the weight cache's metadata
     for the training time and seed; never trains."""
+    from benchmark.cache import WeightCache
+
     cache = cache or WeightCache()
     rows = []
     for name in TOY_MODELS.names():
@@ -50,6 +53,8 @@ def _read_meta(cache: WeightCache, key: str) -> dict | None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
     what = args.what
     if what in ("toys", "all"):
         print(

@@ -12,45 +12,9 @@ import sys
 from pathlib import Path
 
 from benchmark.commands.leaderboard import DEFAULT_RESULTS, print_leaderboard
-from benchmark.registry import METHODS, TOY_MODELS
+from benchmark.options import add_execution_arguments, csv_list, limit, positive_int, seeds
+from benchmark.registry import METHODS, TOY_MODELS, RegistryError
 from benchmark.suites import SUITES, suite_cells
-
-
-def _csv(text: str | None) -> list[str] | None:
-    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in _csv(text) or []]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers, got {text!r}") from None
-    if not seeds or any(s < 0 for s in seeds):
-        raise argparse.ArgumentTypeError(f"seeds must be one or more integers >= 0, got {text!r}")
-    return seeds
-
-
-def _positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return n
-
-
-def _limit(text: str) -> float | None:
-    """A positive number, or 'none' for no limit."""
-    if text.strip().lower() in ("none", "off", "0"):
-        return None
-    try:
-        v = float(text)
-    except ValueError:
-        v = -1.0
-    if not v > 0 or v != v or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number or 'none', got {text!r}")
-    return v
 
 
 def check_device(device: str) -> str | None:
@@ -71,14 +35,23 @@ def check_device(device: str) -> str | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from benchmark.catalog import method_catalog
     from benchmark.executors import Limits
     from benchmark.runner import run_grid, stderr_log
+
+    plugins = args.plugin + args.verb_plugin
 
     problem = check_device(args.device)
     if problem:
         print(f"pdbench: error: {problem}", file=sys.stderr)
         return 2
-    cells, suite = suite_cells(args.suite, _csv(args.toys), _csv(args.methods), args.seeds)
+    try:
+        known = method_catalog(plugins)  # plugin files are read in a child process, never imported here
+    except RegistryError as exc:
+        print(f"pdbench: error: {exc}", file=sys.stderr)
+        return 2
+    methods = sorted(known) if args.methods is None else csv_list(args.methods)
+    cells, suite = suite_cells(args.suite, csv_list(args.toys), methods, args.seeds)
     if not cells:
         print("pdbench: error: the selection has no cells", file=sys.stderr)
         return 2
@@ -86,7 +59,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         TOY_MODELS.get(c)  # fail fast, with the known names, on a typo
     methods = sorted({c.method for c in cells})
     for m in methods:
-        METHODS.get(m)
+        if m not in known and ":" not in m:
+            METHODS.get(m)  # raises with the known names and a suggestion
     limits = Limits(time_s=args.time_limit, memory_mb=args.memory_limit_mb)
     previous = signal.signal(signal.SIGTERM, _terminate)  # `kill` stops workers as Ctrl-C does
     try:
@@ -95,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             args.results,
             device=args.device,
             rerun=args.rerun,
-            plugins=args.plugin,
+            plugins=plugins,
             log=stderr_log,
             executor=args.executor,
             jobs=args.jobs,
@@ -128,30 +102,21 @@ def add_parser(sub, common) -> None:
     p.add_argument("--suite", default="quick", choices=sorted(SUITES), help="which cells (default: quick)")
     p.add_argument("--toys", help="comma-separated toy models (default: the suite's)")
     p.add_argument("--methods", help="comma-separated methods, or module:Class (default: all)")
-    p.add_argument("--seeds", type=_seeds, help="comma-separated seeds (default: the suite's)")
+    p.add_argument("--seeds", type=seeds, help="comma-separated seeds (default: the suite's)")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results folder (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-    p.add_argument("--steps", type=_positive_int, help="override every method's number of optimisation steps")
-    p.add_argument("--rerun", action="store_true", help="run cells again even if a result is stored")
-    p.add_argument("--retry-errors", action="store_true", help="run stored error rows again")
-    p.add_argument(
-        "--executor",
-        default="local",
-        choices=["local", "serial", "ray"],
-        help="local: worker processes (default); serial: this process, no isolation; ray: a Ray "
-        "cluster (RAY_ADDRESS) or a local Ray instance (pip install 'pdbench[ray]')",
-    )
-    p.add_argument("-j", "--jobs", type=_positive_int, help="parallel workers (default: one per CPU core)")
+    p.add_argument("--steps", type=positive_int, help="override every method's number of optimisation steps")
+    add_execution_arguments(p)
     p.add_argument(
         "--time-limit",
-        type=_limit,
+        type=limit,
         default=3600.0,
         metavar="SECONDS",
         help="wall-clock limit of one cell, or 'none' (default: %(default)s)",
     )
     p.add_argument(
         "--memory-limit-mb",
-        type=_limit,
+        type=limit,
         default=None,
         metavar="MIB",
         help="memory guard: the most resident memory one worker may use "
@@ -159,17 +124,17 @@ def add_parser(sub, common) -> None:
     )
     p.add_argument(
         "--cells-per-worker",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="restart a worker process after N cells (1: a fresh process per cell; default: never)",
     )
     p.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="torch intra-op threads per worker (default: 1; the toy models are small)",
     )
     p.add_argument("--no-leaderboard", action="store_true", help="do not print the leaderboard afterwards")
-    p.set_defaults(fn=cmd_run)
+    p.set_defaults(fn=cmd_run, load_plugins_here=False)  # plugins run in the workers only

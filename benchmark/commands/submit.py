@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmark.options import add_execution_arguments, seeds
 from benchmark.registry import METHODS, RegistryError, load_plugin
 
 CHECK_TOY = "block_mlp"  # hand-built tier-0 model: builds instantly, two decomposed matrices
@@ -266,72 +267,128 @@ def _summary(results_dir: Path, name: str, log: Callable[[str], None]) -> tuple[
     return len(mine), len(errors)
 
 
+def inspect_submission(ref: str, choose: str | None, check_toy: str, timeout_s: float = 1800.0) -> dict[str, Any]:
+    """Resolve and check the submitted method in a child process (its code never runs in this one).
+
+    Returns ``{"name", "ref", "plugin", "checks"}`` (``ref``: a ``module:object`` reference the workers can
+    import, or None for a registered name) or ``{"error": ...}``."""
+    import subprocess
+
+    request = json.dumps({"ref": ref, "choose": choose, "check_toy": check_toy})
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", "from benchmark.commands.submit import _child; _child()"],
+            input=request,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"checking the method took longer than {timeout_s:g} s"}
+    lines = [line for line in out.stdout.splitlines() if line.startswith(MARK)]
+    if len(lines) != 1:
+        tail = (out.stderr.strip().splitlines() or [f"exit code {out.returncode}, no report"])[-1]
+        return {"error": f"the method could not be checked: {tail}"}
+    return json.loads(lines[0][len(MARK) :])
+
+
+MARK = "PDBENCH-SUBMIT "
+
+
+def _child() -> None:
+    """Child process of :func:`inspect_submission`: resolve, check, print one JSON line."""
+    req = json.loads(sys.stdin.read())
+    try:
+        name, cls = resolve_method(req["ref"], req["choose"])
+        checks = check_adapter(cls, req["check_toy"])
+        module = getattr(cls, "__module__", "")
+        # a class its plugin file registers is found by loading the file; a registered name by the registry
+        found = METHODS.builtin(name) is cls and (req["ref"] == name or module.startswith("pdbench_plugin_"))
+        report: dict[str, Any] = {
+            "name": name,
+            "ref": None if found else f"{module}:{cls.__qualname__}",
+            "plugin": str(Path(req["ref"]).resolve()) if req["ref"].endswith(".py") else None,
+            "checks": [c.__dict__ for c in checks],
+        }
+    except (SubmissionError, RegistryError) as exc:
+        report = {"error": str(exc)}
+    except (Exception, SystemExit) as exc:
+        report = {"error": f"{type(exc).__name__}: {exc}"}
+    sys.stdout.write(MARK + json.dumps(report) + "\n")
+    sys.stdout.flush()
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from benchmark.commands.leaderboard import default_out
-    from benchmark.commands.run import _csv
     from benchmark.commands.validate import print_report, validate_folder
+    from benchmark.options import csv_list
     from benchmark.runner import run_grid, stderr_log
     from benchmark.suites import suite_cells
 
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    try:
-        name, cls = resolve_method(args.method, args.choose)
-    except (SubmissionError, RegistryError) as exc:
-        print(f"pdbench: error: {exc}", file=sys.stderr)
+    info = inspect_submission(args.method, args.choose, args.check_toy)
+    if "error" in info:
+        print(f"pdbench: error: {info['error']}", file=sys.stderr)
         return 2
-    log(f"checking method {name!r} ({cls.__module__}:{cls.__qualname__}) on {args.check_toy}:")
-    if not print_checks(check_adapter(cls, args.check_toy)):
+    name = info["name"]
+    log(f"checking method {name!r} ({info['ref'] or name}) on {args.check_toy}:")
+    if not print_checks([Check(**c) for c in info["checks"]]):
         log("the adapter failed the checks above; nothing was run (docs/submit.md explains each check)")
         return 1
     if args.check_only:
         log("the adapter passes the checks")
         return 0
-    cells, suite = suite_cells(args.suite, _csv(args.toys), [name], args.seeds)
-    plugins = [args.method] if args.method.endswith(".py") else []
-    executor = args.executor
-    if getattr(cls, "_pdbench_unregistered_plugin", False) and executor != "serial":
-        log(
-            f"{args.method} does not register {cls.__qualname__} with @METHODS.register, so worker processes "
-            "cannot find it: running the cells in this process (--executor serial)"
-        )
-        executor = "serial"
+    if info["ref"] and name not in METHODS:
+        if ":" in args.method and os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())  # so that the workers (which inherit sys.path) can import it
+        METHODS.register(name, lazy=info["ref"])  # imported by the workers only
+    cells, suite = suite_cells(args.suite, csv_list(args.toys), [name], args.seeds)
+    plugins = [info["plugin"]] if info["plugin"] else []
     log(f"running {len(cells)} cells of the {suite.name!r} suite into {args.results}")
-    run_grid(
-        cells,
-        args.results,
-        plugins=plugins,
-        log=stderr_log,
-        executor=executor,
-        jobs=args.jobs,
-        budget=suite.budget_for(name),
-        budgets=suite.budgets([name]),
-        rerun=args.rerun,
-    )
+    try:
+        run_grid(
+            cells,
+            args.results,
+            plugins=plugins,
+            log=stderr_log,
+            executor=args.executor,
+            jobs=args.jobs,
+            budget=suite.budget_for(name),
+            budgets=suite.budgets([name]),
+            rerun=args.rerun,
+            retry_errors=args.retry_errors,
+        )
+    except (RuntimeError, OSError) as exc:
+        print(f"pdbench: error: {exc}", file=sys.stderr)
+        return 1
     n, n_err = _summary(args.results, name, log)
-    report = validate_folder(args.results, methods={name}, check_artefacts=False)
+    report = validate_folder(args.results, methods={name}, check_artefacts=False, plugins=tuple(plugins))
     print_report(report, sys.stderr)
     if not report.ok:
         return 1
     if not args.no_leaderboard:
         from benchmark.results import load_results
-        from leaderboard.build import render_all, write_all
+        from leaderboard.build import OutputFolderError, render_all, write_all
         from leaderboard.data import BoardError
 
         results, problems = load_results(args.results)
         try:
             _, files = render_all(results, problems)
-        except BoardError as exc:
+            out = args.out or default_out(args.results)
+            write_all(out, files, results=args.results)
+        except (BoardError, OutputFolderError) as exc:
             print(
                 f"pdbench: error: your results are stored, but the leaderboard cannot be regenerated: {exc}",
                 file=sys.stderr,
             )
             return 1
-        out = args.out or default_out(args.results)
-        write_all(out, files)
         log(f"leaderboard regenerated in {out}/ (LEADERBOARD.md, index.html, leaderboard.csv, latex/, figures/)")
+    if n_err:
+        log(f"{n_err} of {n} cells of {name!r} failed (see above); fix them, then run again with --retry-errors")
+        return 1
     log(
-        f"done: {n} cells of {name!r} stored under {args.results}/*/{name}/ ({n_err} failed). To submit, open a "
-        "pull request with your adapter and these result files; CI runs `pdbench validate` on them."
+        f"done: {n} cells of {name!r} stored under {args.results}/*/{name}/. To submit, open a pull request with "
+        "your adapter and these result files; CI runs `pdbench validate` on them."
     )
     return 0
 
@@ -348,7 +405,7 @@ def add_parser(sub, common) -> None:
     p.add_argument("--method", dest="choose", help="which method of a file that defines several")
     p.add_argument("--suite", default="full", choices=sorted(SUITES), help="which cells (default: full)")
     p.add_argument("--toys", help="comma-separated toy models (default: the suite's)")
-    p.add_argument("--seeds", type=_seeds_arg, help="comma-separated seeds (default: the suite's)")
+    p.add_argument("--seeds", type=seeds, help="comma-separated seeds (default: the suite's)")
     p.add_argument(
         "--results",
         type=Path,
@@ -358,19 +415,6 @@ def add_parser(sub, common) -> None:
     p.add_argument("--out", type=Path, help="leaderboard output folder (default: as for `pdbench leaderboard`)")
     p.add_argument("--check-toy", default=CHECK_TOY, help="toy model for the adapter checks (default: %(default)s)")
     p.add_argument("--check-only", action="store_true", help="only check the adapter; run nothing")
-    p.add_argument(
-        "--executor",
-        default="local",
-        choices=["local", "serial", "ray"],
-        help="how cells run (default: local worker processes)",
-    )
-    p.add_argument("--jobs", type=int, help="parallel workers (default: one per CPU core)")
-    p.add_argument("--rerun", action="store_true", help="run cells again even if a result is stored")
+    add_execution_arguments(p)
     p.add_argument("--no-leaderboard", action="store_true", help="do not regenerate the leaderboard afterwards")
-    p.set_defaults(fn=cmd_submit)
-
-
-def _seeds_arg(text: str) -> list[int]:
-    from benchmark.commands.run import _seeds
-
-    return _seeds(text)
+    p.set_defaults(fn=cmd_submit, load_plugins_here=False)  # the adapter is checked in a child process

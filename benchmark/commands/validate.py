@@ -1,24 +1,32 @@
 """``pdbench validate RESULTS``: check a results folder and give the verdict CI gives.
 
+Every ok result is scored again from its stored decomposition (:mod:`benchmark.rescore`), in this process,
+which imports the engine, the toy models and the built-in metrics only: plugin files named with
+``--plugin`` are read by a child process (:mod:`benchmark.catalog`) for their methods' versions.
+
 Errors (the folder is refused, exit 1):
 - a file that is not a readable, current-schema result, or that lies at another cell's path;
+- a result without a required field (method version and class, toy version and weights SHA-256, budget,
+  cost; for an ok row the stored decomposition's SHA-256 and the metric versions);
+- an ok result whose stored decomposition is missing, differs from its recorded SHA-256, or re-scores to any
+  metric more than 1e-6 away from the stored value; a metric outside its bounds; an unknown metric;
+- a method that is neither built in nor registered by a ``--plugin`` file, or whose recorded reference-row
+  or ground-truth flags differ from the installed class's;
 - a toy model whose recorded weights SHA-256 differs from the weights built here (from the checked cache),
   or whose spec version changed since the result was written;
 - a metric whose version changed, or a headline other than this pdbench's;
-- a method whose recorded version differs from the installed one, or that saw the ground truth without
-  being a labelled reference row;
+- a method whose recorded version differs from the installed one;
 - one toy model or one method recorded with two different builds or versions in the same folder;
 - with ``--min-seeds N``: a (toy model, method) with fewer than N seeds;
 - where the folder is ``<board>/results`` and ``<board>/LEADERBOARD.md`` exists: leaderboard artefacts that are
   out of date with the results (regenerate with ``pdbench leaderboard``).
-Warnings (reported, verdict unchanged): a method not installed here (its version cannot be checked), another
-benchmark version, stray files, methods that do not cover every toy model of the folder.
+Warnings (reported, verdict unchanged): another benchmark version, stray files, methods that do not cover
+every toy model of the folder.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -26,8 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark import __version__
-from benchmark.registry import METHODS, METRICS, TOY_MODELS
-from benchmark.results import ResultError, read_result
+from benchmark.registry import METRICS, TOY_MODELS, RegistryError
 
 
 @dataclass
@@ -51,24 +58,23 @@ class Report:
         )
 
 
-def _method_class(name: str, recorded: dict[str, Any]) -> type | None:
-    """The installed class of a recorded method: by registry name, else by its recorded ``module:Class``."""
-    if name in METHODS:
-        try:
-            return METHODS.get(name)
-        except Exception:
-            return None
-    ref = str(recorded.get("class", ""))
-    module, _, qual = ref.partition(":")
-    if not module or not qual or module.startswith("pdbench_plugin_"):  # a plugin file's module is not importable
-        return None
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in qual.split("."):
-            obj = getattr(obj, part)
-    except Exception:
-        return None
-    return obj if isinstance(obj, type) else None
+REQUIRED_FIELDS = {
+    "method": ("name", "version", "class", "reference_row", "sees_ground_truth"),
+    "toy": ("name", "version", "weights_sha256"),
+}
+REQUIRED_OK = ("budget", "cost", "metric_versions", "decomposition", "headline")
+
+
+def _required_checks(r: dict[str, Any], report: Report) -> bool:
+    """Errors for every required field a result lacks; True when it has them all."""
+    where, missing = r["_path"], []
+    if r["status"] == "ok":  # an error row may come from a method or toy model that never loaded
+        for part, keys in REQUIRED_FIELDS.items():
+            missing += [f"{part}.{k}" for k in keys if k not in r[part]]
+        missing += [k for k in REQUIRED_OK if r.get(k) in (None, {}, "")]
+    if missing:
+        report.errors.append(f"{where}: missing required field(s) {missing}")
+    return not missing
 
 
 def _toy_checks(name: str, rs: list[dict[str, Any]], report: Report, cache: Any) -> None:
@@ -110,33 +116,36 @@ def _toy_checks(name: str, rs: list[dict[str, Any]], report: Report, cache: Any)
             )
 
 
-def _method_checks(name: str, rs: list[dict[str, Any]], report: Report) -> None:
+def _method_checks(name: str, rs: list[dict[str, Any]], report: Report, catalog: dict[str, dict[str, Any]]) -> None:
     recorded = [r["method"] for r in rs if "version" in r["method"]]
     versions = {str(m["version"]) for m in recorded}
     if len(versions) > 1:
         report.errors.append(f"method {name!r}: results record versions {sorted(versions)}; re-run the stale cells")
-    for r in rs:
-        m = r["method"]
-        if m.get("sees_ground_truth") and not m.get("reference_row"):
-            report.errors.append(
-                f"{r['_path']}: method {name!r} saw the ground truth but is not a labelled "
-                "reference row; only the oracle baseline may"
-            )
-    if not recorded:
-        return
-    cls = _method_class(name, recorded[0])
-    if cls is None:
-        report.warnings.append(
-            f"method {name!r} ({recorded[0].get('class', '?')}) is not installed here: its "
-            "version cannot be checked (pass its plugin with --plugin)"
+    installed = catalog.get(name)
+    if installed is None:
+        report.errors.append(
+            f"method {name!r} is neither built in nor registered by a --plugin file, so its version cannot be "
+            "checked (pass its plugin with --plugin)"
         )
         return
-    installed = str(getattr(cls, "version", "?"))
-    stale = sorted({str(m["version"]) for m in recorded} - {installed})
+    for r in rs:
+        m = r["method"]
+        for flag in ("reference_row", "sees_ground_truth"):
+            if flag in m and bool(m[flag]) != bool(installed[flag]):
+                report.errors.append(
+                    f"{r['_path']}: method {name!r} records {flag}={m[flag]!r}, the installed method has "
+                    f"{installed[flag]!r}"
+                )
+        if m.get("class") not in (None, installed["class"]):
+            report.errors.append(
+                f"{r['_path']}: method {name!r} records class {m.get('class')!r}, the installed one is "
+                f"{installed['class']!r}"
+            )
+    stale = sorted(versions - {str(installed["version"])})
     if stale:
         report.errors.append(
             f"method {name!r}: results were made with version(s) {stale}, the installed one is "
-            f"{installed}; re-run its cells (pdbench run --rerun --methods {name})"
+            f"{installed['version']}; re-run its cells (pdbench run --rerun --methods {name})"
         )
 
 
@@ -169,8 +178,11 @@ def validate_folder(
     min_seeds: int | None = None,
     methods: set[str] | None = None,
     check_artefacts: bool = True,
+    plugins: tuple[str, ...] = (),
 ) -> Report:
     """Check every result under ``root`` (or only those of ``methods``); see the module docstring."""
+    from benchmark.catalog import builtin_methods, method_catalog
+    from benchmark.results import ResultError, read_result
     from benchmark.scoring import HEADLINE
 
     root = Path(root)
@@ -181,6 +193,10 @@ def validate_folder(
     results: list[dict[str, Any]] = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root)
+        if path.name.startswith("seed") and path.suffix == ".safetensors":
+            if not path.with_suffix(".json").exists():
+                report.warnings.append(f"{path}: a stored decomposition without its result (from an interrupted run)")
+            continue
         if not (path.name.startswith("seed") and path.suffix == ".json"):
             if path.name.endswith(".tmp"):
                 report.errors.append(f"{path}: a temporary file left by an interrupted writer; delete it")
@@ -201,19 +217,25 @@ def validate_folder(
     by_toy: dict[str, list[dict[str, Any]]] = defaultdict(list)
     by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
     stale_metrics: dict[tuple[str, str], list[str]] = defaultdict(list)
+    try:
+        catalog = method_catalog(plugins)
+    except RegistryError as exc:
+        report.errors.append(str(exc))
+        catalog = builtin_methods()
     for r in results:
+        _required_checks(r, report)
         _result_checks(r, report, current_metrics, HEADLINE, stale_metrics)
         by_toy[r["cell"]["toy"]].append(r)
         by_method[r["cell"]["method"]].append(r)
     for (k, v), paths in sorted(stale_metrics.items()):
         report.errors.append(
             f"metric {k!r}: {len(paths)} result(s) scored with version {v}, the installed one is "
-            f"{current_metrics[k]} (e.g. {paths[0]}); re-score them with `pdbench run --rerun`"
+            f"{current_metrics[k]} (e.g. {paths[0]}); re-score them with `pdbench rescore {root}`"
         )
     for name, rs in sorted(by_toy.items()):
         _toy_checks(name, rs, report, cache)
     for name, rs in sorted(by_method.items()):
-        _method_checks(name, rs, report)
+        _method_checks(name, rs, report, catalog)
         covered = {r["cell"]["toy"] for r in rs}
         missing = sorted(set(by_toy) - covered)
         if missing:
@@ -225,6 +247,7 @@ def validate_folder(
             few = sorted(t for t, s in seeds.items() if len(s) < min_seeds)
             if few:
                 report.errors.append(f"method {name!r} has fewer than {min_seeds} seeds on {few}")
+    _rescore_checks(root, cache, methods, report)
     board_dir = root.parent
     if (
         check_artefacts
@@ -236,6 +259,17 @@ def validate_folder(
     ):
         _artefact_check(root, board_dir, report)
     return report
+
+
+def _rescore_checks(root: Path, cache: Any, methods: set[str] | None, report: Report) -> None:
+    """Every ok result scored again from its stored decomposition must give its stored metrics."""
+    from benchmark.rescore import compare, iter_rescored
+
+    only = None if methods is None else (lambda c: c.method in methods)
+    for item in iter_rescored(root, cache, only):
+        problems = item.problems if item.metrics is None else compare(item.result["metrics"], item.metrics)
+        for p in problems:
+            report.errors.append(f"{item.path}: {p}")
 
 
 def _artefact_check(root: Path, board_dir: Path, report: Report) -> None:
@@ -268,7 +302,10 @@ def print_report(report: Report, stream=None) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    report = validate_folder(args.results, min_seeds=args.min_seeds, check_artefacts=not args.no_artefacts)
+    plugins = tuple(args.plugin + args.verb_plugin)
+    report = validate_folder(
+        args.results, min_seeds=args.min_seeds, check_artefacts=not args.no_artefacts, plugins=plugins
+    )
     print_report(report)
     return 0 if report.ok else 1
 
@@ -277,8 +314,9 @@ def add_parser(sub, common) -> None:
     p = sub.add_parser(
         "validate",
         parents=[common],
-        help="check a results folder (schema, versions, toy-model SHA-256): the verdict CI gives",
+        help="check a results folder and re-score every cell from its stored decomposition: the verdict CI gives",
     )
+    p.set_defaults(load_plugins_here=False)  # plugins are read by a child process, never imported here
     p.add_argument(
         "results",
         type=Path,

@@ -1,4 +1,4 @@
-"""Activity metrics: does a unit fire on exactly the inputs that use its mechanism? (DESIGN.md, Scoring.)
+"""Activity metrics: does a unit fire on exactly the inputs that use its mechanism? (docs/design.md, Scoring.)
 
 A component is active on an input when its |attribution| exceeds ``ACTIVE_TOL`` (0.1) times the largest
 |attribution| over the evaluation batch (for SPD's causal importances in [0, 1] this is SPD's own
@@ -43,6 +43,7 @@ def _counts(ctx: ScoringContext) -> tuple[int, int, int] | None:
 
 @metric(
     "activity_precision",
+    bounds=(0.0, 1.0),
     version="1",
     higher_is_better=True,
     description="Share of (input, unit) activations that fall on inputs using the unit's matched mechanism "
@@ -58,6 +59,7 @@ def activity_precision(ctx: ScoringContext) -> float | None:
 
 @metric(
     "activity_recall",
+    bounds=(0.0, 1.0),
     version="1",
     higher_is_better=True,
     description="Share of (input, mechanism) uses on which the mechanism's matched unit is active (unmatched "
@@ -73,6 +75,7 @@ def activity_recall(ctx: ScoringContext) -> float | None:
 
 @metric(
     "activity_f1",
+    bounds=(0.0, 1.0),
     version="1",
     higher_is_better=True,
     description="Harmonic mean of activity precision and recall. Needs attributions.",
@@ -86,6 +89,7 @@ def activity_f1(ctx: ScoringContext) -> float | None:
 
 @metric(
     "mean_active_components",
+    bounds=(0.0, None),
     version="1",
     higher_is_better=False,
     description="Mean number of components active per evaluation input (minimality, SPD's CI-L0). Needs attributions.",
@@ -99,6 +103,7 @@ def mean_active_components(ctx: ScoringContext) -> float | None:
 
 @metric(
     "active_excess",
+    bounds=(None, None),
     version="1",
     higher_is_better=False,
     ideal=0.0,

@@ -1,4 +1,4 @@
-"""Faithfulness: do the components sum to the weights? (APD/SPD's faithfulness; DESIGN.md, Scoring.)
+"""Faithfulness: do the components sum to the weights? (APD/SPD's faithfulness; docs/design.md, Scoring.)
 
 Only for decompositions that claim it (``Decomposition.faithful``); L3D's unit directions and other
 methods without the claim get N/A.
@@ -11,6 +11,7 @@ from benchmark.scoring import ScoringContext, metric
 
 @metric(
     "faithfulness_error",
+    bounds=(0.0, None),
     version="1",
     higher_is_better=False,
     description="||W - sum_c P_c||_F / ||W||_F over all decomposed parameters (0 = the components sum exactly to "

@@ -1,7 +1,7 @@
 """Intervention specificity: L3D's perturbation test as a ratio (Chrisman et al. 2025, arXiv:2504.00194).
 
 L3D shows qualitatively that perturbing the weights along a subnetwork, W + delta v_k, changes the outputs
-of the inputs that use that subnetwork and little else (``shared/reference/l3d.md`` section 3). As a
+of the inputs that use that subnetwork and little else (``docs/reference/l3d.md`` section 3). As a
 number: for each mechanism m that is not always on, take its matched unit u (unit vector u_hat), perturb
 the decomposed weights by +-delta u_hat and measure the output change ||f(x; W +- delta u_hat) - f(x; W)||
 averaged over both signs (so the score does not depend on u's sign). The mechanism's ratio is the mean
@@ -55,6 +55,7 @@ def _output_changes(ctx: ScoringContext, directions: torch.Tensor, x: torch.Tens
 
 @metric(
     "intervention_specificity",
+    bounds=(0.0, None),
     version="1",
     higher_is_better=True,
     description="Geometric mean over not-always-on mechanisms of (mean output change on inputs using the mechanism) "

@@ -19,6 +19,7 @@ MERGE_GAIN = 0.1  # |cos| gained by explaining a unit with its two best mechanis
 
 @metric(
     "mmcs",
+    bounds=(0.0, 1.0),
     version="2",
     higher_is_better=True,
     description="Mean over mechanisms of the best |cosine| between any live unit (group or component) and the "
@@ -32,6 +33,7 @@ def mmcs(ctx: ScoringContext) -> float | None:
 
 @metric(
     "hungarian",
+    bounds=(0.0, 1.0),
     version="2",
     higher_is_better=True,
     description="Headline. One-to-one (Hungarian) matching of mechanisms to live units maximising total |cosine|; "
@@ -46,6 +48,7 @@ def hungarian(ctx: ScoringContext) -> float | None:
 
 @metric(
     "subspace_coverage",
+    bounds=(0.0, 1.0),
     version="1",
     higher_is_better=True,
     description="Subspace mechanisms only: RMS of the principal-angle cosines between the mechanism's subspace "
@@ -74,6 +77,7 @@ def subspace_coverage(ctx: ScoringContext) -> float | None:
 
 @metric(
     "support_purity",
+    bounds=(0.0, 1.0),
     version="1",
     higher_is_better=True,
     description="Mean over matched (mechanism, unit) pairs of the share of the unit's squared norm that lies inside "
@@ -90,6 +94,7 @@ def support_purity(ctx: ScoringContext) -> float | None:
 
 @metric(
     "split_mechanisms",
+    bounds=(0.0, None),
     version="1",
     higher_is_better=False,
     description=f"Number of matched mechanisms that some unmatched live unit also covers: |cosine| >= {COVER_TOL} to "
@@ -110,6 +115,7 @@ def split_mechanisms(ctx: ScoringContext) -> float | None:
 
 @metric(
     "merged_components",
+    bounds=(0.0, None),
     version="1",
     higher_is_better=False,
     description=f"Number of live units that lie mostly in the span of two mechanisms (|cosine| >= {COVER_TOL}) and "
@@ -140,6 +146,7 @@ def merged_components(ctx: ScoringContext) -> float | None:
 
 @metric(
     "dead_components",
+    bounds=(0.0, None),
     version="1",
     higher_is_better=False,
     description=f"Number of components with negligible norm (< {DEAD_TOL} x the largest) or, where the method gives "

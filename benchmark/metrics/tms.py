@@ -1,7 +1,7 @@
 """MMCS and ML2R exactly as the APD and SPD papers compute them, so our numbers sit beside their tables.
 
 APD (Braun et al. 2025, arXiv:2501.14926) and SPD (Bushnaq et al. 2025, arXiv:2506.20790), for TMS with
-W in R^{m1 x m2} and component matrices P_c (``shared/reference/apd_spd.md`` section 2.1):
+W in R^{m1 x m2} and component matrices P_c (``docs/reference/apd_spd.md`` section 2.1):
 
     MMCS = (1/m2) sum_j max_c cos(P_{c,:,j}, W_{:,j})
     ML2R = (1/m2) sum_j ||P_{mcs(j),:,j}|| / ||W_{:,j}||,   mcs(j) = argmax_c cos(P_{c,:,j}, W_{:,j})
@@ -57,6 +57,7 @@ def _column_cosines(ctx: ScoringContext) -> tuple[Tensor, Tensor, Tensor] | None
 
 @metric(
     "mmcs_apd",
+    bounds=(-1.0, 1.0),
     version="1",
     higher_is_better=True,
     description="APD/SPD's MMCS: mean over exact, not-always-on mechanisms (TMS: columns of W) of the best cosine "
@@ -71,6 +72,7 @@ def mmcs_apd(ctx: ScoringContext) -> float | None:
 
 @metric(
     "ml2r_apd",
+    bounds=(0.0, None),
     version="1",
     higher_is_better=True,
     ideal=1.0,

@@ -1,7 +1,7 @@
 """APD speed: vectorised attributions, one training step, and a whole TMS 5-2 decomposition.
 
 Run with ``pytest tests/benchmarks/test_bench_apd.py --benchmark-enable`` (add ``-m slow`` for the whole
-run). Reference on the same kind of 2-core CPU (``shared/reference/reference_runs.md``): ApolloResearch/apd
+run). Reference on the same kind of 2-core CPU (``docs/reference/apd_spd.md`` section 5): ApolloResearch/apd
 runs 12 TMS 5-2 decompositions together at 18.9 steps/s, 20k steps in 1,056 s, 8 of 12 reaching MMCS >= 0.99.
 Target (issue 7): one TMS 5-2 decomposition to MMCS >= 0.99 in 30 s or less; the whole-run case checks the
 quality it reaches and pytest-benchmark reports the time.

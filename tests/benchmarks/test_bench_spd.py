@@ -2,7 +2,7 @@
 
 Run with ``pytest tests/benchmarks/test_bench_spd.py --benchmark-enable`` (add ``-m slow`` for the whole
 runs). ``PDBENCH_BENCH_DEVICE=cuda`` runs the same cases on a GPU. Reference on the same kind of 2-core
-CPU (``shared/reference/reference_runs.md``): goodfire-ai/spd (spd-paper) runs TMS 5-2 at 24.8 steps/s
+CPU (``docs/reference/apd_spd.md`` section 5): goodfire-ai/spd (spd-paper) runs TMS 5-2 at 24.8 steps/s
 (10k steps in about 400 s) and TMS 40-10 (C = 200) at 1.27 steps/s. Targets (issue 8): TMS 5-2 to
 MMCS >= 0.999 and ML2R >= 0.99 in 60 s or less, TMS 40-10 in 10 minutes or less. The whole-run cases
 check the quality they reach; the time is what pytest-benchmark reports.

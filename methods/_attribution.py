@@ -1,4 +1,4 @@
-"""APD-style gradient attribution for any parameter component (``rib_lib_pca.md`` 5.2; APD arXiv:2501.14926).
+"""APD-style gradient attribution for any parameter component (``docs/reference/lib_pca.md`` 5.2; APD arXiv:2501.14926).
 
 A_c(x) = sqrt(mean_o (sum_theta dy_o/dtheta * P_c,theta)^2): the size of the first-order change of the
 model's output when the weights move along component c. The Jacobian-vector product J P_c is taken with

@@ -1,4 +1,4 @@
-"""Statistics over seeds: bootstrap means, success rates and rank bands (DESIGN.md, Statistics and results).
+"""Statistics over seeds: bootstrap means, success rates and rank bands (docs/design.md, section 7).
 
 - :func:`bootstrap_ci`: mean over seeds with a bootstrap interval (BCa, falling back to percentile
   where BCa is undefined), through :func:`scipy.stats.bootstrap`.

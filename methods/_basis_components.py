@@ -1,4 +1,4 @@
-"""From an activation basis to rank-1 parameter components (``shared/reference/rib_lib_pca.md`` 5.1).
+"""From an activation basis to rank-1 parameter components (``docs/reference/lib_pca.md`` 5.1).
 
 For a weight used as z = W f (``W [d_out, d_in]``, transposed back where the forward pass uses W^T):
 - *read side*, a basis of f: P_i = W write_i read_i^T. P_i f = W write_i (read_i^T f): the part of W's
@@ -23,8 +23,8 @@ import torch
 from torch import Tensor
 
 from benchmark.decomposition import Component, Decomposition, LowRank, RunRecord
-from methods._lib_attribution import gradient_attributions
-from methods._lib_basis import Basis
+from methods._activation_bases import Basis
+from methods._attribution import gradient_attributions
 
 Side = Literal["read", "write"]
 

@@ -1,0 +1,80 @@
+"""What the installed methods are, without importing submitted code into this process.
+
+Built-in methods (the ``methods`` package) are read here. Methods from plugin files are read by a fresh
+Python process that imports the plugins and prints their records as JSON: the plugin's code never runs in
+the process that scores or validates, and a plugin that fails to import, or exits while importing, is an
+error here (never a silent success).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmark.registry import METHODS, RegistryError
+
+MARK = "PDBENCH-CATALOG "
+
+
+def builtin_methods() -> dict[str, dict[str, Any]]:
+    """``name -> record`` (as results record it) of every method of the built-in ``methods`` package."""
+    from benchmark.cell import method_record, trusted_builtin
+
+    out = {}
+    for name in METHODS.names():
+        cls = METHODS.builtin(name)
+        if cls is not None and trusted_builtin(name, cls):
+            out[name] = method_record(name, cls)
+    return out
+
+
+def method_catalog(plugins: Sequence[str] = (), timeout_s: float = 300.0) -> dict[str, dict[str, Any]]:
+    """Records of the built-in methods, plus those the plugin files register (read in a child process).
+    A plugin cannot replace a built-in method's record."""
+    catalog = builtin_methods()
+    if not plugins:
+        return catalog
+    paths = [str(Path(p).expanduser().resolve()) for p in plugins]
+    code = "from benchmark.catalog import _child; _child()"
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            input=json.dumps(paths),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        raise RegistryError(f"importing the plugin(s) {paths} took longer than {timeout_s:g} s") from None
+    lines = [line for line in out.stdout.splitlines() if line.startswith(MARK)]
+    if out.returncode != 0 or len(lines) != 1:
+        why = (out.stderr.strip().splitlines() or [f"it exited with code {out.returncode} and printed no catalog"])[-1]
+        raise RegistryError(f"the plugin file(s) {', '.join(paths)} could not be loaded: {why}")
+    for name, record in json.loads(lines[0][len(MARK) :]).items():
+        catalog.setdefault(name, record)
+    return catalog
+
+
+def _child() -> None:
+    """In the child process: load the plugins, print one line with the records of their methods."""
+    from benchmark.cell import method_record
+    from benchmark.registry import load_plugin
+
+    paths = json.loads(sys.stdin.read())
+    try:
+        for p in paths:
+            load_plugin(p)
+        records = {}
+        for name in METHODS.names():
+            obj = METHODS.builtin(name)
+            if obj is not None and getattr(obj, "__module__", "").startswith("pdbench_plugin_"):
+                records[name] = method_record(name, obj)
+    except (Exception, SystemExit) as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    sys.stdout.write(MARK + json.dumps(records) + "\n")
+    sys.stdout.flush()

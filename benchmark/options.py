@@ -1,0 +1,57 @@
+"""Command-line arguments that several ``pdbench`` verbs share (``run`` and ``submit``): their parsers and
+the options that decide how cells execute. Importing it loads no torch."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def csv_list(text: str | None) -> list[str] | None:
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in csv_list(text) or []]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be one or more integers >= 0, got {text!r}")
+    return seeds
+
+
+def positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return n
+
+
+def limit(text: str) -> float | None:
+    """A positive number, or 'none' for no limit."""
+    if text.strip().lower() in ("none", "off", "0"):
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number or 'none', got {text!r}")
+    return v
+
+
+def add_execution_arguments(p: argparse.ArgumentParser) -> None:
+    """--executor, --jobs, --rerun and --retry-errors, the same for every verb that runs cells."""
+    p.add_argument(
+        "--executor",
+        default="local",
+        choices=["local", "serial", "ray"],
+        help="local: worker processes (default); serial: this process, no isolation (debugging); ray: a Ray "
+        "cluster (RAY_ADDRESS) or a local Ray instance (pip install 'pdbench[ray]')",
+    )
+    p.add_argument("-j", "--jobs", type=positive_int, help="parallel workers (default: one per CPU core)")
+    p.add_argument("--rerun", action="store_true", help="run cells again even if a result is stored")
+    p.add_argument("--retry-errors", action="store_true", help="run stored error rows again")
