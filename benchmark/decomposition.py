@@ -65,20 +65,33 @@ class Decomposition:
     def dense(self, i: int) -> dict[str, Tensor]:
         return {k: (v.dense() if isinstance(v, LowRank) else v) for k, v in self.components[i].items()}
 
+    def attributions_on(self, inputs: Tensor) -> Tensor | None:
+        """``|attributions(inputs)|`` as float64 ``[batch, C]`` on the CPU, checked for shape and finiteness;
+        None where the method gives no attributions."""
+        if self.attributions is None:
+            return None
+        with torch.no_grad():
+            a = self.attributions(inputs)
+        expect = (inputs.shape[0], len(self.components))
+        if not isinstance(a, Tensor) or tuple(a.shape) != expect:
+            got = tuple(a.shape) if isinstance(a, Tensor) else type(a).__name__
+            raise DecompositionError(f"attributions(inputs) returned {got}, expected shape {expect}")
+        a = a.detach().to("cpu", torch.float64).abs()
+        if not torch.isfinite(a).all():
+            raise DecompositionError("attributions(inputs) returned NaN or infinite values")
+        return a
+
     def flat(self, names: tuple[str, ...], shapes: dict[str, torch.Size]) -> Tensor:
-        """All components as ``[C, D]`` float64 on CPU, in the order of ``names``."""
-        d = sum(math.prod(shapes[n]) for n in names)
-        out = torch.zeros(len(self.components), d, dtype=torch.float64)
-        offset = 0
+        """All components as ``[C, D]`` float64 on CPU, over the parameters ``names`` in that order (zero
+        where a component leaves a parameter out). The one flattening every consumer uses."""
+        C, parts = len(self.components), []
         for n in names:
-            numel = math.prod(shapes[n])
-            for i in range(len(self.components)):
-                v = self.components[i].get(n)
-                if v is not None:
-                    v = v.dense() if isinstance(v, LowRank) else v
-                    out[i, offset : offset + numel] = v.detach().to("cpu", torch.float64).reshape(-1)
-            offset += numel
-        return out
+            block = torch.zeros(C, math.prod(shapes[n]), dtype=torch.float64)
+            idx = [i for i in range(C) if n in self.components[i]]
+            if idx:
+                block[idx] = torch.stack([_dense64(self.components[i][n]).reshape(-1) for i in idx])
+            parts.append(block)
+        return torch.cat(parts, dim=1)
 
     def validate(self, shapes: dict[str, torch.Size]) -> None:
         """Raise :class:`DecompositionError` where the decomposition breaks the contract."""
@@ -108,3 +121,7 @@ class Decomposition:
             for g in self.groups:
                 if not all(isinstance(j, int) and 0 <= j < len(self.components) for j in g):
                     raise DecompositionError(f"group {g} names components that do not exist")
+
+
+def _dense64(v: Tensor | LowRank) -> Tensor:
+    return (v.dense() if isinstance(v, LowRank) else v).detach().to("cpu", torch.float64)

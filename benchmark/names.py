@@ -19,9 +19,6 @@ def check_name(name: Any, kind: str = "name") -> str:
     ``.`` or ``..``, not starting with a dot); else a ValueError that says so."""
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or name.startswith("."):
         raise ValueError(
-            f"{kind} {name!r} is not a valid name: use 1 to 100 letters, digits and '_ . @ -', "
-            "not starting with a dot"
+            f"{kind} {name!r} is not a valid name: use 1 to 100 letters, digits and '_ . @ -', not starting with a dot"
         )
     return name
-
-

@@ -114,7 +114,7 @@ class Registry(Generic[T]):
         if ref is None and ":" in name:
             ref = name
         if ref is not None:
-            obj = _import_object(ref, self.kind)
+            obj = resolve(ref, self.kind)
             self._check_kind(name, obj)
             with self._lock:
                 self._objects[name] = obj
@@ -192,7 +192,8 @@ def _origin(obj: Any) -> str:
     return f"{mod}:{qual}"
 
 
-def _import_object(ref: str, kind: str) -> Any:
+def resolve(ref: str, kind: str = "object") -> Any:
+    """The object a ``module:object`` reference names (``object`` may be dotted); the one place this is done."""
     module_name, _, attr = ref.partition(":")
     if not module_name or not attr:
         raise RegistryError(f"lazy {kind} reference {ref!r} must look like 'package.module:object'")

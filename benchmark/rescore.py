@@ -19,7 +19,7 @@ from typing import Any
 from benchmark.cache import WeightCache
 from benchmark.cell import score_stored
 from benchmark.registry import METRICS
-from benchmark.results import SCHEMA_VERSION, Cell, ResultError, read_result, write_result
+from benchmark.results import SCHEMA_VERSION, Cell, ResultError, ResultRecord, read_result, write_result
 from benchmark.scoring import metric_versions
 from benchmark.stored import StoredDecomposition, StoredDecompositionError, sha256
 from benchmark.toy import ToyModel, load_toy
@@ -32,22 +32,22 @@ class Rescored:
     """One ok result scored again: the result as stored, the recomputed metrics, and what went wrong."""
 
     path: Path
-    result: dict[str, Any]
+    result: ResultRecord
     metrics: dict[str, float | None] | None = None
     problems: list[str] = field(default_factory=list)
 
 
-def stored_decomposition(root: Path, result: dict[str, Any], where: str) -> StoredDecomposition:
+def stored_decomposition(root: Path, result: ResultRecord, where: str) -> StoredDecomposition:
     """The decomposition stored for ``result``'s cell, checked against its recorded SHA-256."""
-    record = result.get("decomposition")
-    if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
+    record = result.decomposition
+    if record is None:
         raise StoredDecompositionError(f"{where}: the result records no stored decomposition (re-run the cell)")
-    path = Cell(**result["cell"]).decomposition_path(root)
+    path = result.cell.decomposition_path(root)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise StoredDecompositionError(f"{where}: its stored decomposition {path} cannot be read ({exc})") from None
-    if sha256(data) != record["sha256"]:
+    if sha256(data) != record.sha256:
         raise StoredDecompositionError(
             f"{where}: the stored decomposition {path.name} does not match the SHA-256 its result records"
         )
@@ -84,14 +84,14 @@ def iter_rescored(
     """Every readable ok result under ``root`` scored again from its stored decomposition, grouped by toy
     model so each toy is built once."""
     root = Path(root)
-    by_toy: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
+    by_toy: dict[str, list[tuple[Path, ResultRecord]]] = {}
     for path in sorted(root.rglob("seed*.json")):
         try:
             r = read_result(path, root)
         except ResultError:
             continue  # the caller reports unreadable files
-        if r["status"] == "ok" and (only is None or only(Cell(**r["cell"]))):
-            by_toy.setdefault(r["cell"]["toy"], []).append((path, r))
+        if r.ok and (only is None or only(r.cell)):
+            by_toy.setdefault(r.cell.toy, []).append((path, r))
     for toy_name, rows in sorted(by_toy.items()):
         toy: ToyModel | None = None
         toy_error = None
@@ -103,7 +103,7 @@ def iter_rescored(
             item = Rescored(path, r)
             if toy is None:
                 item.problems.append(toy_error or "toy model missing")
-            elif (recorded := str(r["toy"].get("weights_sha256"))) != (built := toy.weights_sha256()):
+            elif (recorded := str(r.toy.weights_sha256)) != (built := toy.weights_sha256()):
                 item.problems.append(
                     f"toy model {toy_name!r}: the result records weights {recorded[:16]}..., the weights built "
                     f"here are {built[:16]}...; re-run the cell"
@@ -134,10 +134,11 @@ def rescore_folder(root: Path, cache: WeightCache | None = None, log: Callable[[
             summary.problems.extend(f"{item.path}: {p}" for p in item.problems)
             continue
         r = item.result
-        if compare(r["metrics"], item.metrics) or r.get("schema_version") != SCHEMA_VERSION:
+        if compare(r.metrics, item.metrics) or r.schema_version != SCHEMA_VERSION:
             summary.changed += 1
-        r["metrics"] = item.metrics
-        r["metric_versions"] = metric_versions(list(item.metrics))
+        r.metrics = item.metrics
+        r.metric_versions = metric_versions(list(item.metrics))
+        r.schema_version = SCHEMA_VERSION
         write_result(root, r)
         summary.rescored += 1
     summary.seconds = time.perf_counter() - t0

@@ -1,4 +1,8 @@
-"""Result files: one JSON per cell (toy model x method x seed), with a versioned schema.
+"""Result files: one JSON per cell (toy model x method x seed), with a versioned schema and a typed record.
+
+:class:`ResultRecord` is the one shape a result has in memory: ``from_dict`` / ``from_json`` migrate,
+validate and type it; ``to_dict`` / ``to_json`` give the stored JSON back. A field a result did not record
+is None, so a reader can tell "absent" from "false".
 
 Files live at ``<results>/<toy>/<method>/seed<k>.json`` and are written atomically (temporary file in the
 same folder, fsync, rename), so an interrupted or killed run never leaves a partial file under a result's
@@ -15,8 +19,8 @@ import os
 import platform
 import re
 import subprocess
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
@@ -117,8 +121,10 @@ def now() -> str:
 
 
 # -- writing -------------------------------------------------------------------------------------------
-def write_result(root: Path, result: dict[str, Any]) -> Path:
+def write_result(root: Path, result: ResultRecord | dict[str, Any]) -> Path:
     """Validate ``result`` and write it atomically to its cell's path; returns the path."""
+    if isinstance(result, ResultRecord):
+        result = result.to_dict()
     validate_result(result, "result to write")
     cell = Cell(**result["cell"])
     path = cell.path(root)
@@ -297,20 +303,23 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"non-standard JSON constant {name}")
 
 
-def parse_result(text: str | bytes, where: str = "result") -> dict[str, Any]:
-    """Parse, migrate and validate a result's JSON text."""
+def parse_json(text: str | bytes, where: str = "result") -> dict[str, Any]:
+    """A result file's JSON object (NaN and Infinity literals refused), not yet validated."""
     try:
         result = json.loads(text, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ResultError(f"{where}: not a readable JSON result ({type(exc).__name__}: {exc})") from None
     if not isinstance(result, dict):
         raise ResultError(f"{where}: a result must be a JSON object, got {type(result).__name__}")
-    result = migrate(result, where)
-    validate_result(result, where)
     return result
 
 
-def read_result(path: Path, root: Path | None = None) -> dict[str, Any]:
+def parse_result(text: str | bytes, where: str = "result") -> ResultRecord:
+    """Parse, migrate and validate a result's JSON text into a :class:`ResultRecord`."""
+    return ResultRecord.from_json(text, where)
+
+
+def read_result(path: Path, root: Path | None = None) -> ResultRecord:
     """Read, migrate and validate one result file; with ``root``, also check it lies at its cell's path."""
     path = Path(path)
     try:
@@ -320,18 +329,17 @@ def read_result(path: Path, root: Path | None = None) -> dict[str, Any]:
         data = path.read_bytes()
     except OSError as exc:
         raise ResultError(f"{path}: cannot be read ({exc})") from None
-    result = parse_result(data, str(path))
+    record = ResultRecord.from_json(data, str(path), path)
     if root is not None:
-        expected = Cell(**result["cell"]).path(root)
+        expected = record.cell.path(root)
         if os.path.normpath(expected) != os.path.normpath(path):
             raise ResultError(
-                f"{path}: describes cell {Cell(**result['cell'])}, whose result belongs at "
-                f"{expected}; move it there or delete it"
+                f"{path}: describes cell {record.cell}, whose result belongs at {expected}; move it there or delete it"
             )
-    return result
+    return record
 
 
-def load_results(root: Path) -> tuple[list[dict[str, Any]], list[str]]:
+def load_results(root: Path) -> tuple[list[ResultRecord], list[str]]:
     """All trustworthy results under ``root``, and one message per file that was refused."""
     results, problems = [], []
     root = Path(root)
@@ -351,7 +359,7 @@ def stored_status(root: Path, cell: Cell) -> str | None:
     if not path.exists():
         return None
     try:
-        return read_result(path, root)["status"]
+        return read_result(path, root).status
     except ResultError:
         return "invalid"
 
@@ -370,3 +378,264 @@ def set_aside(path: Path) -> Path:
             os.replace(path, dest)
             return dest
         n += 1
+
+
+# -- the typed record -----------------------------------------------------------------------------------
+@dataclass
+class ErrorInfo:
+    stage: str
+    type: str
+    message: str
+    traceback: str = ""
+
+    @property
+    def summary(self) -> str:
+        """``Type: first line of the message``."""
+        lines = self.message.splitlines()
+        return f"{self.type}: {lines[0] if lines else ''}".strip()
+
+    @property
+    def summary_full(self) -> str:
+        """``Type: message`` (the whole message)."""
+        return f"{self.type}: {self.message}".strip()
+
+
+@dataclass
+class DecompositionRecord:
+    """The stored decomposition beside a result: its SHA-256 and size."""
+
+    sha256: str
+    bytes: int
+    format: str = "safetensors"
+
+
+@dataclass
+class MethodRecord:
+    name: str
+    version: str | None = None
+    class_ref: str | None = None  # "module:Class" (JSON key "class")
+    paper: str = ""
+    reference_row: bool | None = None
+    sees_ground_truth: bool | None = None
+    hparams: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] | None = None  # hyperparameters set on the command line, if any
+    plugin: dict[str, str] | None = None  # {"file", "sha256"} of the plugin file that defined it
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _KEYS = (
+        "name",
+        "version",
+        "class",
+        "paper",
+        "reference_row",
+        "sees_ground_truth",
+        "hparams",
+        "overrides",
+        "plugin",
+    )
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MethodRecord:
+        return cls(
+            name=d["name"],
+            version=None if d.get("version") is None else str(d["version"]),
+            class_ref=d.get("class"),
+            paper=str(d.get("paper", "")),
+            reference_row=d.get("reference_row"),
+            sees_ground_truth=d.get("sees_ground_truth"),
+            hparams=dict(d.get("hparams") or {}),
+            overrides=d.get("overrides"),
+            plugin=d.get("plugin"),
+            extra={k: v for k, v in d.items() if k not in cls._KEYS},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name}
+        for key, value in (
+            ("version", self.version),
+            ("class", self.class_ref),
+            ("reference_row", self.reference_row),
+            ("sees_ground_truth", self.sees_ground_truth),
+            ("overrides", self.overrides),
+            ("plugin", self.plugin),
+        ):
+            if value is not None:
+                out[key] = value
+        if self.paper or self.version is not None:
+            out["paper"] = self.paper
+        if self.hparams or self.version is not None:
+            out["hparams"] = self.hparams
+        return {**out, **self.extra}
+
+
+@dataclass
+class ToyRecord:
+    name: str
+    tier: int | None = None
+    version: str | None = None
+    gt_status: str | None = None
+    weights_sha256: str | None = None
+    train_seed: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # spec fields and build facts, kept as recorded
+
+    _KEYS = ("name", "tier", "version", "gt_status", "weights_sha256", "train_seed")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ToyRecord:
+        return cls(
+            name=d["name"],
+            tier=None if d.get("tier") is None else int(d["tier"]),
+            version=None if d.get("version") is None else str(d["version"]),
+            gt_status=d.get("gt_status"),
+            weights_sha256=d.get("weights_sha256"),
+            train_seed=d.get("train_seed"),
+            extra={k: v for k, v in d.items() if k not in cls._KEYS},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name}
+        for key in self._KEYS[1:]:
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return {**out, **self.extra}
+
+
+@dataclass
+class ResultRecord:
+    """One cell's result (schema version :data:`benchmark.results.SCHEMA_VERSION`)."""
+
+    cell: Cell
+    status: str  # "ok" or "error"
+    toy: ToyRecord
+    method: MethodRecord
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    metric_versions: dict[str, str] = field(default_factory=dict)
+    headline: str = "hungarian"
+    budget: dict[str, Any] = field(default_factory=dict)
+    cost: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    env: dict[str, Any] = field(default_factory=dict)
+    error: ErrorInfo | None = None
+    decomposition: DecompositionRecord | None = None
+    schema_version: int = SCHEMA_VERSION
+    benchmark_version: str = "unknown"
+    git_commit: str = "unknown"
+    created_at: str = "unknown"
+    migrated_from: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # top-level fields this version does not know, kept
+    path: Path | None = field(default=None, compare=False)  # where it was read from; not stored
+
+    _KEYS = (
+        "cell",
+        "status",
+        "toy",
+        "method",
+        "metrics",
+        "metric_versions",
+        "headline",
+        "budget",
+        "cost",
+        "device",
+        "env",
+        "error",
+        "decomposition",
+        "schema_version",
+        "benchmark_version",
+        "git_commit",
+        "created_at",
+        "migrated_from",
+    )
+
+    # -- reading and writing ------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "result", path: Path | None = None) -> ResultRecord:
+        """Migrate, validate and type a stored result (raises ``ResultError`` with what is wrong)."""
+        d = migrate(dict(data), where)
+        validate_result(d, where)
+        err, dec = d.get("error"), d.get("decomposition")
+        return cls(
+            cell=Cell(**d["cell"]),
+            status=d["status"],
+            toy=ToyRecord.from_dict(d["toy"]),
+            method=MethodRecord.from_dict(d["method"]),
+            metrics=dict(d["metrics"]),
+            metric_versions={str(k): str(v) for k, v in (d.get("metric_versions") or {}).items()},
+            headline=str(d.get("headline", "hungarian")),
+            budget=dict(d.get("budget") or {}),
+            cost=dict(d.get("cost") or {}),
+            device=str(d.get("device", "cpu")),
+            env=dict(d.get("env") or {}),
+            error=None if err is None else ErrorInfo(**{k: err[k] for k in ("stage", "type", "message", "traceback")}),
+            decomposition=None
+            if dec is None
+            else DecompositionRecord(dec["sha256"], dec["bytes"], dec.get("format", "safetensors")),
+            schema_version=int(d["schema_version"]),
+            benchmark_version=str(d.get("benchmark_version", "unknown")),
+            git_commit=str(d.get("git_commit", "unknown")),
+            created_at=str(d.get("created_at", "unknown")),
+            migrated_from=d.get("migrated_from"),
+            extra={k: v for k, v in d.items() if k not in cls._KEYS},
+            path=path,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes, where: str = "result", path: Path | None = None) -> ResultRecord:
+        return cls.from_dict(parse_json(text, where), where, path)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "schema_version": self.schema_version,
+            "benchmark_version": self.benchmark_version,
+            "git_commit": self.git_commit,
+            "created_at": self.created_at,
+            "cell": self.cell.to_dict(),
+            "status": self.status,
+            "metrics": dict(self.metrics),
+            "metric_versions": dict(self.metric_versions),
+            "headline": self.headline,
+            "toy": self.toy.to_dict(),
+            "method": self.method.to_dict(),
+            "budget": dict(self.budget),
+            "cost": dict(self.cost),
+            "device": self.device,
+            "env": dict(self.env),
+            "error": None if self.error is None else dict(self.error.__dict__),
+            "decomposition": None if self.decomposition is None else dict(self.decomposition.__dict__),
+        }
+        if self.migrated_from is not None:
+            out["migrated_from"] = self.migrated_from
+        return {**self.extra, **out}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+    def __getitem__(self, key: str) -> Any:
+        """The stored JSON's top-level field ``key`` (read-only; the attributes are the typed view)."""
+        return self.to_dict()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.to_dict().get(key, default)
+
+    # -- what readers ask ---------------------------------------------------------------------------------
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def headline_value(self) -> float | None:
+        v = self.metrics.get(self.headline)
+        return None if v is None else float(v)
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.cost.get("stopped_early") is True
+
+    @property
+    def where(self) -> str:
+        return str(self.path) if self.path is not None else str(self.cell)
+
+
+def as_records(results: Iterable[ResultRecord | dict[str, Any]]) -> list[ResultRecord]:
+    """Typed records of ``results``, which may also be stored-JSON dictionaries (validated on the way)."""
+    return [r if isinstance(r, ResultRecord) else ResultRecord.from_dict(r) for r in results]

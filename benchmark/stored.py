@@ -52,17 +52,8 @@ class StoredDecomposition:
     def capture(cls, dec: Decomposition, eval_inputs: Tensor) -> StoredDecomposition:
         """The data of a (validated) decomposition; the method's attribution function runs here, once."""
         comps = [{n: _to_storage(v) for n, v in c.items()} for c in dec.components]
-        attr = None
-        if dec.attributions is not None:
-            with torch.no_grad():
-                a = dec.attributions(eval_inputs)
-            expect = (eval_inputs.shape[0], len(dec.components))
-            if not isinstance(a, Tensor) or tuple(a.shape) != expect:
-                got = tuple(a.shape) if isinstance(a, Tensor) else type(a).__name__
-                raise DecompositionError(f"attributions(inputs) returned {got}, expected shape {expect}")
-            attr = a.detach().to("cpu", torch.float64).abs()
-            if not torch.isfinite(attr).all():
-                raise DecompositionError("attributions(inputs) returned NaN or infinite values")
+        attr = dec.attributions_on(eval_inputs)
+        if attr is not None:
             top = float(attr.max()) if attr.numel() else 0.0
             attr = (attr / top if top > 0 else attr).to(ATTRIBUTION_DTYPE).contiguous()
         groups = None if dec.groups is None else [[int(i) for i in g] for g in dec.groups]

@@ -13,6 +13,7 @@ import io
 import re
 from typing import Any
 
+from benchmark.results import ResultRecord, as_records
 from leaderboard.data import Board, Stat
 
 SUMMARY_FIELDS = [
@@ -121,9 +122,10 @@ def summary_csv(board: Board) -> str:
     return _write(SUMMARY_FIELDS, rows)
 
 
-def cells_csv(results: list[dict[str, Any]]) -> str:
+def cells_csv(results: list[ResultRecord] | list[dict[str, Any]]) -> str:
     """Every stored result, one row each, sorted by (toy, method, seed)."""
-    metrics = sorted({k for r in results for k in r["metrics"]})
+    results = as_records(results)
+    metrics = sorted({k for r in results for k in r.metrics})
     header = [
         "toy",
         "tier",
@@ -140,24 +142,23 @@ def cells_csv(results: list[dict[str, Any]]) -> str:
         "error",
     ]
     rows = []
-    for r in sorted(results, key=lambda r: (r["cell"]["toy"], r["cell"]["method"], r["cell"]["seed"])):
-        err = r.get("error") or {}
-        cost = r.get("cost", {})
+    for r in sorted(results, key=lambda r: r.cell):
+        cost = r.cost
         rows.append(
             [
-                r["cell"]["toy"],
-                r["toy"].get("tier", ""),
-                r["cell"]["method"],
-                r["cell"]["seed"],
-                r["status"],
-                r.get("headline", ""),
-                *[_num(r["metrics"].get(k)) for k in metrics],
+                r.cell.toy,
+                "" if r.toy.tier is None else r.toy.tier,
+                r.cell.method,
+                r.cell.seed,
+                r.status,
+                r.headline,
+                *[_num(r.metrics.get(k)) for k in metrics],
                 _num(cost.get("wall_time_s")),
                 _num(cost.get("peak_memory_mb")),
                 cost.get("steps", "") if cost.get("steps") is not None else "",
                 int(cost["stopped_early"]) if isinstance(cost.get("stopped_early"), bool) else "",
                 cost.get("n_components", "") if cost.get("n_components") is not None else "",
-                f"{err.get('type', '')}: {err.get('message', '')}".splitlines()[0] if err else "",
+                r.error.summary_full.splitlines()[0] if r.error else "",
             ]
         )
     return _write(header, rows)

@@ -24,8 +24,8 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+from benchmark.results import ResultRecord, as_records
 from leaderboard import stats
 
 CONFIDENCE = 0.95
@@ -143,43 +143,36 @@ def _success(values: Sequence[float]) -> tuple[Stat, int]:
     return Stat(k / len(values), low, high), k
 
 
-def _headline_value(r: dict[str, Any]) -> float | None:
-    v = r["metrics"].get(r.get("headline", "hungarian"))
-    return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
+def _headline_value(r: ResultRecord) -> float | None:
+    v = r.headline_value
+    return v if v is not None and math.isfinite(v) else None
 
 
 def _collect(
-    results: Iterable[dict[str, Any]],
-) -> tuple[str, dict[str, ToyInfo], dict[str, MethodInfo], dict[tuple[str, str], list[dict[str, Any]]]]:
+    results: Iterable[ResultRecord],
+) -> tuple[str, dict[str, ToyInfo], dict[str, MethodInfo], dict[tuple[str, str], list[ResultRecord]]]:
     toys: dict[str, ToyInfo] = {}
     methods: dict[str, MethodInfo] = {}
-    grouped: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    grouped: dict[tuple[str, str], list[ResultRecord]] = defaultdict(list)
     headlines = set()
     budgets: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))  # method -> budget -> cells
     for r in results:
-        toy, method = r["cell"]["toy"], r["cell"]["method"]
-        headlines.add(r.get("headline", "hungarian"))
+        toy, method = r.cell.toy, r.cell.method
+        headlines.add(r.headline)
         grouped[(method, toy)].append(r)
-        if r["status"] == "ok":
+        m = r.method
+        if r.ok:
             for key in ("version", "reference_row"):
-                if key not in r["method"]:
+                if getattr(m, key) is None:
                     raise BoardError(
-                        f"{toy} x {method} x seed {r['cell']['seed']}: the result records no method {key}, so it "
-                        "cannot be placed on the board (pdbench validate says why)"
+                        f"{r.cell}: the result records no method {key}, so it cannot be placed on the board "
+                        "(pdbench validate says why)"
                     )
-            run_as = json.dumps(
-                {"budget": r.get("budget", {}), "overrides": r["method"].get("overrides")}, sort_keys=True
-            )
-            budgets[method][run_as].append(f"{toy} seed {r['cell']['seed']}")
-        t = r["toy"]
-        if "tier" in t:  # error rows from a toy that failed to load carry only its name
-            info = ToyInfo(
-                toy,
-                int(t["tier"]),
-                str(t.get("gt_status", "?")),
-                str(t.get("version", "?")),
-                str(t.get("weights_sha256", "?")),
-            )
+            run_as = json.dumps({"budget": r.budget, "overrides": m.overrides}, sort_keys=True)
+            budgets[method][run_as].append(f"{toy} seed {r.cell.seed}")
+        t = r.toy
+        if t.tier is not None:  # error rows from a toy that failed to load carry only its name
+            info = ToyInfo(toy, t.tier, str(t.gt_status or "?"), str(t.version or "?"), str(t.weights_sha256 or "?"))
             old = toys.get(toy)
             if old is not None and (old.version, old.weights_sha256) != (info.version, info.weights_sha256):
                 raise BoardError(
@@ -188,15 +181,8 @@ def _collect(
                     f"{info.weights_sha256[:12]}); re-run the stale cells"
                 )
             toys[toy] = info
-        m = r["method"]
-        if "version" in m:
-            info_m = MethodInfo(
-                method,
-                str(m["version"]),
-                str(m.get("paper", "")),
-                bool(m.get("reference_row", False)),
-                bool(m.get("sees_ground_truth", False)),
-            )
+        if m.version is not None:
+            info_m = MethodInfo(method, m.version, m.paper, bool(m.reference_row), bool(m.sees_ground_truth))
             old_m = methods.get(method)
             if old_m is not None and old_m.version != info_m.version:
                 raise BoardError(
@@ -222,26 +208,25 @@ def _collect(
     return (headlines.pop() if headlines else "hungarian"), toys, methods, grouped
 
 
-def _cell(method: str, toy: str, rs: list[dict[str, Any]]) -> Cell:
+def _cell(method: str, toy: str, rs: list[ResultRecord]) -> Cell:
     values: dict[int, float] = {}
     errors: dict[int, str] = {}
     na: list[int] = []
     capped: list[int] = []
     walls = []
-    for r in sorted(rs, key=lambda r: r["cell"]["seed"]):
-        seed = int(r["cell"]["seed"])
-        if r["status"] == "error":
-            err = r.get("error") or {}
-            errors[seed] = f"{err.get('type', 'Error')}: {err.get('message', '')}".strip()
+    for r in sorted(rs, key=lambda r: r.cell.seed):
+        seed = r.cell.seed
+        if not r.ok:
+            errors[seed] = r.error.summary_full if r.error else "Error"
             values[seed] = 0.0
             continue
         v = _headline_value(r)
         if v is None:
             na.append(seed)
         values[seed] = 0.0 if v is None else v
-        if r.get("cost", {}).get("stopped_early") is True:
+        if r.stopped_early:
             capped.append(seed)
-        wall = r.get("cost", {}).get("wall_time_s")
+        wall = r.cost.get("wall_time_s")
         if isinstance(wall, int | float):
             walls.append(float(wall))
     vals = list(values.values())
@@ -320,9 +305,9 @@ TIER_NAMES = {
 }
 
 
-def build_board(results: Iterable[dict[str, Any]], problems: Sequence[str] = ()) -> Board:
+def build_board(results: Iterable[ResultRecord], problems: Sequence[str] = ()) -> Board:
     """Every number the leaderboard shows, from validated result records (``benchmark.results.load_results``)."""
-    headline, toys_by_name, methods_by_name, grouped = _collect(results)
+    headline, toys_by_name, methods_by_name, grouped = _collect(as_records(results))
     if not grouped:
         raise BoardError("no results to put on a leaderboard")
     toys = sorted(toys_by_name.values(), key=lambda t: (t.tier, t.name))

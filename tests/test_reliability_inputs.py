@@ -118,9 +118,9 @@ def test_an_unknown_executor_is_refused() -> None:
     "kwargs, fragment",
     [
         ({"toy": "", "method": "pca", "seed": 0}, "cell toy '' is neither a valid name"),
-            ({"toy": "..", "method": "pca", "seed": 0}, "neither a valid name"),
-            ({"toy": "tms_5-2", "method": "../../x", "seed": 0}, "neither a valid name"),
-            ({"toy": "tms 5-2", "method": "pca", "seed": 0}, "neither a valid name"),
+        ({"toy": "..", "method": "pca", "seed": 0}, "neither a valid name"),
+        ({"toy": "tms_5-2", "method": "../../x", "seed": 0}, "neither a valid name"),
+        ({"toy": "tms 5-2", "method": "pca", "seed": 0}, "neither a valid name"),
         ({"toy": "tms_5-2", "method": "pca", "seed": 1.5}, "seed must be an integer"),
         ({"toy": "tms_5-2", "method": "pca", "seed": -2}, "seed must be in 0"),
     ],

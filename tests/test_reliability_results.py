@@ -190,7 +190,7 @@ def test_hypothesis_malformed_results_are_refused(valid: dict, data) -> None:
 
 def test_the_valid_result_itself_parses(valid: dict) -> None:
     """The base of the hypothesis mutations is accepted, so the refusals above are the mutations' doing."""
-    assert parse_result(_text(valid)) == valid
+    assert parse_result(_text(valid)).to_dict() == valid
 
 
 # -- SIGKILL mid-write -----------------------------------------------------------------------------------------

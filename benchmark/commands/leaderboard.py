@@ -25,7 +25,7 @@ DEFAULT_RESULTS = Path("pdbench-results")
 def print_leaderboard(results_dir: Path, cells: list[Cell] | None = None, out: Path | None = None) -> int:
     """Print the leaderboard of ``results_dir`` (restricted to ``cells``) to stdout as a terminal table
     (:func:`leaderboard.terminal.terminal_table`); ``out`` also gets the Markdown leaderboard. Used by ``run``."""
-    from benchmark.results import Cell, load_results
+    from benchmark.results import load_results
     from leaderboard.data import BoardError, build_board
     from leaderboard.markdown import render_markdown
     from leaderboard.terminal import terminal_table
@@ -35,7 +35,7 @@ def print_leaderboard(results_dir: Path, cells: list[Cell] | None = None, out: P
         print(f"warning: refused result file: {p}", file=sys.stderr)
     if cells is not None:
         wanted = set(cells)
-        results = [r for r in results if Cell(**r["cell"]) in wanted]
+        results = [r for r in results if r.cell in wanted]
     if not results:
         print(f"no results in {results_dir}", file=sys.stderr)
         return 1

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.options import add_execution_arguments, seeds
-from benchmark.registry import METHODS, RegistryError, load_plugin
+from benchmark.registry import METHODS, RegistryError, load_plugin, resolve
 
 CHECK_TOY = "block_mlp"  # hand-built tier-0 model: builds instantly, two decomposed matrices
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
@@ -84,15 +84,11 @@ def resolve_method(ref: str, choose: str | None = None) -> tuple[str, type]:
     if ":" in ref:
         if os.getcwd() not in sys.path and "" not in sys.path:
             sys.path.insert(0, os.getcwd())
-        module_name, _, qual = ref.partition(":")
+        qual = ref.partition(":")[2]
         try:
-            import importlib
-
-            obj: Any = importlib.import_module(module_name)
-            for part in qual.split("."):
-                obj = getattr(obj, part)
-        except Exception as exc:
-            raise SubmissionError(f"cannot import {ref!r}: {type(exc).__name__}: {exc}") from exc
+            obj = resolve(ref, "method")
+        except RegistryError as exc:
+            raise SubmissionError(f"cannot import {ref!r}: {exc}") from exc
         cls = obj
         if not isinstance(cls, type):
             raise SubmissionError(f"{ref} is a {type(cls).__name__}, not a class")
@@ -255,12 +251,11 @@ def _summary(results_dir: Path, name: str, log: Callable[[str], None]) -> tuple[
     from benchmark.results import load_results
 
     results, _ = load_results(results_dir)
-    mine = [r for r in results if r["cell"]["method"] == name]
-    errors = [r for r in mine if r["status"] == "error"]
+    mine = [r for r in results if r.cell.method == name]
+    errors = [r for r in mine if not r.ok]
     for r in errors:
-        e = r["error"]
-        log(f"  error on {r['cell']['toy']} seed {r['cell']['seed']}: {e['type']}: {e['message'].splitlines()[0]}")
-    vals = [r["metrics"].get(r["headline"]) for r in mine if r["status"] == "ok"]
+        log(f"  error on {r.cell.toy} seed {r.cell.seed}: {r.error.summary if r.error else '?'}")
+    vals = [r.headline_value for r in mine if r.ok]
     vals = [v for v in vals if isinstance(v, int | float) and math.isfinite(v)]
     if vals:
         log(f"  {len(mine)} cells, {len(errors)} failed; mean headline over the others {sum(vals) / len(vals):.3f}")

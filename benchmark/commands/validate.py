@@ -31,10 +31,13 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmark import __version__
 from benchmark.registry import METRICS, TOY_MODELS, RegistryError
+
+if TYPE_CHECKING:
+    from benchmark.results import ResultRecord
 
 
 @dataclass
@@ -59,31 +62,33 @@ class Report:
 
 
 REQUIRED_FIELDS = {
-    "method": ("name", "version", "class", "reference_row", "sees_ground_truth"),
-    "toy": ("name", "version", "weights_sha256"),
+    "method": ("version", "class_ref", "reference_row", "sees_ground_truth"),
+    "toy": ("version", "weights_sha256"),
 }
-REQUIRED_OK = ("budget", "cost", "metric_versions", "decomposition", "headline")
+REQUIRED_OK = ("budget", "cost", "metric_versions", "decomposition")
 
 
-def _required_checks(r: dict[str, Any], report: Report) -> bool:
-    """Errors for every required field a result lacks; True when it has them all."""
-    where, missing = r["_path"], []
-    if r["status"] == "ok":  # an error row may come from a method or toy model that never loaded
+def _required_checks(r: ResultRecord, report: Report) -> bool:
+    """Errors for every required field an ok result lacks; True when it has them all. (An error row may come
+    from a method or toy model that never loaded: it needs only its cell and error.)"""
+    missing: list[str] = []
+    if r.ok:
         for part, keys in REQUIRED_FIELDS.items():
-            missing += [f"{part}.{k}" for k in keys if k not in r[part]]
-        missing += [k for k in REQUIRED_OK if r.get(k) in (None, {}, "")]
+            rec = getattr(r, part)
+            missing += [f"{part}.{k.replace('class_ref', 'class')}" for k in keys if getattr(rec, k) is None]
+        missing += [k for k in REQUIRED_OK if getattr(r, k) in (None, {})]
     if missing:
-        report.errors.append(f"{where}: missing required field(s) {missing}")
+        report.errors.append(f"{r.where}: missing required field(s) {missing}")
     return not missing
 
 
-def _toy_checks(name: str, rs: list[dict[str, Any]], report: Report, cache: Any) -> None:
+def _toy_checks(name: str, rs: list[ResultRecord], report: Report, cache: Any) -> None:
     from benchmark.toy import load_toy
 
-    records = [r for r in rs if "weights_sha256" in r["toy"]]
+    records = [r for r in rs if r.toy.weights_sha256 is not None]
     if not records:
         return
-    shas = {(r["toy"].get("version"), r["toy"]["weights_sha256"]) for r in records}
+    shas = {(r.toy.version, str(r.toy.weights_sha256)) for r in records}
     if len(shas) > 1:
         report.errors.append(
             f"toy model {name!r}: results record {len(shas)} different builds "
@@ -102,23 +107,20 @@ def _toy_checks(name: str, rs: list[dict[str, Any]], report: Report, cache: Any)
     assert toy.build_info is not None
     sha, version = toy.build_info.weights_sha256, toy.spec.version
     for r in records:
-        where = f"{r['_path']}"
-        if str(r["toy"].get("version")) != version:
+        if str(r.toy.version) != version:
             report.errors.append(
-                f"{where}: toy model {name!r} version {r['toy'].get('version')} but the installed "
-                f"one is version {version}; re-run the cell"
+                f"{r.where}: toy model {name!r} version {r.toy.version} but the installed one is version "
+                f"{version}; re-run the cell"
             )
-        elif r["toy"]["weights_sha256"] != sha:
+        elif r.toy.weights_sha256 != sha:
             report.errors.append(
-                f"{where}: toy model {name!r} weights SHA-256 {r['toy']['weights_sha256'][:16]}... "
-                f"differs from the weights built here ({sha[:16]}...); the result was computed on "
-                f"other weights: re-run the cell"
+                f"{r.where}: toy model {name!r} weights SHA-256 {str(r.toy.weights_sha256)[:16]}... differs from "
+                f"the weights built here ({sha[:16]}...); the result was computed on other weights: re-run the cell"
             )
 
 
-def _method_checks(name: str, rs: list[dict[str, Any]], report: Report, catalog: dict[str, dict[str, Any]]) -> None:
-    recorded = [r["method"] for r in rs if "version" in r["method"]]
-    versions = {str(m["version"]) for m in recorded}
+def _method_checks(name: str, rs: list[ResultRecord], report: Report, catalog: dict[str, dict[str, Any]]) -> None:
+    versions = {r.method.version for r in rs if r.method.version is not None}
     if len(versions) > 1:
         report.errors.append(f"method {name!r}: results record versions {sorted(versions)}; re-run the stale cells")
     installed = catalog.get(name)
@@ -129,17 +131,16 @@ def _method_checks(name: str, rs: list[dict[str, Any]], report: Report, catalog:
         )
         return
     for r in rs:
-        m = r["method"]
+        m = r.method
         for flag in ("reference_row", "sees_ground_truth"):
-            if flag in m and bool(m[flag]) != bool(installed[flag]):
+            value = getattr(m, flag)
+            if value is not None and bool(value) != bool(installed[flag]):
                 report.errors.append(
-                    f"{r['_path']}: method {name!r} records {flag}={m[flag]!r}, the installed method has "
-                    f"{installed[flag]!r}"
+                    f"{r.where}: method {name!r} records {flag}={value!r}, the installed method has {installed[flag]!r}"
                 )
-        if m.get("class") not in (None, installed["class"]):
+        if m.class_ref not in (None, installed["class"]):
             report.errors.append(
-                f"{r['_path']}: method {name!r} records class {m.get('class')!r}, the installed one is "
-                f"{installed['class']!r}"
+                f"{r.where}: method {name!r} records class {m.class_ref!r}, the installed one is {installed['class']!r}"
             )
     stale = sorted(versions - {str(installed["version"])})
     if stale:
@@ -150,26 +151,26 @@ def _method_checks(name: str, rs: list[dict[str, Any]], report: Report, catalog:
 
 
 def _result_checks(
-    r: dict[str, Any],
+    r: ResultRecord,
     report: Report,
     current_metrics: dict[str, str],
     headline: str,
     stale_metrics: dict[tuple[str, str], list[str]],
 ) -> None:
-    where = r["_path"]
-    if r.get("headline") != headline:
-        report.errors.append(f"{where}: headline {r.get('headline')!r}, this pdbench's is {headline!r}")
-    if r["status"] == "ok":
-        if r["metrics"].get(r.get("headline", headline)) is None:
-            report.errors.append(f"{where}: status ok but the headline metric {r.get('headline')!r} is missing")
-        for k, v in (r.get("metric_versions") or {}).items():
+    where = r.where
+    if r.headline != headline:
+        report.errors.append(f"{where}: headline {r.headline!r}, this pdbench's is {headline!r}")
+    if r.ok:
+        if r.headline_value is None:
+            report.errors.append(f"{where}: status ok but the headline metric {r.headline!r} is missing")
+        for k, v in r.metric_versions.items():
             if k in current_metrics and str(v) != current_metrics[k]:
                 stale_metrics[(k, str(v))].append(where)
-        missing_versions = sorted(set(r["metrics"]) - set(r.get("metric_versions") or {}))
+        missing_versions = sorted(set(r.metrics) - set(r.metric_versions))
         if missing_versions:
             report.errors.append(f"{where}: metric(s) {missing_versions} have no recorded version")
-    if r.get("benchmark_version") != __version__:
-        report.warnings.append(f"{where}: written by pdbench {r.get('benchmark_version')}, this is {__version__}")
+    if r.benchmark_version != __version__:
+        report.warnings.append(f"{where}: written by pdbench {r.benchmark_version}, this is {__version__}")
 
 
 def validate_folder(
@@ -190,7 +191,7 @@ def validate_folder(
     if not root.is_dir():
         report.errors.append(f"{root} is not a folder")
         return report
-    results: list[dict[str, Any]] = []
+    results: list[ResultRecord] = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root)
         if path.name.startswith("seed") and path.suffix == ".safetensors":
@@ -210,12 +211,11 @@ def validate_folder(
         except ResultError as exc:
             report.errors.append(str(exc))
             continue
-        r["_path"] = str(path)
         results.append(r)
     report.n_results = len(results)
     current_metrics = {n: str(m.version) for n, m in METRICS.items()}
-    by_toy: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_toy: dict[str, list[ResultRecord]] = defaultdict(list)
+    by_method: dict[str, list[ResultRecord]] = defaultdict(list)
     stale_metrics: dict[tuple[str, str], list[str]] = defaultdict(list)
     try:
         catalog = method_catalog(plugins)
@@ -225,8 +225,8 @@ def validate_folder(
     for r in results:
         _required_checks(r, report)
         _result_checks(r, report, current_metrics, HEADLINE, stale_metrics)
-        by_toy[r["cell"]["toy"]].append(r)
-        by_method[r["cell"]["method"]].append(r)
+        by_toy[r.cell.toy].append(r)
+        by_method[r.cell.method].append(r)
     for (k, v), paths in sorted(stale_metrics.items()):
         report.errors.append(
             f"metric {k!r}: {len(paths)} result(s) scored with version {v}, the installed one is "
@@ -236,14 +236,14 @@ def validate_folder(
         _toy_checks(name, rs, report, cache)
     for name, rs in sorted(by_method.items()):
         _method_checks(name, rs, report, catalog)
-        covered = {r["cell"]["toy"] for r in rs}
+        covered = {r.cell.toy for r in rs}
         missing = sorted(set(by_toy) - covered)
         if missing:
             report.warnings.append(f"method {name!r} has no results on {missing}: it will be marked partial")
         if min_seeds is not None:
             seeds: dict[str, set[int]] = defaultdict(set)
             for r in rs:
-                seeds[r["cell"]["toy"]].add(r["cell"]["seed"])
+                seeds[r.cell.toy].add(r.cell.seed)
             few = sorted(t for t, s in seeds.items() if len(s) < min_seeds)
             if few:
                 report.errors.append(f"method {name!r} has fewer than {min_seeds} seeds on {few}")
@@ -267,7 +267,7 @@ def _rescore_checks(root: Path, cache: Any, methods: set[str] | None, report: Re
 
     only = None if methods is None else (lambda c: c.method in methods)
     for item in iter_rescored(root, cache, only):
-        problems = item.problems if item.metrics is None else compare(item.result["metrics"], item.metrics)
+        problems = item.problems if item.metrics is None else compare(item.result.metrics, item.metrics)
         for p in problems:
             report.errors.append(f"{item.path}: {p}")
 
