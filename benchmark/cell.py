@@ -318,13 +318,29 @@ def score_result(
         toy = toy if toy is not None else load_toy(cell.toy, cache)
         if toy.build_info is None or toy.build_info.weights_sha256 != result["toy"].get("weights_sha256"):
             raise ValueError(f"the worker decomposed other weights of {cell.toy} than the scorer holds")
-        result["metrics"] = score_stored(toy, stored)
+        compact = stored.compacted()
+        record: dict[str, Any] = {"precision": compact.precision}
+        if compact is not stored:  # a large decomposition: stored as float16, its shift from float32 recorded
+            full = score_stored(toy, stored)
+            data = compact.to_bytes()
+            stored = StoredDecomposition.from_bytes(data, f"compacted decomposition of {cell}")
+            result["metrics"] = score_stored(toy, stored)
+            record["metric_shift"] = metric_shift(full, result["metrics"])
+            result[PAYLOAD] = data
+        else:
+            result["metrics"] = score_stored(toy, stored)
         result["metric_versions"] = metric_versions(list(result["metrics"]))
-        result["decomposition"] = {"sha256": sha256(data), "bytes": len(data), "format": "safetensors"}
+        result["decomposition"] = {"sha256": sha256(data), "bytes": len(data), "format": "safetensors", **record}
     except (Exception, SystemExit) as exc:
         _fail(result, stage, exc, None)
         result.pop(PAYLOAD, None)
     return result
+
+
+def metric_shift(before: dict[str, float | None], after: dict[str, float | None]) -> float:
+    """The largest change of any metric between two scorings of one decomposition (0 where both are N/A)."""
+    diffs = [abs(a - b) for k, a in before.items() if a is not None and (b := after.get(k)) is not None]
+    return max(diffs, default=0.0)
 
 
 def score_stored(toy: ToyModel, stored: StoredDecomposition) -> dict[str, float | None]:

@@ -17,6 +17,7 @@ reported when such a name is asked for, or by ``pdbench list``.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
 import importlib.metadata
@@ -153,7 +154,7 @@ class Registry(Generic[T]):
     def _unknown_message(self, name: str) -> str:
         known = ", ".join(self.names()) or "(none)"
         msg = f"unknown {self.kind} {name!r}. Known {self.kind}s: {known}."
-        close = [n for n in self.names() if name.lower() in n.lower() or n.lower() in name.lower()]
+        close = suggestions(name, self.names())
         if close:
             msg += f" Did you mean {', '.join(close)}?"
         if self.import_errors:
@@ -184,6 +185,19 @@ class Registry(Generic[T]):
                     if ep.name not in self._objects and ep.name not in self._lazy:
                         self._lazy[ep.name] = ep.value
                         self._origins[ep.name] = f"entry point {ep.value}"
+
+
+def suggestions(name: str, known: list[str]) -> list[str]:
+    """Known names close to ``name``: the same up to case and ``_``/``-``, containing it, or near by spelling."""
+
+    def fold(n: str) -> str:
+        return n.lower().replace("-", "_")
+
+    out = [n for n in known if fold(n) == fold(name)]
+    out += [n for n in known if n not in out and name and (fold(name) in fold(n) or fold(n) in fold(name))]
+    out += [n for n in difflib.get_close_matches(fold(name), [fold(k) for k in known], n=3, cutoff=0.75)]
+    folded = {fold(k): k for k in known}
+    return list(dict.fromkeys(folded.get(n, n) for n in out))
 
 
 def _origin(obj: Any) -> str:

@@ -10,19 +10,33 @@ built-in metrics only.
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from benchmark.cache import WeightCache
-from benchmark.cell import score_stored
+from benchmark.cell import metric_shift, score_stored
+from benchmark.executors import cpu_count
+from benchmark.files import atomic_write_bytes
 from benchmark.registry import METRICS
-from benchmark.results import SCHEMA_VERSION, Cell, ResultError, ResultRecord, read_result, write_result
+from benchmark.results import (
+    SCHEMA_VERSION,
+    Cell,
+    DecompositionRecord,
+    ResultError,
+    ResultRecord,
+    read_result,
+    write_result,
+)
 from benchmark.scoring import metric_versions
 from benchmark.stored import StoredDecomposition, StoredDecompositionError, sha256
-from benchmark.toy import ToyModel, load_toy
+from benchmark.toy import load_toy
 
 TOLERANCE = 1e-6  # largest difference between a stored and a recomputed metric that validate accepts
 
@@ -78,11 +92,15 @@ def compare(stored: dict[str, Any], recomputed: dict[str, float | None]) -> list
     return problems
 
 
+CHUNK = 6  # results scored by one task of the process pool (one toy model each)
+
+
 def iter_rescored(
-    root: Path, cache: WeightCache | None = None, only: Callable[[Cell], bool] | None = None
+    root: Path, cache: WeightCache | None = None, only: Callable[[Cell], bool] | None = None, jobs: int | None = None
 ) -> Iterator[Rescored]:
-    """Every readable ok result under ``root`` scored again from its stored decomposition, grouped by toy
-    model so each toy is built once."""
+    """Every readable ok result under ``root`` scored again from its stored decomposition. Results of one toy
+    model go in chunks of :data:`CHUNK` to ``jobs`` fresh processes (default: one per core), each importing
+    the engine, the toy models and the built-in metrics only; with ``jobs=1`` this process scores them."""
     root = Path(root)
     by_toy: dict[str, list[tuple[Path, ResultRecord]]] = {}
     for path in sorted(root.rglob("seed*.json")):
@@ -92,41 +110,73 @@ def iter_rescored(
             continue  # the caller reports unreadable files
         if r.ok and (only is None or only(r.cell)):
             by_toy.setdefault(r.cell.toy, []).append((path, r))
-    for toy_name, rows in sorted(by_toy.items()):
-        toy: ToyModel | None = None
-        toy_error = None
-        try:
-            toy = load_toy(toy_name, cache)
-        except Exception as exc:  # noqa: BLE001 - reported per result
-            toy_error = f"toy model {toy_name!r} cannot be built here ({type(exc).__name__}: {exc})"
-        for path, r in rows:
-            item = Rescored(path, r)
-            if toy is None:
-                item.problems.append(toy_error or "toy model missing")
-            elif (recorded := str(r.toy.weights_sha256)) != (built := toy.weights_sha256()):
-                item.problems.append(
-                    f"toy model {toy_name!r}: the result records weights {recorded[:16]}..., the weights built "
-                    f"here are {built[:16]}...; re-run the cell"
+    chunks = [(toy, rows[i : i + CHUNK]) for toy, rows in sorted(by_toy.items()) for i in range(0, len(rows), CHUNK)]
+    cache_root = str(cache.root) if cache is not None else None
+    jobs = min(jobs or cpu_count(), len(chunks))
+    if jobs <= 1:
+        for toy, rows in chunks:
+            yield from _merge(rows, _score_chunk(str(root), toy, [str(p) for p, _ in rows], cache_root))
+        return
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = [
+            pool.submit(_score_chunk, str(root), toy, [str(p) for p, _ in rows], cache_root) for toy, rows in chunks
+        ]
+        for (_, rows), future in zip(chunks, futures, strict=True):
+            yield from _merge(rows, future.result())
+
+
+def _merge(rows: list[tuple[Path, ResultRecord]], scored: list[tuple[dict | None, list[str]]]) -> Iterator[Rescored]:
+    for (path, r), (metrics, problems) in zip(rows, scored, strict=True):
+        yield Rescored(path, r, metrics, problems)
+
+
+def _score_chunk(
+    root: str, toy_name: str, paths: list[str], cache_root: str | None
+) -> list[tuple[dict | None, list[str]]]:
+    """Score the stored decompositions of some results of one toy model: ``(metrics or None, problems)`` each."""
+    torch.set_num_threads(1)
+    try:
+        toy = load_toy(toy_name, WeightCache(cache_root) if cache_root else None)
+    except Exception as exc:  # noqa: BLE001 - reported per result
+        return [(None, [f"toy model {toy_name!r} cannot be built here ({type(exc).__name__}: {exc})"])] * len(paths)
+    built = toy.weights_sha256()
+    out: list[tuple[dict | None, list[str]]] = []
+    for path in paths:
+        r = read_result(Path(path), Path(root))
+        if (recorded := str(r.toy.weights_sha256)) != built:
+            out.append(
+                (
+                    None,
+                    [
+                        f"toy model {toy_name!r}: the result records weights {recorded[:16]}..., the weights "
+                        f"built here are {built[:16]}...; re-run the cell"
+                    ],
                 )
-            else:
-                try:
-                    item.metrics = score_stored(toy, stored_decomposition(root, r, str(path)))
-                except Exception as exc:  # noqa: BLE001 - a decomposition that cannot be scored is a finding
-                    item.problems.append(f"cannot be scored again: {type(exc).__name__}: {exc}")
-            yield item
+            )
+            continue
+        try:
+            out.append((score_stored(toy, stored_decomposition(Path(root), r, path)), []))
+        except Exception as exc:  # noqa: BLE001 - a decomposition that cannot be scored is a finding
+            out.append((None, [f"cannot be scored again: {type(exc).__name__}: {exc}"]))
+    return out
 
 
 @dataclass
 class RescoreSummary:
     rescored: int = 0
     changed: int = 0
+    compacted: int = 0
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
 
-def rescore_folder(root: Path, cache: WeightCache | None = None, log: Callable[[str], None] = print) -> RescoreSummary:
+def rescore_folder(
+    root: Path, cache: WeightCache | None = None, log: Callable[[str], None] = print, compact: bool = False
+) -> RescoreSummary:
     """Recompute and rewrite the metrics of every ok result under ``root`` from its stored decomposition
-    (the caller holds the folder's lock)."""
+    (the caller holds the folder's lock). With ``compact``, a float32 decomposition larger than
+    :data:`benchmark.stored.COMPACT_ABOVE_BYTES` is rewritten as float16, as the runner now stores it, with
+    the largest metric change this causes recorded in its result."""
     t0 = time.perf_counter()
     summary = RescoreSummary()
     for item in iter_rescored(root, cache):
@@ -134,10 +184,23 @@ def rescore_folder(root: Path, cache: WeightCache | None = None, log: Callable[[
             summary.problems.extend(f"{item.path}: {p}" for p in item.problems)
             continue
         r = item.result
-        if compare(r.metrics, item.metrics) or r.schema_version != SCHEMA_VERSION:
+        metrics = item.metrics
+        if compact and r.decomposition is not None:
+            stored = stored_decomposition(root, r, str(item.path))
+            small = stored.compacted()
+            if small is not stored:
+                data = small.to_bytes()
+                toy = load_toy(r.cell.toy, cache)
+                metrics = score_stored(toy, StoredDecomposition.from_bytes(data))
+                atomic_write_bytes(r.cell.decomposition_path(root), data)
+                r.decomposition = DecompositionRecord(
+                    sha256(data), len(data), "safetensors", small.precision, metric_shift(item.metrics, metrics)
+                )
+                summary.compacted += 1
+        if compare(r.metrics, metrics) or r.schema_version != SCHEMA_VERSION:
             summary.changed += 1
-        r.metrics = item.metrics
-        r.metric_versions = metric_versions(list(item.metrics))
+        r.metrics = metrics
+        r.metric_versions = metric_versions(list(metrics))
         r.schema_version = SCHEMA_VERSION
         write_result(root, r)
         summary.rescored += 1

@@ -295,6 +295,11 @@ def validate_result(result: Any, where: str = "result") -> None:
         and _is_int(dec.get("bytes"))
     ):
         raise ResultError(f"{where}: 'decomposition' must record the stored file's sha256 and bytes, got {dec!r}")
+    if dec is not None and (
+        dec.get("precision", "float32") not in ("float32", "float16")
+        or not (dec.get("metric_shift") is None or (_is_number(dec["metric_shift"]) and dec["metric_shift"] >= 0))
+    ):
+        raise ResultError(f"{where}: 'decomposition' has a bad precision or metric_shift: {dec!r}")
     if "headline" in result and not isinstance(result["headline"], str):
         raise ResultError(f"{where}: 'headline' must be a string, got {result['headline']!r}")
 
@@ -407,6 +412,8 @@ class DecompositionRecord:
     sha256: str
     bytes: int
     format: str = "safetensors"
+    precision: str = "float32"  # of the component values; "float16" for compacted large decompositions
+    metric_shift: float | None = None  # largest change of any metric caused by the compaction
 
 
 @dataclass
@@ -569,7 +576,13 @@ class ResultRecord:
             error=None if err is None else ErrorInfo(**{k: err[k] for k in ("stage", "type", "message", "traceback")}),
             decomposition=None
             if dec is None
-            else DecompositionRecord(dec["sha256"], dec["bytes"], dec.get("format", "safetensors")),
+            else DecompositionRecord(
+                dec["sha256"],
+                dec["bytes"],
+                dec.get("format", "safetensors"),
+                dec.get("precision", "float32"),
+                dec.get("metric_shift"),
+            ),
             schema_version=int(d["schema_version"]),
             benchmark_version=str(d.get("benchmark_version", "unknown")),
             git_commit=str(d.get("git_commit", "unknown")),
@@ -601,7 +614,7 @@ class ResultRecord:
             "device": self.device,
             "env": dict(self.env),
             "error": None if self.error is None else dict(self.error.__dict__),
-            "decomposition": None if self.decomposition is None else dict(self.decomposition.__dict__),
+            "decomposition": None if self.decomposition is None else _drop_none(self.decomposition.__dict__),
         }
         if self.migrated_from is not None:
             out["migrated_from"] = self.migrated_from
@@ -639,3 +652,7 @@ class ResultRecord:
 def as_records(results: Iterable[ResultRecord | dict[str, Any]]) -> list[ResultRecord]:
     """Typed records of ``results``, which may also be stored-JSON dictionaries (validated on the way)."""
     return [r if isinstance(r, ResultRecord) else ResultRecord.from_dict(r) for r in results]
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}

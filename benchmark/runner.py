@@ -15,6 +15,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -215,7 +216,7 @@ def _run_locked(cells: list[Cell], results_dir: Path, o: RunOptions, log: Log) -
     written: list[Path] = []
     scorer = _Scorer(o, log)
 
-    def on_result(result: dict[str, Any]) -> None:
+    def finish(result: dict[str, Any]) -> None:
         cell = Cell(**result["cell"])
         result = scorer.score(result)
         try:
@@ -232,7 +233,18 @@ def _run_locked(cells: list[Cell], results_dir: Path, o: RunOptions, log: Log) -
 
     if o.progress:
         bar.emit(bar.line(f"running {len(tasks)} cells with the {o.executor} executor"))
-    ex.run(tasks, on_result)
+    if o.executor == "serial":  # the method runs in this process: never score beside it
+        ex.run(tasks, finish)
+        return written
+    # Scoring runs on one thread of this process while the executor keeps its workers busy (scoring a large
+    # decomposition takes seconds); results are stored in the order they arrive.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pdbench-scorer") as pool:
+        futures: list[Future[None]] = []
+        try:
+            ex.run(tasks, lambda result: futures.append(pool.submit(finish, result)))
+        finally:
+            for f in futures:
+                f.result()  # every finished cell is stored before returning, even on Ctrl-C
     return written
 
 

@@ -31,6 +31,7 @@ DTYPE = torch.float32
 # Attributions are stored divided by their largest value, in float16 (relative precision 5e-4): every metric
 # reads them only through a threshold relative to that largest value, and the stored values are the ones scored.
 ATTRIBUTION_DTYPE = torch.float16
+COMPACT_ABOVE_BYTES = 4 * 2**20  # larger float32 components are stored as float16 (see ``compacted``)
 LOW_RANK_TOL = 1e-6  # a dense matrix is stored as factors when they reproduce it within this (x its largest entry)
 
 
@@ -47,6 +48,20 @@ class StoredDecomposition:
     groups: list[list[int]] | None
     faithful: bool
     attributions: Tensor | None
+    precision: str = "float32"  # of the component values in the file: "float32", or "float16" (compacted)
+
+    @property
+    def component_numel(self) -> int:
+        """Numbers the components take when stored (factors or dense, whichever is smaller)."""
+        return sum(_stored_numel(v) for c in self.components for v in c.values())
+
+    def compacted(self) -> StoredDecomposition:
+        """This decomposition with float16 component values when float32 ones would exceed
+        :data:`COMPACT_ABOVE_BYTES` (else itself). The scorer scores the compacted file and records how far
+        every metric moved from the float32 scores (``decomposition.metric_shift`` in the result)."""
+        if self.precision == "float16" or 4 * self.component_numel <= COMPACT_ABOVE_BYTES:
+            return self
+        return StoredDecomposition(self.components, self.groups, self.faithful, self.attributions, "float16")
 
     @classmethod
     def capture(cls, dec: Decomposition, eval_inputs: Tensor) -> StoredDecomposition:
@@ -78,24 +93,27 @@ class StoredDecomposition:
 
     # -- bytes ----------------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        from safetensors.torch import save
-
         tensors: dict[str, Tensor] = {}
         layout: list[dict[str, Any]] = []
+        dtype = {"float32": torch.float32, "float16": torch.float16}[self.precision]
         for i, comp in enumerate(self.components):
             entry: dict[str, Any] = {}
             for name, v in comp.items():
                 key = f"c{i}/{len(entry)}"
+                if isinstance(v, LowRank) and v.left.numel() + v.right.numel() >= _numel(v.shape):
+                    v = v.dense()  # factors no smaller than the matrix: the matrix (the same float32 product)
                 if isinstance(v, LowRank):
-                    tensors[key + "/left"], tensors[key + "/right"] = v.left.contiguous(), v.right.contiguous()
+                    tensors[key + "/left"] = v.left.to(dtype).contiguous()
+                    tensors[key + "/right"] = v.right.to(dtype).contiguous()
                     entry[name] = {"key": key, "kind": "lowrank"}
                 elif 4 * int(torch.count_nonzero(v)) <= v.numel():  # mostly zeros: the non-zero entries
                     flat = v.reshape(-1)
                     idx = torch.nonzero(flat).flatten()
-                    tensors[key + "/index"], tensors[key + "/value"] = idx.to(torch.int32), flat[idx].contiguous()
+                    tensors[key + "/index"] = idx.to(torch.int32)
+                    tensors[key + "/value"] = flat[idx].to(dtype).contiguous()
                     entry[name] = {"key": key, "kind": "sparse", "shape": list(v.shape)}
                 else:
-                    tensors[key] = v.contiguous()
+                    tensors[key] = v.to(dtype).contiguous()
                     entry[name] = {"key": key, "kind": "dense"}
             layout.append(entry)
         attr_kind = None
@@ -116,8 +134,9 @@ class StoredDecomposition:
             "groups": json.dumps(self.groups),
             "faithful": json.dumps(self.faithful),
             "attributions": json.dumps(attr_kind),
+            "precision": self.precision,
         }
-        return save(tensors, metadata=meta)
+        return _save(tensors, meta)
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str = "stored decomposition") -> StoredDecomposition:
@@ -188,7 +207,10 @@ class StoredDecomposition:
             or not torch.isfinite(attr).all()
         ):
             raise StoredDecompositionError(f"{where}: attributions of shape {tuple(attr.shape)} do not fit")
-        return cls(comps, groups, faithful, attr)
+        precision = meta.get("precision", "float32")
+        if precision not in ("float32", "float16"):
+            raise StoredDecompositionError(f"{where}: unknown precision {precision!r}")
+        return cls(comps, groups, faithful, attr, precision)
 
 
 def sha256(data: bytes) -> str:
@@ -225,14 +247,18 @@ def _cpu(t: Tensor) -> Tensor:
 
 
 def _tensor(tensors: dict[str, Tensor], key: str) -> Tensor:
+    """A component tensor, as float32 (float16 files hold float16 values, scored as they are stored)."""
     t = tensors[key]
-    if t.dtype != DTYPE:
-        raise StoredDecompositionError(f"tensor {key!r} is {t.dtype}, expected {DTYPE}")
+    if t.dtype not in (torch.float32, torch.float16):
+        raise StoredDecompositionError(f"tensor {key!r} is {t.dtype}, expected float32 or float16")
+    t = t.to(DTYPE)
     return t
 
 
 def _sparse(tensors: dict[str, Tensor], key: str, shape: list[int], dtype: torch.dtype = DTYPE) -> Tensor:
     idx, val = tensors[key + "/index"], tensors[key + "/value"]
+    if dtype == DTYPE and val.dtype == torch.float16:
+        val = val.to(DTYPE)
     if val.dtype != dtype:
         raise StoredDecompositionError(f"tensor {key!r} is {val.dtype}, expected {dtype}")
     numel = 1
@@ -249,6 +275,25 @@ def _sparse(tensors: dict[str, Tensor], key: str, shape: list[int], dtype: torch
     return out.reshape(shape)
 
 
+_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.int32: "I32"}
+
+
+def _save(tensors: dict[str, Tensor], metadata: dict[str, str]) -> bytes:
+    """The safetensors format, written deterministically (tensors and header keys in sorted order), so the same
+    decomposition always gives the same bytes and SHA-256. Read back with the safetensors library."""
+    header: dict[str, Any] = {"__metadata__": metadata}
+    blobs, offset = [], 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        blob = t.numpy().astype(t.numpy().dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    return len(head).to_bytes(8, "little") + head + b"".join(blobs)
+
+
 def _metadata(data: bytes) -> dict[str, str]:
     """The safetensors header's ``__metadata__`` (read as JSON, never executed)."""
     if len(data) < 8:
@@ -261,3 +306,16 @@ def _metadata(data: bytes) -> dict[str, str]:
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise ValueError("metadata must map strings to strings")
     return meta
+
+
+def _numel(shape: Any) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _stored_numel(v: Tensor | LowRank) -> int:
+    if isinstance(v, LowRank):
+        return min(v.left.numel() + v.right.numel(), _numel(v.shape))
+    return v.numel()

@@ -92,3 +92,11 @@ def test_plugin_errors_are_clear(tmp_path) -> None:
     text.write_text("x")
     with pytest.raises(RegistryError, match="not a .py file"):
         load_plugin(text)
+
+
+def test_a_misspelt_toy_gets_a_suggestion():
+    from benchmark.registry import TOY_MODELS, RegistryError
+
+    for typo, expected in (("tms_5_2", "tms_5-2"), ("TMS-40-10", "tms_40-10"), ("blok_mlp", "block_mlp")):
+        with pytest.raises(RegistryError, match=f"Did you mean {expected}"):
+            TOY_MODELS.get(typo)

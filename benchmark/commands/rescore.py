@@ -21,7 +21,7 @@ def cmd_rescore(args: argparse.Namespace) -> int:
         return 2
     try:
         with ResultsLock(args.results):
-            summary = rescore_folder(args.results)
+            summary = rescore_folder(args.results, compact=args.compact)
     except ResultsLocked as exc:
         print(f"pdbench: error: {exc}", file=sys.stderr)
         return 1
@@ -29,7 +29,8 @@ def cmd_rescore(args: argparse.Namespace) -> int:
         print(f"error: {p}", file=sys.stderr)
     print(
         f"re-scored {summary.rescored} result(s) from their stored decompositions in {summary.seconds:.1f} s "
-        f"({summary.changed} changed); {len(summary.problems)} could not be re-scored"
+        f"({summary.changed} changed, {summary.compacted} compacted to float16); {len(summary.problems)} could not "
+        "be re-scored"
     )
     if summary.changed:
         print(f"regenerate the leaderboard: pdbench leaderboard --results {args.results}")
@@ -41,4 +42,9 @@ def add_parser(sub, common) -> None:
         "rescore", parents=[common], help="recompute every metric from the stored decompositions (no method runs)"
     )
     p.add_argument("results", type=Path, help="results folder")
+    p.add_argument(
+        "--compact",
+        action="store_true",
+        help="store large float32 decompositions as float16 (as new runs do), recording how far each score moved",
+    )
     p.set_defaults(fn=cmd_rescore, load_plugins_here=False)
