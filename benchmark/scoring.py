@@ -21,16 +21,18 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from benchmark.decomposition import Decomposition, DecompositionError, LowRank
+from benchmark.decomposition import Decomposition, DecompositionError
 from benchmark.registry import METRICS
 from benchmark.toy import ToyModel
 
+T = TypeVar("T")
 EVAL_SEED = 20250101  # inputs used by input-dependent metrics; fixed so scores are reproducible
 EVAL_BATCH = 1024
 DEAD_TOL = 1e-3  # a unit with norm below DEAD_TOL * (largest unit norm) is negligible ("dead")
@@ -82,22 +84,14 @@ class ScoringContext:
         self.shapes = toy.param_shapes()
         self.mechanisms = toy.ground_truth.mechanisms
         self.eval_batch = eval_batch
+        self._cache: dict[str, Any] = {}
         decomposition.validate(self.shapes)
 
     # -- parameter space ------------------------------------------------------------------------------
     @cached_property
     def components(self) -> Tensor:
         """``[C, D]`` float64: every component, flattened over the decomposed parameters."""
-        dec, C = self.decomposition, len(self.decomposition)
-        parts = []
-        for n in self.names:
-            numel = math.prod(self.shapes[n])
-            block = torch.zeros(C, numel, dtype=torch.float64)
-            idx = [i for i in range(C) if n in dec.components[i]]
-            if idx:
-                block[idx] = torch.stack([_dense(dec.components[i][n]).reshape(-1) for i in idx])
-            parts.append(block)
-        return torch.cat(parts, dim=1)
+        return self.decomposition.flat(self.names, self.shapes)
 
     @cached_property
     def weights(self) -> Tensor:
@@ -199,9 +193,9 @@ class ScoringContext:
     def support_sq_norms(self, which: str) -> Tensor:
         """``[M, N]``: squared norm inside each mechanism's support of every component (``which`` =
         "components") or unit ("units"); computed once per distinct support mask."""
-        key = f"_support_sq_{which}"
-        if key in self.__dict__:
-            return self.__dict__[key]
+        return self.cached(f"support_sq_{which}", lambda: self._support_sq_norms(which))
+
+    def _support_sq_norms(self, which: str) -> Tensor:
         vecs = {"components": self.components, "units": self.unit_vectors}[which]
         sq = vecs.pow(2)
         out = torch.zeros(len(self.mechanisms), vecs.shape[0], dtype=torch.float64)
@@ -211,8 +205,14 @@ class ScoringContext:
         for ms in distinct.values():
             cols = self.support_cols[ms[0]]
             out[ms] = sq @ self.supports[ms[0]].to(torch.float64) if cols is None else sq[:, cols].sum(dim=1)
-        self.__dict__[key] = out
         return out
+
+    def cached(self, key: str, fn: Callable[[], T]) -> T:
+        """``fn()`` computed once per context and kept under ``key``: how metrics share private intermediate
+        results (several metrics read one matching's activity counts, say)."""
+        if key not in self._cache:
+            self._cache[key] = fn()
+        return self._cache[key]
 
     def basis_gram(self, m1: int, m2: int) -> Tensor:
         """``[k1, k2]``: inner products between the basis rows of two mechanisms."""
@@ -304,10 +304,6 @@ def eval_inputs(toy: ToyModel, n: int = EVAL_BATCH) -> Tensor:
 def _cols_or_none(mask: Tensor) -> Tensor | None:
     cols = torch.nonzero(mask).flatten()
     return None if len(cols) * 4 >= mask.numel() else cols
-
-
-def _dense(v: Tensor | LowRank) -> Tensor:
-    return (v.dense() if isinstance(v, LowRank) else v).detach().to("cpu", torch.float64)
 
 
 def score(toy: ToyModel, decomposition: Decomposition, names: list[str] | None = None) -> dict[str, float | None]:

@@ -52,6 +52,13 @@ def _read_meta(cache: WeightCache, key: str) -> dict | None:
         return None
 
 
+def better(m) -> str:
+    """Show "closer to X" for a metric with an ideal value (ML2R: 1), else "higher" or "lower"."""
+    if m.ideal is not None:
+        return f"closer to {m.ideal:g}"
+    return "higher" if m.higher_is_better else "lower"
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
@@ -82,7 +89,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(tabulate(rows, headers=["method", "version", "", "paper"]))
         print()
     if what in ("metrics", "all"):
-        rows = [[n, m.version, "higher" if m.higher_is_better else "lower", m.description] for n, m in METRICS.items()]
+        rows = [[n, m.version, better(m), m.description] for n, m in METRICS.items()]
         print(tabulate(rows, headers=["metric", "version", "better", "definition"], maxcolwidths=[None] * 3 + [80]))
     for reg in (TOY_MODELS, METHODS, METRICS):
         for module, err in reg.import_errors.items():

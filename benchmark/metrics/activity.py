@@ -20,9 +20,10 @@ def _counts(ctx: ScoringContext) -> tuple[int, int, int] | None:
     """(true positives, false positives, false negatives) over the eval inputs; None without attributions."""
     if ctx.unit_active is None or not ctx.mechanisms:
         return None
-    cached = ctx.__dict__.get("_activity_counts")
-    if cached is not None:
-        return cached
+    return ctx.cached("activity_counts", lambda: _count(ctx))
+
+
+def _count(ctx: ScoringContext) -> tuple[int, int, int]:
     ua, truth = ctx.unit_active, ctx.true_active
     assert ua is not None
     m_idx = torch.tensor([m for m, _ in ctx.matching], dtype=torch.long)
@@ -37,7 +38,6 @@ def _counts(ctx: ScoringContext) -> tuple[int, int, int] | None:
     unmatched_u[u_idx] = False
     fn += int(truth[:, unmatched_m].sum())
     fp += int(ua[:, unmatched_u].sum())
-    ctx.__dict__["_activity_counts"] = (tp, fp, fn)
     return tp, fp, fn
 
 

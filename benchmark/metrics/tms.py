@@ -28,8 +28,10 @@ EPS = 1e-12  # as in SPD's compute_cosine_similarities
 def _column_cosines(ctx: ScoringContext) -> tuple[Tensor, Tensor, Tensor] | None:
     """(cos [M', C], restricted component norms [M', C], mechanism norms [M']) over exact, not-always-on
     mechanisms; None when there are none."""
-    if "_apd_cosines" in ctx.__dict__:
-        return ctx.__dict__["_apd_cosines"]
+    return ctx.cached("apd_cosines", lambda: _compute_column_cosines(ctx))
+
+
+def _compute_column_cosines(ctx: ScoringContext) -> tuple[Tensor, Tensor, Tensor] | None:
     idx = [i for i, m in enumerate(ctx.mechanisms) if m.components is not None and not m.always_on]
     if not idx:
         return None
@@ -51,7 +53,6 @@ def _column_cosines(ctx: ScoringContext) -> tuple[Tensor, Tensor, Tensor] | None
     cos = dots / (restricted_norm * z_norm[:, None]).clamp_min(EPS)
     if not ctx.decomposition.faithful:
         cos = cos.abs()
-    ctx.__dict__["_apd_cosines"] = (cos, restricted_norm, z_norm)
     return cos, restricted_norm, z_norm
 
 
