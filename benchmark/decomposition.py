@@ -17,6 +17,21 @@ import torch
 from torch import Tensor
 
 
+def flatten(per_param: dict[str, Tensor], names: tuple[str, ...], shapes: dict[str, torch.Size], k: int) -> Tensor:
+    """Concatenate ``{param: Tensor[k, *shape]}`` into ``[k, D]`` (float64, CPU); missing params are zero.
+    The one flattening of parameter-space objects (components, mechanisms, spans)."""
+    parts = []
+    for n in names:
+        numel = math.prod(shapes[n])
+        t = per_param.get(n)
+        parts.append(
+            torch.zeros(k, numel, dtype=torch.float64)
+            if t is None
+            else t.detach().to("cpu", torch.float64).reshape(k, numel)
+        )
+    return torch.cat(parts, dim=1)
+
+
 class DecompositionError(ValueError):
     """A decomposition that breaks the contract (unknown parameter, wrong shape, NaN, ...)."""
 
@@ -83,15 +98,15 @@ class Decomposition:
 
     def flat(self, names: tuple[str, ...], shapes: dict[str, torch.Size]) -> Tensor:
         """All components as ``[C, D]`` float64 on CPU, over the parameters ``names`` in that order (zero
-        where a component leaves a parameter out). The one flattening every consumer uses."""
-        C, parts = len(self.components), []
+        where a component leaves a parameter out)."""
+        C, per_param = len(self.components), {}
         for n in names:
-            block = torch.zeros(C, math.prod(shapes[n]), dtype=torch.float64)
             idx = [i for i in range(C) if n in self.components[i]]
             if idx:
-                block[idx] = torch.stack([_dense64(self.components[i][n]).reshape(-1) for i in idx])
-            parts.append(block)
-        return torch.cat(parts, dim=1)
+                block = torch.zeros(C, *shapes[n], dtype=torch.float64)
+                block[idx] = torch.stack([_dense64(self.components[i][n]) for i in idx])
+                per_param[n] = block
+        return flatten(per_param, names, shapes, C)
 
     def validate(self, shapes: dict[str, torch.Size]) -> None:
         """Raise :class:`DecompositionError` where the decomposition breaks the contract."""

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from benchmark.budget import Budget
 from benchmark.decomposition import Decomposition
+from benchmark.registry import METHODS
 from benchmark.toy import Target
 
 
@@ -42,3 +43,16 @@ class Method(ABC):
     @abstractmethod
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
         """Split ``target``'s decomposed parameters into components."""
+
+
+def _method_kind(name: str, obj: Any) -> None:
+    """A method is a subclass of :class:`Method`; its ``name`` comes from the registration."""
+    if not (isinstance(obj, type) and issubclass(obj, Method)):
+        raise TypeError(f"{obj!r} is not a subclass of benchmark.method.Method")
+    own = obj.__dict__.get("name")
+    if own is not None and own != name:
+        raise TypeError(f"its class sets name = {own!r}; the registered name is the method's name (drop the attribute)")
+    obj.name = name
+
+
+METHODS.check = _method_kind

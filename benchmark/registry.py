@@ -50,7 +50,8 @@ class Registry(Generic[T]):
         check: Callable[[str, Any], None] | None = None,
     ):
         self.kind = kind
-        self.check = check  # raises TypeError for an object of the wrong kind; may stamp the name on it
+        self.check = check  # raises TypeError for an object of the wrong kind; may stamp the name on it (set by
+        # the module that defines the registry's base class)
         self.builtin_package = builtin_package
         self.entry_point_group = entry_point_group
         self._objects: dict[str, T] = {}
@@ -257,30 +258,8 @@ def load_plugin(path: str | Path) -> Any:
     return module
 
 
-def _method_kind(name: str, obj: Any) -> None:
-    """A method is a subclass of :class:`benchmark.method.Method`; its ``name`` comes from the registration."""
-    from benchmark.method import Method
-
-    if not (isinstance(obj, type) and issubclass(obj, Method)):
-        raise TypeError(f"{obj!r} is not a subclass of benchmark.method.Method")
-    own = obj.__dict__.get("name")
-    if own is not None and own != name:
-        raise TypeError(f"its class sets name = {own!r}; the registered name is the method's name (drop the attribute)")
-    obj.name = name
-
-
-def _toy_kind(name: str, obj: Any) -> None:
-    if not callable(obj):
-        raise TypeError(f"{obj!r} is not a ToyModel class or factory")
-
-
-def _metric_kind(name: str, obj: Any) -> None:
-    from benchmark.scoring import Metric
-
-    if not isinstance(obj, Metric):
-        raise TypeError(f"{obj!r} is not a benchmark.scoring.Metric (register metrics with @metric)")
-
-
-TOY_MODELS: Registry[Callable[..., Any]] = Registry("toy model", "toy_models", "pdbench.toy_models", _toy_kind)
-METHODS: Registry[type] = Registry("method", "methods", "pdbench.methods", _method_kind)
-METRICS: Registry[Any] = Registry("metric", "benchmark.metrics", "pdbench.metrics", _metric_kind)
+# Each registry's kind check is installed by the module that defines its base (benchmark.toy, benchmark.method,
+# benchmark.scoring), so this module imports none of them.
+TOY_MODELS: Registry[Callable[..., Any]] = Registry("toy model", "toy_models", "pdbench.toy_models")
+METHODS: Registry[type] = Registry("method", "methods", "pdbench.methods")
+METRICS: Registry[Any] = Registry("metric", "benchmark.metrics", "pdbench.metrics")

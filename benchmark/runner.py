@@ -29,6 +29,7 @@ from benchmark.registry import TOY_MODELS, load_plugin
 from benchmark.results import (
     Cell,
     ResultError,
+    ResultRecord,
     read_result,
     remove_stale_temp_files,
     set_aside,
@@ -292,11 +293,12 @@ def store(root: Path, result: dict[str, Any], rerun: bool, log: Log = print) -> 
     if result["status"] != "ok" and not rerun and stored_status(root, cell) == "ok":
         log(f"warning: {cell} failed ({result['error']['type']}); the stored ok result is kept (--rerun replaces it)")
         return None
-    if result["status"] == "ok":
+    record = ResultRecord.from_dict(result, str(cell))  # validated and typed before anything is written
+    if record.ok:
         if not isinstance(payload, bytes):
             raise ResultError(f"{cell}: an ok result without its stored decomposition")
         atomic_write_bytes(cell.decomposition_path(root), payload)
-    path = write_result(root, result)
+    path = write_result(root, record)
     if result["status"] != "ok":
         cell.decomposition_path(root).unlink(missing_ok=True)
     return path

@@ -56,6 +56,14 @@ class Metric:
         return (lo is None or value >= lo - BOUNDS_SLACK) and (hi is None or value <= hi + BOUNDS_SLACK)
 
 
+def _metric_kind(name: str, obj: object) -> None:
+    if not isinstance(obj, Metric):
+        raise TypeError(f"{obj!r} is not a benchmark.scoring.Metric (register metrics with @metric)")
+
+
+METRICS.check = _metric_kind
+
+
 def metric(
     name: str,
     *,

@@ -12,7 +12,6 @@ its trained value and is not part of any component.
 
 from __future__ import annotations
 
-import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -23,6 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.cache import WeightCache, weights_sha256
+from benchmark.decomposition import flatten
+from benchmark.registry import TOY_MODELS
 
 GTStatus = Literal["exact", "strong", "contested"]
 
@@ -98,20 +99,6 @@ class Mechanism:
     def support_flat(self, names: tuple[str, ...], shapes: dict[str, torch.Size]) -> Tensor:
         parts = [self.support.get(n, torch.zeros(shapes[n], dtype=torch.bool)).reshape(-1).cpu() for n in names]
         return torch.cat(parts)
-
-
-def flatten(per_param: dict[str, Tensor], names: tuple[str, ...], shapes: dict[str, torch.Size], k: int) -> Tensor:
-    """Concatenate ``{param: Tensor[k, *shape]}`` into ``[k, D]`` (float64, CPU); missing params are zero."""
-    parts = []
-    for n in names:
-        numel = math.prod(shapes[n])
-        t = per_param.get(n)
-        parts.append(
-            torch.zeros(k, numel, dtype=torch.float64)
-            if t is None
-            else t.detach().to("cpu", torch.float64).reshape(k, numel)
-        )
-    return torch.cat(parts, dim=1)
 
 
 @dataclass
@@ -307,9 +294,15 @@ class ToyModel(ABC):
 
 def load_toy(name: str, cache: WeightCache | None = None, **kwargs: Any) -> ToyModel:
     """Build the registered toy model ``name`` (a registry name or ``module:factory``)."""
-    from benchmark.registry import TOY_MODELS
-
     toy = TOY_MODELS.get(name)(**kwargs)
     if not isinstance(toy, ToyModel):
         raise TypeError(f"toy model factory {name!r} returned {type(toy).__name__}, not a ToyModel")
     return toy.build(cache)
+
+
+def _toy_kind(name: str, obj: Any) -> None:
+    if not callable(obj):
+        raise TypeError(f"{obj!r} is not a ToyModel class or factory")
+
+
+TOY_MODELS.check = _toy_kind
