@@ -344,10 +344,19 @@ def metric_shift(before: dict[str, float | None], after: dict[str, float | None]
 
 
 def score_stored(toy: ToyModel, stored: StoredDecomposition) -> dict[str, float | None]:
-    """Every built-in metric of a stored decomposition, as JSON-ready numbers (None: N/A)."""
-    dec = stored.decomposition(eval_inputs(toy))
-    dec.validate(toy.param_shapes())
-    metrics = jsonable(score(toy, dec))
+    """Every built-in metric of a stored decomposition, as JSON-ready numbers (None: N/A).
+
+    Always on one torch thread: a float64 reduction split over more threads rounds differently, and where a
+    matching has exact ties (a fixed basis on a symmetric toy) that rounding would pick another unit, so
+    the same file would score differently in the run and in a rescore."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        dec = stored.decomposition(eval_inputs(toy))
+        dec.validate(toy.param_shapes())
+        metrics = jsonable(score(toy, dec))
+    finally:
+        torch.set_num_threads(threads)
     bad = [k for k, v in metrics.items() if not (v is None or isinstance(v, int | float))]
     if bad:
         raise ValueError(f"metric(s) {bad} are not finite numbers: {[metrics[k] for k in bad]}")

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from benchmark.cache import WeightCache
 from benchmark.cell import metric_shift, score_stored
 from benchmark.executors import cpu_count
@@ -27,7 +25,6 @@ from benchmark.files import atomic_write_bytes
 from benchmark.registry import METRICS
 from benchmark.results import (
     SCHEMA_VERSION,
-    Cell,
     DecompositionRecord,
     ResultError,
     ResultRecord,
@@ -96,7 +93,10 @@ CHUNK = 6  # results scored by one task of the process pool (one toy model each)
 
 
 def iter_rescored(
-    root: Path, cache: WeightCache | None = None, only: Callable[[Cell], bool] | None = None, jobs: int | None = None
+    root: Path,
+    cache: WeightCache | None = None,
+    only: Callable[[ResultRecord], bool] | None = None,
+    jobs: int | None = None,
 ) -> Iterator[Rescored]:
     """Every readable ok result under ``root`` scored again from its stored decomposition. Results of one toy
     model go in chunks of :data:`CHUNK` to ``jobs`` fresh processes (default: one per core), each importing
@@ -108,7 +108,7 @@ def iter_rescored(
             r = read_result(path, root)
         except ResultError:
             continue  # the caller reports unreadable files
-        if r.ok and (only is None or only(r.cell)):
+        if r.ok and (only is None or only(r)):
             by_toy.setdefault(r.cell.toy, []).append((path, r))
     chunks = [(toy, rows[i : i + CHUNK]) for toy, rows in sorted(by_toy.items()) for i in range(0, len(rows), CHUNK)]
     cache_root = str(cache.root) if cache is not None else None
@@ -134,7 +134,6 @@ def _score_chunk(
     root: str, toy_name: str, paths: list[str], cache_root: str | None
 ) -> list[tuple[dict | None, list[str]]]:
     """Score the stored decompositions of some results of one toy model: ``(metrics or None, problems)`` each."""
-    torch.set_num_threads(1)
     try:
         toy = load_toy(toy_name, WeightCache(cache_root) if cache_root else None)
     except Exception as exc:  # noqa: BLE001 - reported per result
@@ -161,11 +160,18 @@ def _score_chunk(
     return out
 
 
+def _max_diff(a: dict[str, Any], b: dict[str, float | None]) -> float:
+    diffs = [abs(a[k] - v) for k, v in b.items() if v is not None and isinstance(a.get(k), int | float)]
+    return max(diffs, default=math.inf)
+
+
 @dataclass
 class RescoreSummary:
     rescored: int = 0
     changed: int = 0
     compacted: int = 0
+    upgraded: int = 0  # results rewritten at the current schema version
+    max_diff: float = 0.0  # largest change of a stored metric, over the changed results
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -197,8 +203,10 @@ def rescore_folder(
                     sha256(data), len(data), "safetensors", small.precision, metric_shift(item.metrics, metrics)
                 )
                 summary.compacted += 1
-        if compare(r.metrics, metrics) or r.schema_version != SCHEMA_VERSION:
-            summary.changed += 1
+        if compare(r.metrics, item.metrics):
+            summary.changed += 1  # a stored metric the stored decomposition does not reproduce (a metric changed)
+            summary.max_diff = max(summary.max_diff, _max_diff(r.metrics, item.metrics))
+        summary.upgraded += r.schema_version != SCHEMA_VERSION
         r.metrics = metrics
         r.metric_versions = metric_versions(list(metrics))
         r.schema_version = SCHEMA_VERSION

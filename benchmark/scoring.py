@@ -270,19 +270,7 @@ class ScoringContext:
     @cached_property
     def attributions(self) -> Tensor | None:
         """``[B, C]`` float64 |attribution| on the eval inputs, or None where the method gives none."""
-        fn = self.decomposition.attributions
-        if fn is None:
-            return None
-        with torch.no_grad():
-            a = fn(self.eval_inputs)
-        expect = (self.eval_inputs.shape[0], len(self.decomposition))
-        if not isinstance(a, Tensor) or tuple(a.shape) != expect:
-            got = tuple(a.shape) if isinstance(a, Tensor) else type(a).__name__
-            raise DecompositionError(f"attributions(inputs) returned {got}, expected shape {expect}")
-        a = a.detach().to("cpu", torch.float64).abs()
-        if not torch.isfinite(a).all():
-            raise DecompositionError("attributions(inputs) returned NaN or infinite values")
-        return a
+        return self.decomposition.attributions_on(self.eval_inputs)
 
     @cached_property
     def component_active(self) -> Tensor | None:

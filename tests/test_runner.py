@@ -16,7 +16,7 @@ from faults import PLUGIN, isolated_registries
 
 from benchmark.decomposition import Decomposition, RunRecord
 from benchmark.method import Budget, Method
-from benchmark.registry import METHODS, TOY_MODELS, load_plugin
+from benchmark.registry import METHODS, load_plugin
 from benchmark.results import Cell, load_results, stale_temp_files
 from benchmark.runner import Progress, run_grid
 from benchmark.suites import SUITES, suite_cells, toy_tiers
@@ -151,13 +151,17 @@ def test_suites_cover_what_they_promise() -> None:
     assert {c.toy for c in quick} == {t for t, tier in tiers.items() if tier <= 1}
     assert {c.method for c in quick} == set(METHODS.names())
     full, suite = suite_cells("full")
-    assert len(suite.seeds) >= 3 and {c.toy for c in full} == set(TOY_MODELS.names())
-    assert len(full) == len(TOY_MODELS.names()) * len(METHODS.names()) * len(suite.seeds)
+    board_toys = {t for t, tier in tiers.items() if tier <= 3}
+    assert len(suite.seeds) >= 3 and {c.toy for c in full} == board_toys
+    assert len(full) == len(board_toys) * len(METHODS.names()) * len(suite.seeds)
     assert suite.budget.scale == 1.0 and suite.budget.seconds is not None  # default steps, capped in CPU time
+    contested, suite = suite_cells("contested")
+    assert {c.toy for c in contested} == {t for t, tier in tiers.items() if tier == 4}
+    assert suite.budget == SUITES["full"].budget and len(suite.seeds) == 3  # tier 4 as full runs the others
     paper, suite = suite_cells("paper")
-    assert set(paper) == set(full) and suite.budget == Budget(scale=1.0)  # the same grid, uncapped
+    assert set(paper) == set(full) | set(contested) and suite.budget == Budget(scale=1.0)  # every tier, uncapped
     assert SUITES["quick"].budget_for("pca", steps=7) == Budget(steps=7, scale=SUITES["quick"].budget.scale)
-    with pytest.raises(KeyError, match="unknown suite 'huge'; known suites: quick, full, paper"):
+    with pytest.raises(KeyError, match="unknown suite 'huge'; known suites: quick, full, contested, paper"):
         suite_cells("huge")
 
 

@@ -94,3 +94,24 @@ def test_a_tensor_outside_the_layout_is_refused():
 def test_sha256_is_of_the_bytes():
     data = StoredDecomposition.capture(_mixed(), torch.zeros(16, 3)).to_bytes()
     assert sha256(data) == sha256(bytes(data)) and len(sha256(data)) == 64
+
+
+def test_scores_do_not_depend_on_the_callers_torch_threads():
+    """A fixed basis on a symmetric toy has exact ties in its matching: scoring on more threads once picked
+    other units (activity metrics 4e-4 apart). Scoring always runs on one thread."""
+    from benchmark.cell import run_method, score_stored
+    from benchmark.results import Cell
+    from benchmark.toy import load_toy
+
+    result = run_method(Cell("higher_rank_30-10-30", "neuron", 0))
+    stored = StoredDecomposition.from_bytes(result["_decomposition"])
+    toy = load_toy("higher_rank_30-10-30")
+    before = torch.get_num_threads()
+    try:
+        scores = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            scores.append(score_stored(toy, stored))
+    finally:
+        torch.set_num_threads(before)
+    assert scores[0] == scores[1]

@@ -224,13 +224,24 @@ def test_validate_cli_verdict_and_seed_count(stored, capsys):
 
 
 def test_committed_leaderboard_results_pass_validation(capsys):
-    """The verdict CI gives on the committed results: valid, at least 3 seeds per cell, artefacts up to date."""
+    """The verdict CI gives on the committed results: valid, at least 3 seeds per cell, artefacts up to date,
+    and every cell re-scored from its stored decomposition to its stored metrics."""
     committed = ROOT / "leaderboard" / "results"
     if not any(committed.rglob("seed*.json")):
         pytest.skip("no results committed under leaderboard/results yet")
     rc = main(["validate", str(committed), "--min-seeds", "3"])
     out = capsys.readouterr().out
     assert rc == 0, out
+
+
+def test_validate_can_rescore_only_small_decompositions(capsys):
+    """``--max-rescore-mb``: larger stored decompositions are SHA-checked, not re-scored, and the report says so."""
+    committed = ROOT / "leaderboard" / "results"
+    if not any(committed.rglob("seed*.json")):
+        pytest.skip("no results committed under leaderboard/results yet")
+    rc = main(["validate", str(committed), "--no-artefacts", "--max-rescore-mb", "0.05"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "checked against their SHA-256 but not re-scored" in out, out
 
 
 def test_plugin_file_is_loaded_once(tmp_path):

@@ -29,8 +29,9 @@ def cmd_rescore(args: argparse.Namespace) -> int:
         print(f"error: {p}", file=sys.stderr)
     print(
         f"re-scored {summary.rescored} result(s) from their stored decompositions in {summary.seconds:.1f} s "
-        f"({summary.changed} changed, {summary.compacted} compacted to float16); {len(summary.problems)} could not "
-        "be re-scored"
+        f"({summary.changed} whose stored metrics it did not reproduce within 1e-6, largest difference "
+        f"{summary.max_diff:.3g}; {summary.compacted} compacted to float16; {summary.upgraded} brought to the current "
+        f"schema); {len(summary.problems)} could not be re-scored"
     )
     if summary.changed:
         print(f"regenerate the leaderboard: pdbench leaderboard --results {args.results}")

@@ -180,6 +180,7 @@ def validate_folder(
     methods: set[str] | None = None,
     check_artefacts: bool = True,
     plugins: tuple[str, ...] = (),
+    max_rescore_mb: float | None = None,
 ) -> Report:
     """Check every result under ``root`` (or only those of ``methods``); see the module docstring."""
     from benchmark.catalog import builtin_methods, method_catalog
@@ -247,7 +248,7 @@ def validate_folder(
             few = sorted(t for t, s in seeds.items() if len(s) < min_seeds)
             if few:
                 report.errors.append(f"method {name!r} has fewer than {min_seeds} seeds on {few}")
-    _rescore_checks(root, cache, methods, report)
+    _rescore_checks(root, cache, methods, report, max_rescore_mb)
     board_dir = root.parent
     if (
         check_artefacts
@@ -261,15 +262,38 @@ def validate_folder(
     return report
 
 
-def _rescore_checks(root: Path, cache: Any, methods: set[str] | None, report: Report) -> None:
-    """Every ok result scored again from its stored decomposition must give its stored metrics."""
-    from benchmark.rescore import compare, iter_rescored
+def _rescore_checks(
+    root: Path, cache: Any, methods: set[str] | None, report: Report, max_mb: float | None = None
+) -> None:
+    """Every ok result scored again from its stored decomposition must give its stored metrics. With
+    ``max_mb``, larger stored decompositions are only checked against their SHA-256 (a quicker verdict)."""
+    from benchmark.rescore import compare, iter_rescored, stored_decomposition
 
-    only = None if methods is None else (lambda c: c.method in methods)
-    for item in iter_rescored(root, cache, only):
+    def small(r: ResultRecord) -> bool:
+        return max_mb is None or r.decomposition is None or r.decomposition.bytes <= max_mb * 2**20
+
+    def wanted(r: ResultRecord) -> bool:
+        return methods is None or r.cell.method in methods
+
+    for item in iter_rescored(root, cache, lambda r: wanted(r) and small(r)):
         problems = item.problems if item.metrics is None else compare(item.result.metrics, item.metrics)
         for p in problems:
             report.errors.append(f"{item.path}: {p}")
+    if max_mb is None:
+        return
+    from benchmark.results import load_results
+
+    large = [r for r in load_results(root)[0] if r.ok and wanted(r) and not small(r)]
+    for r in large:
+        try:
+            stored_decomposition(root, r, r.where)
+        except Exception as exc:  # noqa: BLE001 - reported
+            report.errors.append(str(exc))
+    if large:
+        report.warnings.append(
+            f"{len(large)} result(s) with stored decompositions over {max_mb:g} MB were checked against their "
+            "SHA-256 but not re-scored (--max-rescore-mb); run without it for the full verdict"
+        )
 
 
 def _artefact_check(root: Path, board_dir: Path, report: Report) -> None:
@@ -304,7 +328,11 @@ def print_report(report: Report, stream=None) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     plugins = tuple(args.plugin + args.verb_plugin)
     report = validate_folder(
-        args.results, min_seeds=args.min_seeds, check_artefacts=not args.no_artefacts, plugins=plugins
+        args.results,
+        min_seeds=args.min_seeds,
+        check_artefacts=not args.no_artefacts,
+        plugins=plugins,
+        max_rescore_mb=args.max_rescore_mb,
     )
     print_report(report)
     return 0 if report.ok else 1
@@ -325,6 +353,13 @@ def add_parser(sub, common) -> None:
         help="results folder (default: %(default)s)",
     )
     p.add_argument("--min-seeds", type=int, help="require at least this many seeds per (toy model, method)")
+    p.add_argument(
+        "--max-rescore-mb",
+        type=float,
+        metavar="MB",
+        help="re-score only stored decompositions up to this size; check the larger ones' SHA-256 only "
+        "(a quicker verdict; default: re-score every cell)",
+    )
     p.add_argument(
         "--no-artefacts",
         action="store_true",
