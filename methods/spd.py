@@ -7,10 +7,9 @@ reconstruction + importance minimality. The training core is :mod:`methods._spd_
 
 Output: every subcomponent with non-negligible norm becomes one rank-1 component (``LowRank``); the
 causal importances (max over the sites that use the matrix, clipped to [0, 1]) are the per-input
-attributions; ``groups`` cluster subcomponents that are causally important on the same inputs (Jaccard
-of their active sets), which is how the paper assembles rank > 1 and cross-layer mechanisms (W_out of the
-residual MLPs, W_in across layers), done there by hand. The identity pieces of TMS+ID stay separate at the
-default threshold: each is off on the features its read direction is orthogonal to (docs/methods/spd.md).
+attributions. No ``groups``: the paper assembles rank > 1 and cross-layer mechanisms by hand, and defines
+no grouping rule, so the scorer's one method-agnostic co-activation grouping (:mod:`benchmark.grouping`,
+docs/metrics.md "Grouping levels") forms SPD's mechanisms as it does every other method's.
 
 Hyperparameters. ``PAPER`` holds the paper's settings (SPD paper appendix; spd-paper configs; see
 ``docs/reference/apd_spd.md`` 3.2) and is used with ``preset="paper"``. The per-model defaults (preset
@@ -85,7 +84,7 @@ FAST: dict[str, dict[str, Any]] = {
 
 @METHODS.register("spd")
 class SPD(Method):
-    version = "1"
+    version = "2"  # 2: no own grouping (the engine groups every method alike)
     paper = "Bushnaq, Braun, Sharkey 2025, Stochastic Parameter Decomposition, arXiv:2506.20790"
     defaults: dict[str, Any] = {
         **SPDConfig().__dict__,
@@ -97,8 +96,7 @@ class SPD(Method):
         "preset": "fast",
         "ci_threshold": 0.1,  # a subcomponent is active on an input where its CI exceeds this (spd configs)
         "min_norm": 0.01,  # ... and kept only if its norm is at least this x the largest in its matrix
-        "group_jaccard": 0.8,  # subcomponents whose active sets overlap this much form one group
-        "n_eval": 20_000,  # inputs used for grouping
+        "n_eval": 20_000,  # inputs on which a subcomponent must be causally important to be kept
         "log_every": 0,
     }
     per_model_defaults = FAST
@@ -177,7 +175,6 @@ def _export(trainer: SPDTrainer, hp: dict[str, Any], log: Any, seed: int) -> Dec
     def attributions(inputs: Tensor) -> Tensor:
         return importances(inputs)[:, keep_t]
 
-    groups = coactivation_groups(ci[:, keep_t] > hp["ci_threshold"], float(hp["group_jaccard"]))
     extra = {
         "train_seconds": log.seconds,
         "history": log.history,
@@ -189,31 +186,5 @@ def _export(trainer: SPDTrainer, hp: dict[str, Any], log: Any, seed: int) -> Dec
     record = RunRecord(
         steps=log.steps, stopped_early=log.stopped_early, hparams={**hp, "steps": trainer.cfg.steps}, extra=extra
     )
-    return Decomposition(components, attributions=attributions, groups=groups, faithful=True, record=record)
+    return Decomposition(components, attributions=attributions, faithful=True, record=record)
 
-
-def coactivation_groups(active: Tensor, threshold: float) -> list[list[int]]:
-    """Partition components by co-activation: join i and j when Jaccard(active_i, active_j) >= threshold.
-
-    ``active`` is bool ``[n_inputs, C]``. Components that are never active stay singletons.
-    """
-    a = active.double()
-    inter = a.T @ a
-    count = a.sum(0)
-    union = count[:, None] + count[None, :] - inter
-    jac = torch.where(union > 0, inter / union.clamp_min(1), torch.zeros_like(inter))
-    parent = list(range(a.shape[1]))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j in (jac >= threshold).nonzero().tolist():
-        if i < j:
-            parent[find(i)] = find(j)
-    groups: dict[int, list[int]] = {}
-    for i in range(a.shape[1]):
-        groups.setdefault(find(i), []).append(i)
-    return sorted(groups.values())

@@ -23,7 +23,7 @@ from methods._spd_core import (
     upper_leaky_hard_sigmoid,
 )
 from methods._spd_sites import UnsupportedUse, run_sites
-from methods.spd import FAST, PAPER, SPD, coactivation_groups
+from methods.spd import FAST, PAPER, SPD
 
 
 def test_paper_metric_on_hand_case() -> None:
@@ -173,7 +173,7 @@ def test_decompose_contract(toy) -> None:  # noqa: ANN001
     x = bm.sample(50, torch.Generator().manual_seed(1))
     attr = dec.attributions(x)
     assert attr.shape == (50, len(dec)) and attr.min() >= 0 and attr.max() <= 1
-    assert sorted(i for g in dec.groups for i in g) == list(range(len(dec)))
+    assert dec.groups is None  # the engine groups SPD's subcomponents, not the adapter
     with pytest.raises(ValueError, match="NaN"):
         dec.attributions(torch.full_like(x, float("nan")))
 
@@ -199,13 +199,6 @@ def test_registered_with_cited_per_model_defaults() -> None:
             assert (hp["imp_coeff"], FAST[name]["imp_coeff"]) == (2e-5, 1e-5)
             same["imp_coeff"] = 1e-5
         assert {k: FAST[name][k] for k in same} == same
-
-
-def test_coactivation_groups_hand_case() -> None:
-    a = torch.tensor([[1, 1, 0, 1], [1, 1, 0, 0], [0, 0, 1, 0], [1, 1, 0, 0]], dtype=torch.bool)
-    # components 0 and 1 co-activate exactly; 2 alone; 3 overlaps 0 on 1 of 3 inputs (Jaccard 1/3)
-    assert coactivation_groups(a, 0.8) == [[0, 1], [2], [3]]
-    assert coactivation_groups(a, 0.3) == [[0, 1, 3], [2]]
 
 
 def test_lr_schedules() -> None:
@@ -372,5 +365,4 @@ def test_export_keeps_alive_subcomponents_of_non_negligible_norm(toy) -> None:  
     dec = _export(tr, hp, TrainLog(), seed=0)
     assert len(dec) == 5
     assert torch.allclose(torch.stack([dec.dense(i)["W"] for i in range(5)]).sum(0), W)
-    assert dec.groups == [[0, 1, 2, 3, 4]]  # all five always on together here: one co-activation group
     assert dec.record.extra["dropped_norm"] == pytest.approx(float(W[:, 1].norm()), rel=1e-4)
