@@ -68,6 +68,9 @@ class Mechanism:
     mechanisms sum to the decomposed parameters) or ``subspace`` (for rank > 1 or where only the span is
     defined: ``{param: Tensor[k, *param.shape]}``, the k vectors orthonormal when the parameters are
     concatenated). ``support`` is a bool mask per parameter; parameters it does not name are outside it.
+    ``refinement``, where given, is a finer decomposition that is just as valid (exact pieces that sum to
+    ``components``, e.g. a block MLP's block split per ReLU neuron, each piece cross-layer): a method that
+    returns these pieces scores as if it had returned the mechanism (docs/metrics.md, "Refinements").
     """
 
     name: str
@@ -75,10 +78,13 @@ class Mechanism:
     components: dict[str, Tensor] | None = None
     subspace: dict[str, Tensor] | None = None
     always_on: bool = False
+    refinement: list[dict[str, Tensor]] | None = None
 
     def __post_init__(self) -> None:
         if (self.components is None) == (self.subspace is None):
             raise ValueError(f"mechanism {self.name!r}: give exactly one of components or subspace")
+        if self.refinement is not None and (self.components is None or len(self.refinement) < 2):
+            raise ValueError(f"mechanism {self.name!r}: a refinement needs exact components and >= 2 pieces")
 
     @property
     def rank(self) -> int:

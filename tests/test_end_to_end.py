@@ -13,7 +13,7 @@ from benchmark.cli import main
 from benchmark.method import Budget
 from benchmark.registry import METHODS
 from benchmark.results import SCHEMA_VERSION
-from benchmark.scoring import ScoringContext
+from benchmark.scoring import ComponentSpace
 
 BASELINES = "oracle,random,pca"
 TOYS = "block_mlp,tms_5-2"
@@ -70,7 +70,7 @@ def test_pca_cannot_exceed_the_rank_bound_on_tms(toy) -> None:
     for seed in range(3):
         dec = METHODS.get("pca")().decompose(t.target(), Budget(), seed)
         assert len(dec) <= rank * len(t.sites(t.model, t.sample(8, torch.Generator())))
-        best = ScoringContext(t, dec).cosines.max(dim=1).values
+        best = ComponentSpace(t, dec).own.cosines.max(dim=1).values
         assert int((best >= 0.9).sum()) <= rank
 
 

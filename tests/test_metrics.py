@@ -14,7 +14,7 @@ from fixtures.linear_toy import LinearToy
 
 from benchmark.decomposition import Decomposition, DecompositionError
 from benchmark.registry import METRICS
-from benchmark.scoring import HEADLINE, ScoringContext, score
+from benchmark.scoring import HEADLINE, ComponentSpace, score
 
 W = torch.tensor([[3.0, 0.0], [0.0, 4.0]])
 C0 = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
@@ -31,8 +31,8 @@ def _attr(x: torch.Tensor) -> torch.Tensor:
 def run(components, *, faithful=False, attributions=None, groups=None, names=None, x=X) -> dict:
     toy = LinearToy(W)
     dec = Decomposition([{"W": c} for c in components], attributions=attributions, groups=groups, faithful=faithful)
-    ctx = ScoringContext(toy, dec)
-    ctx.eval_inputs = x  # override the cached sample with the hand-picked inputs
+    ctx = ComponentSpace(toy, dec).own
+    ctx.space.eval_inputs = x  # override the cached sample with the hand-picked inputs
     out = {}
     for name in names or METRICS.names():
         v = METRICS.get(name).fn(ctx)
@@ -146,10 +146,13 @@ def test_subspace_coverage_hand_computed():
     e = torch.eye(6).reshape(6, 2, 3)
     one = Decomposition([{"W": toy.W0 * torch.tensor([[1.0, 0, 0], [0, 0, 0]])}, {"W": e[1]}])
     s = score(toy, one, ["subspace_coverage", "mmcs", "hungarian"])
-    assert s["mmcs"] == pytest.approx(1.0)  # one vector inside the subspace aligns fully
-    assert s["subspace_coverage"] == pytest.approx(math.sqrt(1 / 2))  # ... but spans half of it
+    # one vector inside the rank-2 subspace is pure but covers half of it: credit sqrt(min(1/2, 1))
+    assert s["mmcs"] == pytest.approx((1 + math.sqrt(1 / 2)) / 2)
+    assert s["subspace_coverage"] == pytest.approx(math.sqrt(1 / 2))
     both = Decomposition(one.components[:1] + [{"W": e[1]}, {"W": e[5]}], groups=[[1, 2]])
-    assert score(toy, both, ["subspace_coverage"])["subspace_coverage"] == pytest.approx(1.0)
+    own = ComponentSpace(toy, both).own  # the two vectors as one unit span the whole mechanism
+    assert METRICS.get("subspace_coverage").fn(own) == pytest.approx(1.0)
+    assert METRICS.get("hungarian").fn(own) == pytest.approx(1.0)
     assert run([C0, C1])["subspace_coverage"] is None  # no subspace mechanism: N/A
 
 

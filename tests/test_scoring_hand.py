@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from benchmark.decomposition import Decomposition
-from benchmark.scoring import ScoringContext, score
+from benchmark.scoring import ComponentSpace, score
 from benchmark.toy import LinearSite, Mechanism, ToyModel, ToyModelSpec
 
 
@@ -61,5 +61,5 @@ def test_mmcs_and_hungarian_by_hand(hand) -> None:
 
 def test_zero_components_score_zero_and_do_not_crash(hand) -> None:
     dec = Decomposition([{"W": torch.zeros(1, 3)}])
-    ctx = ScoringContext(hand, dec)
+    ctx = ComponentSpace(hand, dec).own
     assert torch.equal(ctx.cosines, torch.zeros(3, 1, dtype=torch.float64))

@@ -1,43 +1,11 @@
-"""Shared pieces of the toy-model zoo: sparse-feature samplers, a seeded training loop, and a mechanism
-that carries both one exact split and the span that every valid split lies in."""
+"""Shared pieces of the toy-model zoo: sparse-feature samplers and a seeded training loop."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-
-from benchmark.toy import Mechanism, flatten
-
-
-@dataclass
-class SpannedMechanism(Mechanism):
-    """A mechanism whose exact split is one valid choice among many (e.g. an identity cut into m rank-1
-    pieces in any basis).
-
-    ``components`` is one exact choice: with the others it sums to the weights, and it is what the oracle
-    returns. ``subspace`` is the span every valid choice lies in; :meth:`basis` (and so the scorer's
-    |cosine|) uses it, so a method is not penalised for picking another valid basis.
-    """
-
-    def __post_init__(self) -> None:
-        if self.components is None or self.subspace is None:
-            raise ValueError(f"spanned mechanism {self.name!r} needs both components and a subspace")
-
-    def basis(self, names: tuple[str, ...], shapes: dict[str, torch.Size]) -> Tensor:
-        assert self.subspace is not None
-        b = flatten(self.subspace, names, shapes, self.rank)
-        q, _ = torch.linalg.qr(b.T)
-        return q.T
-
-
-def full_basis(shape: tuple[int, ...] | torch.Size) -> Tensor:
-    """``[numel, *shape]``: the standard basis of all tensors of ``shape`` (orthonormal)."""
-    n = math.prod(shape)
-    return torch.eye(n).reshape(n, *shape)
 
 
 def sparse_features(

@@ -2,7 +2,10 @@
 
 Each block k is a 2-layer ReLU MLP from its own input slice to its own output slice; the network is
 ``y = W2 ReLU(W1 x)`` with block-diagonal ``W1``, ``W2`` and no biases. Block k's mechanism is its
-two diagonal blocks; it is active exactly when its input slice is non-zero. The idea of modular,
+two diagonal blocks; it is active exactly when its input slice is non-zero. Its declared refinement is
+the block split per ReLU neuron (neuron j's W1 row and W2 column, one cross-layer piece each): a neuron
+is the smallest piece that acts on its own, and on a typical input only some of a block's neurons fire,
+so SPD's minimality argument calls that split right (docs/toy_models.md). The idea of modular,
 block-diagonal toys follows the LIB paper's modular MLPs (Bushnaq et al. 2024, arXiv:2405.10928).
 """
 
@@ -103,7 +106,14 @@ class BlockMLP(HandBuiltMLP):
         for k in range(self.k):
             mask = self._masks(k, model)
             comps = {n: torch.where(mask[n], getattr(model, n).detach(), 0.0) for n in ("W1", "W2")}
-            out.append(Mechanism(name=f"block{k}", support=mask, components=comps))
+            _, h, _ = self._blocks(k)
+            pieces = []
+            for j in range(h.start, h.stop):  # one piece per ReLU neuron: its W1 row and W2 column
+                row = torch.zeros_like(model.W1, dtype=torch.bool)
+                col = torch.zeros_like(model.W2, dtype=torch.bool)
+                row[j], col[:, j] = True, True
+                pieces.append({"W1": torch.where(row, comps["W1"], 0.0), "W2": torch.where(col, comps["W2"], 0.0)})
+            out.append(Mechanism(name=f"block{k}", support=mask, components=comps, refinement=pieces))
         return out
 
     def active(self, inputs: Tensor) -> Tensor:

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from benchmark.registry import TOY_MODELS
 from benchmark.toy import LinearSite, Mechanism, ToyModel, ToyModelSpec
-from toy_models._common import ConfigKeyed, SpannedMechanism, drop_zero_rows, sparse_features, train
+from toy_models._common import ConfigKeyed, drop_zero_rows, sparse_features, train
 
 
 class CircuitNet(nn.Module):
@@ -155,22 +155,8 @@ class CircuitSuperposition(ConfigKeyed, ToyModel):
         for k in range(self.n_groups):
             mask = self._mask(k)
             comp = {"W_in": torch.where(mask, W_in, 0.0)}
-            if self.group == 1:
-                out.append(Mechanism(name=f"feature{k}", support={"W_in": mask}, components=comp))
-                continue
-            cols = slice(k * self.group, (k + 1) * self.group)
-            q, _ = torch.linalg.qr(W_in[:, cols].double())  # [h, group]: where the group writes
-            span = torch.zeros(self.group, self.group, self.h, self.n, dtype=torch.float64)
-            for j in range(self.group):
-                span[:, j, :, k * self.group + j] = q.T
-            out.append(
-                SpannedMechanism(
-                    name=f"group{k}",
-                    support={"W_in": mask},
-                    components=comp,
-                    subspace={"W_in": span.reshape(-1, self.h, self.n).float()},
-                )
-            )
+            name = f"feature{k}" if self.group == 1 else f"group{k}"
+            out.append(Mechanism(name=name, support={"W_in": mask}, components=comp))
         out.append(
             Mechanism(
                 name="W_out_dense",

@@ -44,7 +44,7 @@ def _count(ctx: ScoringContext) -> tuple[int, int, int]:
 @metric(
     "activity_precision",
     bounds=(0.0, 1.0),
-    version="1",
+    version="2",
     higher_is_better=True,
     description="Share of (input, unit) activations that fall on inputs using the unit's matched mechanism "
     "(unmatched units' activations are false positives). Needs attributions.",
@@ -60,7 +60,7 @@ def activity_precision(ctx: ScoringContext) -> float | None:
 @metric(
     "activity_recall",
     bounds=(0.0, 1.0),
-    version="1",
+    version="2",
     higher_is_better=True,
     description="Share of (input, mechanism) uses on which the mechanism's matched unit is active (unmatched "
     "mechanisms' uses are missed). Needs attributions.",
@@ -76,7 +76,7 @@ def activity_recall(ctx: ScoringContext) -> float | None:
 @metric(
     "activity_f1",
     bounds=(0.0, 1.0),
-    version="1",
+    version="2",
     higher_is_better=True,
     description="Harmonic mean of activity precision and recall. Needs attributions.",
 )
@@ -91,6 +91,7 @@ def activity_f1(ctx: ScoringContext) -> float | None:
     "mean_active_components",
     bounds=(0.0, None),
     version="1",
+    grouped=False,
     higher_is_better=False,
     description="Mean number of components active per evaluation input (minimality, SPD's CI-L0). Needs attributions.",
 )
@@ -104,7 +105,7 @@ def mean_active_components(ctx: ScoringContext) -> float | None:
 @metric(
     "active_excess",
     bounds=(None, None),
-    version="1",
+    version="2",
     higher_is_better=False,
     ideal=0.0,
     description="Mean active units per input minus mean active mechanisms per input (0 = as minimal as the ground "

@@ -13,6 +13,7 @@ from benchmark.scoring import ScoringContext, metric
     "faithfulness_error",
     bounds=(0.0, None),
     version="1",
+    grouped=False,
     higher_is_better=False,
     description="||W - sum_c P_c||_F / ||W||_F over all decomposed parameters (0 = the components sum exactly to "
     "the weights). Only where the method claims faithfulness, else N/A.",

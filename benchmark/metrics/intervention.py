@@ -56,7 +56,7 @@ def _output_changes(ctx: ScoringContext, directions: torch.Tensor, x: torch.Tens
 @metric(
     "intervention_specificity",
     bounds=(0.0, None),
-    version="1",
+    version="2",
     higher_is_better=True,
     description="Geometric mean over not-always-on mechanisms of (mean output change on inputs using the mechanism) "
     "/ (mean change on other inputs) when the weights move +-delta along the matched unit (L3D's perturbation test).",

@@ -1,15 +1,18 @@
 """Recovery metrics: how well the decomposition's units align with the ground-truth mechanisms.
 
-All use the |cosine| matrix of :class:`benchmark.scoring.ScoringContext` over the whole flattened
+All use the credit matrix ``cosines`` of :class:`benchmark.scoring.ScoringContext` over the whole flattened
 decomposed-parameter vector (a unit's mass outside a mechanism counts against it), so all are invariant
 to the order, sign and scale of units. Splits (one mechanism covered by several units) and merges (one
 unit covering several mechanisms) lower ``hungarian`` and are counted by ``split_mechanisms`` and
-``merged_components``; merges also lower ``mmcs``. Definitions: docs/metrics.md.
+``merged_components``; merges also lower ``mmcs``. ``hungarian`` is read at the engine's grouping level;
+``hungarian_raw``, ``hungarian_own`` and ``hungarian_oracle`` give the other levels. Definitions:
+docs/metrics.md.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from benchmark.scoring import DEAD_TOL, ScoringContext, mean_or_none, metric
 
@@ -20,7 +23,7 @@ MERGE_GAIN = 0.1  # |cos| gained by explaining a unit with its two best mechanis
 @metric(
     "mmcs",
     bounds=(0.0, 1.0),
-    version="2",
+    version="3",
     higher_is_better=True,
     description="Mean over mechanisms of the best |cosine| between any live unit (group or component) and the "
     "mechanism (principal-angle cosine for subspaces); APD/SPD's mean max cosine, mechanism-level and with |.|.",
@@ -34,10 +37,10 @@ def mmcs(ctx: ScoringContext) -> float | None:
 @metric(
     "hungarian",
     bounds=(0.0, 1.0),
-    version="2",
+    version="3",
     higher_is_better=True,
-    description="Headline. One-to-one (Hungarian) matching of mechanisms to live units maximising total |cosine|; "
-    "sum of matched |cosine| / max(#mechanisms, #live units): missing mechanisms, merges and extra units cost.",
+    description="Headline. One-to-one (Hungarian) matching of mechanisms to live units maximising total credit; "
+    "sum of matched credit / max(#mechanisms, #live units), units grouped by co-activation (threshold swept).",
 )
 def hungarian(ctx: ScoringContext) -> float | None:
     if not ctx.mechanisms:
@@ -47,9 +50,102 @@ def hungarian(ctx: ScoringContext) -> float | None:
 
 
 @metric(
-    "subspace_coverage",
+    "hungarian_raw",
     bounds=(0.0, 1.0),
     version="1",
+    higher_is_better=True,
+    grouped=False,
+    description="Grouping level 1: hungarian with every component its own unit (no grouping at all).",
+)
+def hungarian_raw(ctx: ScoringContext) -> float | None:
+    return hungarian(ctx.space.raw)
+
+
+@metric(
+    "hungarian_own",
+    bounds=(0.0, 1.0),
+    version="1",
+    higher_is_better=True,
+    grouped=False,
+    description="The method's own level: hungarian with the groups the method returns (where its paper defines "
+    "them, e.g. LIB); N/A for methods that return none.",
+)
+def hungarian_own(ctx: ScoringContext) -> float | None:
+    if not ctx.decomposition.groups:
+        return None
+    return hungarian(ctx.space.own)
+
+
+@metric(
+    "hungarian_oracle",
+    bounds=(0.0, 1.0),
+    version="1",
+    higher_is_better=True,
+    grouped=False,
+    description="Diagnostic upper bound, never a headline: hungarian with each component joined to the mechanism it "
+    "is closest to (the grouping uses the ground truth).",
+)
+def hungarian_oracle(ctx: ScoringContext) -> float | None:
+    return hungarian(ctx.space.oracle_grouped)
+
+
+def _mass_shares(ctx: ScoringContext) -> tuple[Tensor, Tensor]:
+    """(per live unit, the largest share of its squared norm credited to one mechanism; per mechanism, the
+    largest share of it credited to one unit): the squared credits' column and row maxima."""
+    sq = ctx.cosines.pow(2)[:, ctx.live]
+    if sq.shape[1] == 0:
+        return torch.zeros(0, dtype=torch.float64), torch.zeros(len(ctx.mechanisms), dtype=torch.float64)
+    return sq.max(dim=0).values, sq.max(dim=1).values
+
+
+@metric(
+    "mass_precision",
+    bounds=(0.0, 1.0),
+    version="1",
+    higher_is_better=True,
+    description="Over parameter mass: the share of each live unit's squared norm that lies in one mechanism "
+    "(squared credit of its best mechanism), averaged over live units. Merges, spurious and noisy units lower it.",
+)
+def mass_precision(ctx: ScoringContext) -> float | None:
+    if not ctx.mechanisms:
+        return None
+    best, _ = _mass_shares(ctx)
+    return float(best.mean()) if best.numel() else 0.0
+
+
+@metric(
+    "mass_recall",
+    bounds=(0.0, 1.0),
+    version="1",
+    higher_is_better=True,
+    description="Over parameter mass: how much of each mechanism its best unit covers (squared credit), weighted by "
+    "the mechanism's squared norm (equal weights where a mechanism is a span only). Splits and misses lower it.",
+)
+def mass_recall(ctx: ScoringContext) -> float | None:
+    if not ctx.mechanisms:
+        return None
+    _, best = _mass_shares(ctx)
+    return float((best * ctx.masses).sum() / ctx.masses.sum())
+
+
+@metric(
+    "mass_f1",
+    bounds=(0.0, 1.0),
+    version="1",
+    higher_is_better=True,
+    description="Harmonic mean of mass_precision and mass_recall.",
+)
+def mass_f1(ctx: ScoringContext) -> float | None:
+    p, r = mass_precision(ctx), mass_recall(ctx)
+    if p is None or r is None:
+        return None
+    return 2 * p * r / (p + r) if p + r else 0.0
+
+
+@metric(
+    "subspace_coverage",
+    bounds=(0.0, 1.0),
+    version="2",
     higher_is_better=True,
     description="Subspace mechanisms only: RMS of the principal-angle cosines between the mechanism's subspace "
     "and the span of its matched unit's components, zero-padded to the larger dimension (1 iff the spans agree).",
@@ -58,9 +154,8 @@ def subspace_coverage(ctx: ScoringContext) -> float | None:
     matched = dict(ctx.matching)
     scores = []
     for m, mech in enumerate(ctx.mechanisms):
-        if mech.subspace is None or mech.components is not None:
-            continue  # only mechanisms defined by a span alone (a span given beside exact components is
-            # the set of valid choices, not a subspace to cover)
+        if mech.components is not None:
+            continue  # only mechanisms defined by a span alone
         basis = ctx.bases[m]
         u = matched.get(m)
         if u is None:
@@ -78,7 +173,7 @@ def subspace_coverage(ctx: ScoringContext) -> float | None:
 @metric(
     "support_purity",
     bounds=(0.0, 1.0),
-    version="1",
+    version="2",
     higher_is_better=True,
     description="Mean over matched (mechanism, unit) pairs of the share of the unit's squared norm that lies inside "
     "the mechanism's support mask.",
@@ -95,7 +190,7 @@ def support_purity(ctx: ScoringContext) -> float | None:
 @metric(
     "split_mechanisms",
     bounds=(0.0, None),
-    version="1",
+    version="2",
     higher_is_better=False,
     description=f"Number of matched mechanisms that some unmatched live unit also covers: |cosine| >= {COVER_TOL} to "
     "the mechanism, and no closer to any other mechanism (one mechanism split over several units).",
@@ -116,7 +211,7 @@ def split_mechanisms(ctx: ScoringContext) -> float | None:
 @metric(
     "merged_components",
     bounds=(0.0, None),
-    version="1",
+    version="2",
     higher_is_better=False,
     description=f"Number of live units that lie mostly in the span of two mechanisms (|cosine| >= {COVER_TOL}) and "
     f"are explained by both better than by their best one alone (|cosine| gain >= {MERGE_GAIN}).",
@@ -147,7 +242,8 @@ def merged_components(ctx: ScoringContext) -> float | None:
 @metric(
     "dead_components",
     bounds=(0.0, None),
-    version="1",
+    version="2",
+    grouped=False,
     higher_is_better=False,
     description=f"Number of components with negligible norm (< {DEAD_TOL} x the largest) or, where the method gives "
     "attributions, never active on the evaluation inputs (unless matched to a mechanism no eval input uses).",

@@ -60,6 +60,7 @@ def _compute_column_cosines(ctx: ScoringContext) -> tuple[Tensor, Tensor, Tensor
     "mmcs_apd",
     bounds=(-1.0, 1.0),
     version="1",
+    grouped=False,
     higher_is_better=True,
     description="APD/SPD's MMCS: mean over exact, not-always-on mechanisms (TMS: columns of W) of the best cosine "
     "between a component restricted to the mechanism's support and the mechanism; signed where faithful.",
@@ -75,6 +76,7 @@ def mmcs_apd(ctx: ScoringContext) -> float | None:
     "ml2r_apd",
     bounds=(0.0, None),
     version="1",
+    grouped=False,
     higher_is_better=True,
     ideal=1.0,
     description="APD/SPD's ML2R: mean over the same mechanisms of ||best-cosine component on the support|| / "
