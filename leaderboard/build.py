@@ -2,10 +2,14 @@
 
 Layout of the output folder (``leaderboard/`` for the committed board)::
 
-    LEADERBOARD.md                Markdown: overall table, one table per tier, failed cells, toy models, methods
+    LEADERBOARD.md                Markdown: overall table, ranking robustness, one table per tier, one compact
+                                  table per metric, failed cells, toy models, methods
     leaderboard.csv  cells.csv    every statistic per table x method; every stored result, one row each
-    index.html                    one static page, sortable and filterable, no server, no network
-    latex/overall.tex tier<k>.tex booktabs tables for papers
+    metrics.csv                   every metric per (toy model, method) and per method overall, long format
+    robustness.csv                ranks per criterion, mean ranks, Kendall tau-b, order flips, long format
+    index.html                    one static page, sortable and filterable, a metric selector; no network
+    latex/overall.tex tier<k>.tex booktabs tables for papers (the headline, or ``--metric NAME``)
+    latex/robustness.tex          the ranks under every ranking criterion
     figures/*.png *.pdf           score by tier (95% CI), score vs wall time
 
     .pdbench-leaderboard          the marker: this folder is written by `pdbench leaderboard`, and these are its files
@@ -27,11 +31,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from benchmark.files import atomic_write_bytes
-from leaderboard.csv_tables import cells_csv, summary_csv
+from leaderboard.csv_tables import cells_csv, metrics_csv, robustness_csv, summary_csv
 from leaderboard.data import Board, build_board
 from leaderboard.figures import render_figures
 from leaderboard.html_page import render_html
-from leaderboard.latex import render_latex
+from leaderboard.latex_tables import render_tables
 from leaderboard.markdown import headline_markdown, render_markdown
 
 README_START = "<!-- LEADERBOARD:START -->"
@@ -48,16 +52,21 @@ class OutputFolderError(ValueError):
     """An output folder that ``pdbench leaderboard`` does not own (not empty, no marker file)."""
 
 
-def render_all(results: list[dict[str, Any]], problems: list[str] | None = None) -> tuple[Board, dict[str, bytes]]:
-    """Relative path -> file bytes for every artefact."""
+def render_all(
+    results: list[dict[str, Any]], problems: list[str] | None = None, metric: str | None = None
+) -> tuple[Board, dict[str, bytes]]:
+    """Relative path -> file bytes for every artefact; ``metric`` picks the LaTeX tables' metric (default: the
+    headline; :class:`~leaderboard.latex_tables.UnknownMetricError` where the results do not hold it)."""
     board = build_board(results, problems or [])
     files: dict[str, bytes] = {
         "LEADERBOARD.md": render_markdown(board, figure=True).encode(),
         "leaderboard.csv": summary_csv(board).encode(),
         "cells.csv": cells_csv(results).encode(),
+        "metrics.csv": metrics_csv(board).encode(),
+        "robustness.csv": robustness_csv(board).encode(),
         "index.html": render_html(board).encode(),
     }
-    files.update({f"latex/{k}": v.encode() for k, v in render_latex(board).items()})
+    files.update({f"latex/{k}": v.encode() for k, v in render_tables(board, metric).items()})
     files.update({f"figures/{k}": v for k, v in render_figures(board).items()})
     return board, files
 

@@ -1,5 +1,8 @@
-"""CSV exports: ``leaderboard.csv`` (one row per table x method, every statistic) and ``cells.csv`` (one row
-per stored result: toy model, method, seed, status, every metric), for spreadsheets and pandas.
+"""CSV exports for spreadsheets and pandas: ``leaderboard.csv`` (one row per table x method, every statistic of
+the headline), ``cells.csv`` (one row per stored result: toy model, method, seed, status, every metric),
+``metrics.csv`` (long format: one row per metric x (toy model, method) cell, and per metric x method overall,
+with mean and 95% interval) and ``robustness.csv`` (long format: ranks per criterion, mean ranks, Kendall
+tau-b, order flips).
 
 Every cell goes through :func:`csv_cell`: a text cell that a spreadsheet would read as a formula (it starts
 with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) gets a leading ``'`` (the OWASP CSV-injection
@@ -14,7 +17,7 @@ import re
 from typing import Any
 
 from benchmark.results import ResultRecord, as_records
-from leaderboard.data import Board, Stat
+from leaderboard.data import Board, Row, Stat
 
 SUMMARY_FIELDS = [
     "table",
@@ -38,7 +41,32 @@ SUMMARY_FIELDS = [
     "rank_best",
     "rank_worst",
     "wall_time_s",
+    "vs_refs",
+    "beats_refs",
+    "beats_refs_of",
 ]
+
+METRIC_FIELDS = [
+    "metric",
+    "direction",
+    "scope",  # "cell": one (toy model, method); "overall": the method over the overall table's toy models
+    "toy",
+    "tier",
+    "gt_status",
+    "method",
+    "reference_row",
+    "n_seeds",
+    "n_na",
+    "n_errors",
+    "n_toys",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "rank_key",  # smaller is better: -mean, mean, or the mean distance to the ideal
+    "rank",
+]
+
+ROBUSTNESS_FIELDS = ["kind", "criterion", "criterion_b", "method", "method_b", "rank", "value"]
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -93,6 +121,7 @@ def summary_csv(board: Board) -> str:
                     "" if rank[1] is None else rank[1],
                     "" if rank[2] is None else rank[2],
                     _num(r.wall_time_s),
+                    *_baseline(r),
                 ]
             )
     for (method, toy), c in board.cells.items():
@@ -117,9 +146,58 @@ def summary_csv(board: Board) -> str:
                 "",
                 "",
                 _num(c.wall_time_s),
+                "",
+                "",
+                "",
             ]
         )
     return _write(SUMMARY_FIELDS, rows)
+
+
+def _baseline(r: Row) -> list[str]:
+    b = r.baseline
+    if b is None:
+        return ["", "", ""]
+    beats = ["", ""] if r.method.reference_row else [str(b.beats), str(b.of)]
+    return [_num(b.normalised), *beats]
+
+
+def metrics_csv(board: Board) -> str:
+    """Every metric's cells and overall rows, long format (:mod:`leaderboard.metric_scores`)."""
+    toys = {t.name: t for t in board.toys}
+    rows: list[list[Any]] = []
+    for name, t in board.metrics.items():
+        for r in t.rows:
+            ref = int(r.reference)
+            rows.append(
+                [name, t.direction.label, "overall", "", "", "", r.method, ref, "", "", "", r.n_toys]
+                + [*_stat(r.score), _num(r.key), "" if r.rank is None else r.rank]
+            )
+            for toy in t.toys:
+                c = t.cell(r.method, toy)
+                if c is None:
+                    continue
+                info = toys[toy]
+                rows.append(
+                    [name, t.direction.label, "cell", toy, info.tier, info.gt_status, r.method, ref]
+                    + [c.n_seeds, c.n_na, c.n_errors, "", *_stat(c.score), "", ""]
+                )
+    return _write(METRIC_FIELDS, rows)
+
+
+def robustness_csv(board: Board) -> str:
+    """Ranks per criterion, mean ranks, Kendall tau-b between criteria and every order flip, long format."""
+    rob = board.robustness
+    rows: list[list[Any]] = []
+    if rob is None:
+        return _write(ROBUSTNESS_FIELDS, rows)
+    for c in rob.criteria:
+        rows += [["rank", c.criterion, "", m, "", c.rank[m], _num(c.score.get(m))] for m in rob.methods if m in c.rank]
+    rows += [["mean_rank", "", "", m, "", "", _num(rob.mean_rank[m])] for m in rob.methods if m in rob.mean_rank]
+    rows += [["tau", a, b, "", "", "", _num(v)] for (a, b), v in rob.tau.items()]
+    for f in rob.flips:
+        rows += [["flip", x, y, f.a, f.b, "", ""] for x in f.a_ahead for y in f.b_ahead]
+    return _write(ROBUSTNESS_FIELDS, rows)
 
 
 def cells_csv(results: list[ResultRecord] | list[dict[str, Any]]) -> str:

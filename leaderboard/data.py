@@ -14,6 +14,9 @@ CSV, HTML, figures), so the outputs can never disagree. Conventions (docs/design
   still shows them.
 - Reference rows (oracle, random, whole, pca, ...: ``reference_row`` in the result) are shown and marked,
   but only submitted methods are ranked.
+- Every metric the results hold gets a :class:`~leaderboard.metric_scores.MetricTable` (``Board.metrics``),
+  the ranking criteria a :class:`~leaderboard.robustness.Robustness`, and the overall rows a
+  :class:`~leaderboard.baseline.BaselineScore` (the headline against the reference rows).
 """
 
 from __future__ import annotations
@@ -25,8 +28,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from benchmark.names import NAME_PATTERN
 from benchmark.results import ResultRecord, as_records
 from leaderboard import stats
+from leaderboard.baseline import BaselineScore, baseline_scores
+from leaderboard.metric_scores import MetricCell, MetricTable, metric_table, record_cells
+from leaderboard.robustness import RANKING_METRICS, Robustness, robustness
+from leaderboard.stats import Stat
 
 CONFIDENCE = 0.95
 OVERALL = "overall"
@@ -52,15 +60,6 @@ class MethodInfo:
     paper: str
     reference_row: bool
     sees_ground_truth: bool
-
-
-@dataclass
-class Stat:
-    """A mean with its interval; ``None`` fields where there is nothing to average."""
-
-    mean: float | None = None
-    low: float | None = None
-    high: float | None = None
 
 
 @dataclass
@@ -101,6 +100,7 @@ class Row:
     rank: tuple[float, int, int] | None = None  # (mean rank, best, worst); None for reference rows
     wall_time_s: float | None = None
     by_tier: dict[int, Stat] = field(default_factory=dict)  # overall table only
+    baseline: BaselineScore | None = None  # overall table only
 
 
 @dataclass
@@ -121,9 +121,14 @@ class Board:
     overall: Table
     tiers: list[Table]
     problems: list[str] = field(default_factory=list)
+    metrics: dict[str, MetricTable] = field(default_factory=dict)  # the headline first
+    robustness: Robustness | None = None
 
     def cell(self, method: str, toy: str) -> Cell | None:
         return self.cells.get((method, toy))
+
+    def method(self, name: str) -> MethodInfo | None:
+        return next((m for m in self.methods if m.name == name), None)
 
 
 class BoardError(ValueError):
@@ -131,10 +136,7 @@ class BoardError(ValueError):
 
 
 def _ci(values: Sequence[float]) -> Stat:
-    if not values:
-        return Stat()
-    mean, low, high = stats.bootstrap_ci(values, confidence=CONFIDENCE)
-    return Stat(mean, low, high)
+    return stats.mean_ci(values, confidence=CONFIDENCE)
 
 
 def _success(values: Sequence[float]) -> tuple[Stat, int]:
@@ -307,7 +309,8 @@ TIER_NAMES = {
 
 def build_board(results: Iterable[ResultRecord], problems: Sequence[str] = ()) -> Board:
     """Every number the leaderboard shows, from validated result records (``benchmark.results.load_results``)."""
-    headline, toys_by_name, methods_by_name, grouped = _collect(as_records(results))
+    results = as_records(results)
+    headline, toys_by_name, methods_by_name, grouped = _collect(results)
     if not grouped:
         raise BoardError("no results to put on a leaderboard")
     toys = sorted(toys_by_name.values(), key=lambda t: (t.tier, t.name))
@@ -338,7 +341,45 @@ def build_board(results: Iterable[ResultRecord], problems: Sequence[str] = ()) -
             match = next((r for r in tier.rows if r.method.name == row.method.name), None)
             if match is not None and not all(t.contested for t in tier.toys):
                 row.by_tier[int(tier.key[4:])] = match.score
-    return Board(headline, toys, methods, cells, overall, tiers, list(problems))
+    _add_baseline(overall, methods, cells)
+    tables = metric_tables(headline, results, toys, methods, cells)
+    refs = {m.name: m.reference_row for m in methods}
+    return Board(headline, toys, methods, cells, overall, tiers, list(problems), tables, robustness(tables, refs))
+
+
+def _add_baseline(overall: Table, methods: list[MethodInfo], cells: dict[tuple[str, str], Cell]) -> None:
+    """Each overall row's headline against the reference rows that do not see the ground truth."""
+    toys = [t.name for t in overall.toys]
+    means = {k: c.score.mean for k, c in cells.items() if c.score.mean is not None}
+    refs = [m.name for m in methods if m.reference_row and not m.sees_ground_truth]
+    scores = baseline_scores(means, [r.method.name for r in overall.rows], refs, toys)
+    for row in overall.rows:
+        row.baseline = scores[row.method.name]
+
+
+def metric_tables(
+    headline: str,
+    records: Sequence[ResultRecord],
+    toys: list[ToyInfo],
+    methods: list[MethodInfo],
+    cells: dict[tuple[str, str], Cell],
+) -> dict[str, MetricTable]:
+    """A :class:`MetricTable` per metric in the results: the headline (its cells are the board's), then the
+    ranking criteria's metrics, then the others by name. Keys that are not valid metric names (a forged
+    result) get no table; ``cells.csv`` still lists them."""
+    present = {k for r in records if r.ok for k in r.metrics if NAME_PATTERN.fullmatch(k)} - {headline}
+    wanted = [p.strip() for c in RANKING_METRICS for p in c.split("+")]
+    names = [headline, *dict.fromkeys(n for n in wanted if n in present), *sorted(present - set(wanted))]
+    refs = {m.name: m.reference_row for m in methods}
+    all_toys, core = [t.name for t in toys], [t.name for t in toys if not t.contested]
+    out = {}
+    for name in names:
+        if name == headline:
+            mc = {k: MetricCell(c.values, c.n, len(c.na), len(c.errors), c.score) for k, c in cells.items()}
+        else:
+            mc = record_cells(records, name)
+        out[name] = metric_table(name, mc, refs, all_toys, core)
+    return out
 
 
 def fmt(x: float | None, digits: int = 3) -> str:

@@ -7,7 +7,8 @@ from a result file (method and toy names, error messages) is HTML-escaped; this 
 reads fine without JavaScript; the script only sorts and filters. The state lives in the URL hash, so a view
 can be linked to and tested headlessly: ``index.html#sort=overall.2.desc&q=pca&refs=0&table=tier1`` sorts the
 overall table by its third column (descending), keeps methods whose name contains "pca", hides reference rows
-and shows only tier 1.
+and shows only tier 1. The per-metric tables (one section per metric, :mod:`leaderboard.metric_scores`) are
+switched by the metric selector: ``#metric=mmcs`` shows the ``mmcs`` one (the headline's by default).
 """
 
 from __future__ import annotations
@@ -18,7 +19,21 @@ from functools import cache
 from pathlib import Path
 
 from leaderboard.data import Board, Cell, Row, Stat, Table, fmt, fmt_rank
-from leaderboard.markdown import CAP_MARK, ERR_MARK, legend, wall_text
+from leaderboard.markdown import CAP_MARK, ERR_MARK, beats_text, legend, vs_refs_text, wall_text
+from leaderboard.markdown_metrics import (
+    NA,
+    criterion_cell,
+    criterion_header,
+    distance_header,
+    flip_text,
+    mean_rank_text,
+    metric_cell_text,
+    rank_text,
+    tau_text,
+)
+from leaderboard.metric_scores import MetricCell, MetricTable
+from leaderboard.notes import blind_spot, direction_text, metrics_text, papers_blind_spot, robustness_text
+from leaderboard.text import interval_text
 
 TEMPLATES = Path(__file__).parent / "templates"
 TEMPLATE = "index.html.j2"
@@ -61,6 +76,9 @@ class HtmlRow:
     cells: list[Td]
 
 
+Pieces = list[tuple[str, bool]]  # text with `code` spans: (text, is code)
+
+
 @dataclass
 class Section:
     key: str
@@ -68,6 +86,11 @@ class Section:
     note: str
     head: list[Th]
     rows: list[HtmlRow]
+    paragraphs: list[Pieces] = field(default_factory=list)  # notes with code spans, after the table
+    metric: str | None = None  # a per-metric section: shown when the metric selector picks it
+    matrix: tuple[list[str], list[list[str]]] | None = None  # (header, rows) of a plain table (Kendall tau)
+    items: list[Pieces] = field(default_factory=list)  # a list after the table (order flips)
+    items_title: str = ""
 
 
 def _v(x: float | None) -> str:
@@ -77,7 +100,7 @@ def _v(x: float | None) -> str:
 def _stat_td(s: Stat, suffix: str = "", marks: list[Mark] | None = None) -> Td:
     if s.mean is None:
         return Td("-", v="")
-    ci = "" if s.low is None else f"[{fmt(s.low, 2)}, {fmt(s.high, 2)}]"
+    ci = "" if s.low is None else interval_text(s)
     return Td(fmt(s.mean), v=_v(s.mean), ci=ci, suffix=suffix, marks=marks or [])
 
 
@@ -136,6 +159,8 @@ def _overall(board: Board) -> Section:
         Th("rank", title="95% rank band"),
         Th("method", "text"),
         Th("score [95% CI]"),
+        Th("vs refs", title="mean over toy models of (s - b) / (1 - b), b = the best reference row's score"),
+        Th("beats refs", title="toy models on which the method beats every reference row (the oracle left out)"),
         Th("success"),
         *[Th(f"T{k}", title=f"tier {k} score") for k in tiers],
         Th("errors"),
@@ -148,6 +173,8 @@ def _overall(board: Board) -> Section:
                 _rank_td(r),
                 Td(r.method.name),
                 _stat_td(r.score, _partial(r)),
+                Td(vs_refs_text(r), v=_v(r.baseline.normalised if r.baseline else None)),
+                Td(beats_text(r), v="" if beats_text(r) == "-" else str(r.baseline.beats)),
                 _success_td(r),
                 *[_stat_td(r.by_tier[k]) if k in r.by_tier else Td("-", v="") for k in tiers],
                 Td(
@@ -189,10 +216,97 @@ def _section(t: Table, head: list[Th], rows: list[HtmlRow]) -> Section:
     return Section(t.key, t.title, t.note, head, rows)
 
 
-def _legend(board: Board) -> list[tuple[str, bool]]:
-    """The legend as (text, is code) pieces: the Markdown legend's `code` spans become <code> elements."""
-    parts = re.split(r"`([^`]*)`", legend(board, esc=str))
+def _pieces(text: str) -> Pieces:
+    """Markdown inline text as (text, is code) pieces: its `code` spans become <code> elements."""
+    parts = re.split(r"`([^`]*)`", text)
     return [(p, i % 2 == 1) for i, p in enumerate(parts) if p]
+
+
+def _legend(board: Board) -> Pieces:
+    return _pieces(legend(board, esc=str))
+
+
+def _robustness(board: Board) -> Section | None:
+    rob = board.robustness
+    if rob is None:
+        return None
+    head = [Th("mean rank"), Th("method", "text"), *[Th(criterion_header(c)) for c in rob.criteria]]
+    rows = [
+        HtmlRow(
+            m,
+            False,
+            0,
+            [
+                Td(mean_rank_text(rob, m), v=_v(rob.mean_rank.get(m))),
+                Td(m),
+                *[Td(criterion_cell(c, m), v=str(c.rank[m]) if m in c.rank else "") for c in rob.criteria],
+            ],
+        )
+        for m in rob.methods
+    ]
+    names = [c.criterion for c in rob.criteria]
+    matrix = (
+        ["Kendall tau-b", *names],
+        [[a, *[tau_text(rob.tau[(a, b)]) for b in names]] for a in names],
+    )
+    notes = [robustness_text(board)] + ([n] if (n := papers_blind_spot(board)) else [])
+    items = [_pieces(flip_text(f.a, f.b, f.a_ahead, f.b_ahead, lambda x: f"`{x}`")) for f in rob.flips]
+    return Section(
+        "robustness",
+        "Ranking robustness",
+        "",
+        head,
+        rows,
+        [_pieces(n) for n in notes],
+        matrix=matrix,
+        items=items or [[("No two methods swap places between these criteria.", False)]],
+        items_title="Order flips between criteria",
+    )
+
+
+def _metric_td(c: MetricCell | None) -> Td:
+    if c is None or c.score.mean is None:
+        return Td(metric_cell_text(c), v="", cls="err" if c is not None and c.n_errors else "")
+    marks = []
+    if c.n_errors:
+        marks.append(
+            Mark("errmark", f"{c.n_errors} of {c.n_seeds} seeds failed", f"{ERR_MARK}{c.n_errors}/{c.n_seeds}")
+        )
+    if c.n_na:
+        marks.append(Mark("namark", f"{c.n_na} of {c.n_seeds} seeds have no value (N/A)", f"{NA} x{c.n_na}"))
+    return _stat_td(c.score, marks=marks)
+
+
+def _metric(board: Board, i: int, t: MetricTable) -> Section:
+    contested = {x.name for x in board.toys if x.contested}
+    dist = distance_header(t)
+    head = [
+        Th("rank", title="rank among submitted methods"),
+        Th("method", "text"),
+        Th("overall [95% CI]", title="mean over the overall table's toy models"),
+        *([Th(dist, title="the rank key: mean over toy models of the distance to the ideal")] if dist else []),
+        *[
+            Th(x + ("*" if x in contested else ""), title="contested: not in overall" if x in contested else "")
+            for x in t.toys
+        ],
+    ]
+    rows = [
+        HtmlRow(
+            r.method,
+            r.reference,
+            sum(c.n_errors for x in t.toys if (c := t.cell(r.method, x))),
+            [
+                Td(rank_text(r), v="" if r.rank is None else str(r.rank)),
+                Td(r.method),
+                _stat_td(r.score) if r.score.mean is not None else Td(NA, v=""),
+                *([Td(NA if r.key is None else fmt(r.key), v=_v(r.key))] if dist else []),
+                *[_metric_td(t.cell(r.method, x)) for x in t.toys],
+            ],
+        )
+        for r in t.rows
+    ]
+    notes = [_pieces(n)] if (n := blind_spot(t)) else []
+    return Section(f"m{i}", f"Scores by toy model: {direction_text(t)}", "", head, rows, notes, metric=t.metric)
 
 
 @cache
@@ -211,5 +325,13 @@ def _template():
 
 
 def render_html(board: Board) -> str:
-    sections = [_overall(board), *(_tier(board, t) for t in board.tiers)]
-    return _template().render(legend=_legend(board), sections=sections)
+    rob = _robustness(board)
+    sections = [_overall(board), *([rob] if rob else []), *(_tier(board, t) for t in board.tiers)]
+    metrics = [_metric(board, i, t) for i, t in enumerate(board.metrics.values())]
+    return _template().render(
+        legend=_legend(board),
+        sections=sections,
+        metric_sections=metrics,
+        metrics_note=_pieces(metrics_text(board)),
+        headline=board.headline,
+    )

@@ -1,4 +1,5 @@
-"""The Markdown leaderboard (``LEADERBOARD.md``): an overall table and one table per tier.
+"""The Markdown leaderboard (``LEADERBOARD.md``): an overall table, ranking robustness, one table per tier,
+then one compact table per metric (:mod:`leaderboard.markdown_metrics`).
 
 Every number comes from :func:`leaderboard.data.build_board`; the text has no timestamp, so the same
 results always give the same file. Every string that comes from a result file (method and toy names,
@@ -8,35 +9,17 @@ raw HTML to a table.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
 from tabulate import tabulate
 
-from leaderboard.data import Board, Cell, Row, Stat, Table, build_board, fmt, fmt_rank
+from leaderboard.data import Board, Cell, Row, Table, build_board, fmt, fmt_rank
+from leaderboard.markdown_metrics import metrics_markdown, robustness_markdown
 from leaderboard.stats import SUCCESS_THRESHOLD
+from leaderboard.text import CAP_MARK, ERR_MARK, REF_MARK, interval_text, md_escape, stat_text
 
-REF_MARK = "(ref)"
-ERR_MARK = "✗"
-CAP_MARK = "†"
-
-_MD_SPECIAL = {"\\": "\\\\", "|": "\\|", "<": "&lt;", ">": "&gt;"}
-_LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
-
-
-def md_escape(text: object) -> str:
-    """A result-file string made safe for a Markdown table cell: line breaks become one space, ``|`` (and a
-    backslash, which could otherwise cancel that escape) is backslash-escaped and ``<``/``>`` become entities."""
-    return "".join(_MD_SPECIAL.get(ch, ch) for ch in _LINE_BREAKS.sub(" ", str(text)))
-
-
-def stat_text(s: Stat, interval: bool = True) -> str:
-    if s.mean is None:
-        return "-"
-    if not interval or s.low is None or s.high is None:
-        return fmt(s.mean)
-    return f"{fmt(s.mean)} [{fmt(s.low, 2)}, {fmt(s.high, 2)}]"
+__all__ = ["CAP_MARK", "ERR_MARK", "REF_MARK", "interval_text", "md_escape", "render_markdown", "stat_text"]
 
 
 def cell_text(c: Cell | None) -> str:
@@ -62,6 +45,18 @@ def success_text(row: Row) -> str:
     return f"{row.n_success}/{row.n_runs} [{fmt(row.success.low, 2)}, {fmt(row.success.high, 2)}]"
 
 
+def vs_refs_text(row: Row) -> str:
+    """The mean baseline-normalised headline score (:mod:`leaderboard.baseline`)."""
+    b = row.baseline
+    return "-" if b is None else "N/A" if b.normalised is None else f"{b.normalised:+.3f}"
+
+
+def beats_text(row: Row) -> str:
+    """On how many toy models the method beats every reference row (``-`` for a reference row)."""
+    b = row.baseline
+    return "-" if b is None or row.method.reference_row else f"{b.beats}/{b.of}"
+
+
 def wall_text(x: float | None) -> str:
     if x is None:
         return "-"
@@ -71,7 +66,17 @@ def wall_text(x: float | None) -> str:
 def overall_rows(board: Board) -> tuple[list[str], list[list[str]]]:
     table = board.overall
     tiers = sorted({t.tier for t in table.toys})
-    header = ["rank", "method", "score [95% CI]", "success", *[f"T{k}" for k in tiers], "errors", "time/cell (s)"]
+    header = [
+        "rank",
+        "method",
+        "score [95% CI]",
+        "vs refs",
+        "beats refs",
+        "success",
+        *[f"T{k}" for k in tiers],
+        "errors",
+        "time/cell (s)",
+    ]
     rows = []
     for r in table.rows:
         score = stat_text(r.score) + ("" if r.complete else " (partial)")
@@ -80,6 +85,8 @@ def overall_rows(board: Board) -> tuple[list[str], list[list[str]]]:
                 fmt_rank(r.rank) or ("ref" if r.method.reference_row else "-"),
                 method_text(r),
                 score,
+                vs_refs_text(r),
+                beats_text(r),
                 success_text(r),
                 *[fmt(r.by_tier[k].mean) if k in r.by_tier else "-" for k in tiers],
                 f"{ERR_MARK}{r.n_errors}" if r.n_errors else "0",
@@ -114,7 +121,11 @@ def legend(board: Board, esc: Callable[[str], str] = md_escape) -> str:
         f"paired bootstrap over (toy model, seed) cells, so methods whose bands overlap are statistically "
         f"tied. Only submitted methods are ranked; `{REF_MARK}` marks reference rows (oracle, random, whole, "
         f"pca, ...). `{ERR_MARK}k/n`: k of n seeds failed; a failed seed scores 0 and is never dropped. "
-        f"`{CAP_MARK}k`: k seeds reached the suite's CPU-time cap and stopped before their default steps."
+        f"`{CAP_MARK}k`: k seeds reached the suite's CPU-time cap and stopped before their default steps. "
+        f"`vs refs`: the mean over toy models of (s - b) / (1 - b), where b is the best reference row's score on "
+        f"that toy model (the oracle, which sees the ground truth, left out): 0 = as good as the best reference, "
+        f"1 = perfect, below 0 = worse; N/A where b = 1. `beats refs`: the toy models on which the method's mean "
+        f"beats every reference row's (the oracle left out)."
     )
 
 
@@ -130,12 +141,14 @@ def render_markdown(results: list[dict[str, Any]] | Board, figure: bool = False)
     parts += [tabulate(rows, headers=header, tablefmt="github", disable_numparse=True), ""]
     if figure:
         parts += ["![score by tier](figures/score_by_tier.png)", ""]
+    parts += robustness_markdown(board)
     for table in board.tiers:
         header, rows = tier_rows(board, table)
         parts += [f"## {table.title}", ""]
         if table.note:
             parts += [f"*{table.note}.*", ""]
         parts += [tabulate(rows, headers=header, tablefmt="github", disable_numparse=True), ""]
+    parts += metrics_markdown(board)
     failed = [(c.toy, c.method, s, e) for c in board.cells.values() for s, e in sorted(c.errors.items())]
     if failed:
         parts += [

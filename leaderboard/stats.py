@@ -1,5 +1,6 @@
 """Statistics over seeds: bootstrap means, success rates and rank bands (docs/design.md, section 7).
 
+- :class:`Stat` and :func:`mean_ci`: a mean with its interval, as every leaderboard output shows it.
 - :func:`bootstrap_ci`: mean over seeds with a bootstrap interval (BCa, falling back to percentile
   where BCa is undefined), through :func:`scipy.stats.bootstrap`.
 - :func:`wilson_interval`: the Wilson score interval for a success rate (``scipy.stats.binomtest``).
@@ -15,7 +16,8 @@ from __future__ import annotations
 import math
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats as sps
@@ -23,6 +25,23 @@ from scipy import stats as sps
 SUCCESS_THRESHOLD = 0.9
 """A seed succeeds when its headline score (matched mechanism recovery, in [0, 1]) is at least 0.9:
 every mechanism is recovered, on average, within about 26 degrees by its own component."""
+
+
+@dataclass
+class Stat:
+    """A mean with its interval; ``None`` fields where there is nothing to average."""
+
+    mean: float | None = None
+    low: float | None = None
+    high: float | None = None
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Stat:
+    """:func:`bootstrap_ci` of ``values`` as a :class:`Stat` (an empty :class:`Stat` for no values)."""
+    if len(values) == 0:
+        return Stat()
+    mean, low, high = bootstrap_ci(values, confidence=confidence)
+    return Stat(mean, low, high)
 
 
 def _finite_array(values: Iterable[float], what: str) -> np.ndarray:

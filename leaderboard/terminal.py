@@ -17,7 +17,7 @@ from typing import Any
 from tabulate import tabulate
 
 from leaderboard.data import Board, Cell, Row, Table, build_board, fmt, fmt_rank
-from leaderboard.markdown import CAP_MARK, ERR_MARK, REF_MARK, legend, stat_text, wall_text
+from leaderboard.markdown import CAP_MARK, ERR_MARK, REF_MARK, beats_text, legend, stat_text, vs_refs_text, wall_text
 
 WIDTH = 120
 NAME_WIDTH = 22  # method names
@@ -90,12 +90,24 @@ def _fit(header: list[str], rows: list[list[str]], fixed: int, width: int) -> li
 def _overall(board: Board, width: int) -> list[str]:
     t = board.overall
     tiers = sorted({x.tier for x in t.toys})
-    header = ["rank", "method", "score [95% CI]", "success", *[f"T{k}" for k in tiers], "err", "s/cell"]
+    header = [
+        "rank",
+        "method",
+        "score [95% CI]",
+        "vs refs",
+        "beats",
+        "success",
+        *[f"T{k}" for k in tiers],
+        "err",
+        "s/cell",
+    ]
     rows = [
         [
             _rank(r),
             _method(r),
             stat_text(r.score) + ("" if r.complete else " (partial)"),
+            vs_refs_text(r),
+            beats_text(r),
             f"{r.n_success}/{r.n_runs}",
             *[fmt(r.by_tier[k].mean) if k in r.by_tier else "-" for k in tiers],
             f"{ERR_MARK}{r.n_errors}" if r.n_errors else "0",

@@ -187,4 +187,3 @@ def _export(trainer: SPDTrainer, hp: dict[str, Any], log: Any, seed: int) -> Dec
         steps=log.steps, stopped_early=log.stopped_early, hparams={**hp, "steps": trainer.cfg.steps}, extra=extra
     )
     return Decomposition(components, attributions=attributions, faithful=True, record=record)
-

@@ -31,6 +31,7 @@ class Tables(HTMLParser):
         self.sorted_by: dict[str, tuple[int, str]] = {}
         self.body_attrs: dict[str, str | None] = {}
         self.counts: dict[str, str] = {}
+        self.sections: dict[str, tuple[str | None, bool]] = {}  # id -> (data-metric, hidden)
         self._table: str | None = None
         self._section: str | None = None
         self._row: dict | None = None
@@ -44,6 +45,7 @@ class Tables(HTMLParser):
             self.body_attrs = a
         elif tag == "section":
             self._section = a.get("id")
+            self.sections[a["id"]] = (a.get("data-metric"), "hidden" in a)
         elif tag == "span" and a.get("class") == "count":
             self._in_count = True
         elif tag == "table" and a.get("class") == "lb":
@@ -148,3 +150,29 @@ def test_filtering_by_name_and_hiding_reference_rows(page, tmp_path):
     assert dom.counts["overall"] == "1 of 4 methods shown"
     dom = render(page, "errs=1", tmp_path)
     assert [r["method"] for r in dom.tables["tier1"] if not r["hidden"]] == ["meh"]
+
+
+def _shown(dom: Tables) -> list[str]:
+    return [k for k, (_, hidden) in dom.sections.items() if not hidden]
+
+
+def test_the_metric_selector_switches_the_per_metric_table(page, tmp_path):
+    metrics = {k: m for k, (m, _) in static(page).sections.items() if m is not None}
+    assert sorted(metrics.values()) == ["hungarian", "mmcs"]
+    dom = render(page, "", tmp_path)  # the headline's table by default, beside every other table
+    assert [metrics[k] for k in _shown(dom) if k in metrics] == ["hungarian"] and "overall" in _shown(dom)
+    dom = render(page, "metric=mmcs&table=metrics", tmp_path)
+    assert [metrics.get(k, k) for k in _shown(dom)] == ["mmcs"]
+    mmcs = next(k for k, m in metrics.items() if m == "mmcs")
+    dom = render(page, f"metric=mmcs&table=metrics&sort={mmcs}.2.asc&refs=0", tmp_path)
+    rows = [r for r in dom.tables[mmcs] if not r["hidden"]]
+    assert [r["method"] for r in rows] == ["meh", "good"] and dom.counts[mmcs] == "2 of 4 methods shown"
+    dom = render(page, "metric=no-such-metric&table=metrics", tmp_path)  # falls back to the headline
+    assert [metrics.get(k, k) for k in _shown(dom)] == ["hungarian"]
+
+
+def test_the_robustness_table_is_rendered_and_sortable(page, tmp_path):
+    rows = static(page).tables["robustness"]
+    assert [r["method"] for r in rows] == ["good", "meh"] and rows[0]["text"][2].startswith("1 (")
+    dom = render(page, "sort=robustness.0.desc&table=robustness", tmp_path)
+    assert [r["method"] for r in dom.tables["robustness"]] == ["meh", "good"] and _shown(dom) == ["robustness"]

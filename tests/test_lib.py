@@ -215,8 +215,10 @@ def test_block_model_lib_stays_in_blocks_and_groups_recover_them(toy):
         ]
         total = sum(float(v.pow(2).sum()) for v in summed.values() if isinstance(v, Tensor))
         assert max(inside) > 0.98 * total
-    s = score(t, dec, ["hungarian"])
-    assert s["hungarian"] > 0.95
+    # its paper's grouping is LIB's own level; its centred activations fire on nearly every input, so the
+    # engine's co-activation grouping cannot tell the blocks apart (docs/metrics.md, "Grouping levels")
+    s = score(t, dec, ["hungarian_own", "hungarian"])
+    assert s["hungarian_own"] > 0.95 and s["hungarian"] < s["hungarian_own"]
 
 
 def test_dense_block_chain_features_are_block_pure():

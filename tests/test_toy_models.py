@@ -248,25 +248,9 @@ def test_tms_identity_is_frozen_and_matches_plain_tms(toy):
         assert torch.equal(ident.model.hidden_layer, torch.eye(m1))
         # H = I makes the training plain TMS's, up to float summation order (measured: 6e-4 of 0.89 on 40-10)
         assert torch.allclose(plain.model.W, ident.model.W, atol=5e-3 * float(plain.model.W.abs().max()))
-        pieces = [m for m in ident.ground_truth.mechanisms if m.name.startswith("identity")]
-        assert len(pieces) == m1 and all(m.always_on and m.rank == m1 * m1 for m in pieces)
-
-
-def test_identity_pieces_score_any_basis():
-    """A rotated split of the identity into rank-1 pieces is just as valid, and scores |cos| 1."""
-    from toy_models.tms import TMSId
-
-    toy = TMSId()
-    net = toy.make_model()
-    mech = toy.mechanisms(net)[-1]
-    names, shapes = toy.spec.decomposed, {k: v.shape for k, v in net.named_parameters()}
-    theta = torch.tensor(0.3)
-    u = torch.stack([torch.cos(theta), torch.sin(theta)])
-    rotated = torch.cat([torch.zeros(10), torch.outer(u, u).reshape(-1)]).double()
-    basis = mech.basis(names, shapes)
-    assert float((basis @ rotated).norm() / rotated.norm()) == pytest.approx(1.0, abs=1e-9)
-    in_w = torch.cat([torch.ones(10), torch.zeros(4)]).double()
-    assert float((basis @ in_w).norm()) == pytest.approx(0.0, abs=1e-12)
+        ident_mechs = [m for m in ident.ground_truth.mechanisms if m.name.startswith("identity")]
+        assert len(ident_mechs) == 1 and ident_mechs[0].always_on  # one mechanism: I itself
+        assert torch.equal(ident_mechs[0].components["hidden_layer"], torch.eye(m1))
 
 
 def test_higher_rank_mechanisms_have_rank_above_one(toy):
@@ -274,13 +258,8 @@ def test_higher_rank_mechanisms_have_rank_above_one(toy):
     groups = [m for m in t.ground_truth.mechanisms if m.name.startswith("group")]
     assert len(groups) == 6
     for m in groups:
-        assert m.rank == 25
         W = m.components["W_in"]
-        assert torch.linalg.matrix_rank(W) == 5
-        # the exact component lies in the span that scores it
-        v = torch.cat([W.reshape(-1), torch.zeros(300)]).double()
-        b = m.basis(t.spec.decomposed, t.param_shapes())
-        assert float((b @ v).norm() / v.norm()) == pytest.approx(1.0, abs=1e-6)
+        assert torch.linalg.matrix_rank(W) == 5  # one exact rank-5 matrix (no span: a sliver must not score)
     x = t.sample(2000, torch.Generator().manual_seed(0))
     nz = x.ne(0).view(-1, 6, 5)
     assert (nz.all(dim=2) | ~nz.any(dim=2)).float().mean() > 0.999, "groups switch on together"

@@ -90,12 +90,24 @@ def hungarian_oracle(ctx: ScoringContext) -> float | None:
 
 
 def _mass_shares(ctx: ScoringContext) -> tuple[Tensor, Tensor]:
-    """(per live unit, the largest share of its squared norm credited to one mechanism; per mechanism, the
-    largest share of it credited to one unit): the squared credits' column and row maxima."""
-    sq = ctx.cosines.pow(2)[:, ctx.live]
-    if sq.shape[1] == 0:
+    """(per live unit, the largest share of its squared norm inside one mechanism's support; per mechanism,
+    the largest share of it that one unit covers: the squared cosine between the mechanism and the unit's
+    part inside the mechanism's support, or the squared credit for a span-only mechanism). A split costs
+    recall only (each piece lies in one mechanism), a merge precision only (its unit covers each of its
+    mechanisms whole)."""
+    live = ctx.live
+    if not bool(live.any()):
         return torch.zeros(0, dtype=torch.float64), torch.zeros(len(ctx.mechanisms), dtype=torch.float64)
-    return sq.max(dim=0).values, sq.max(dim=1).values
+    sq = ctx.cosines.pow(2)
+    inside = ctx.support_sq_norms("units")
+    along = torch.zeros_like(sq).index_add_(0, ctx.basis_owner, ctx.projections.pow(2))
+    cover = torch.where(ctx.span_only[:, None], sq, along / inside.clamp_min(1e-300)).clamp(0.0, 1.0)
+    share = (inside / ctx.unit_norms.pow(2).clamp_min(1e-300)[None, :]).clamp(0.0, 1.0)
+    if not ctx.decomposition.faithful:  # a unit of several components is their span: its credit says it all
+        spans = torch.tensor([len(idx) > 1 for idx in ctx.units], dtype=torch.bool)
+        share = torch.where(spans[None, :], sq, share)
+        cover = torch.where(spans[None, :], sq, cover)
+    return share[:, live].max(dim=0).values, cover[:, live].max(dim=1).values
 
 
 @metric(
@@ -103,8 +115,8 @@ def _mass_shares(ctx: ScoringContext) -> tuple[Tensor, Tensor]:
     bounds=(0.0, 1.0),
     version="1",
     higher_is_better=True,
-    description="Over parameter mass: the share of each live unit's squared norm that lies in one mechanism "
-    "(squared credit of its best mechanism), averaged over live units. Merges, spurious and noisy units lower it.",
+    description="Over parameter mass: the largest share of each live unit's squared norm inside one mechanism's "
+    "support, averaged over live units. Merges and units that spill outside a mechanism lower it; splits do not.",
 )
 def mass_precision(ctx: ScoringContext) -> float | None:
     if not ctx.mechanisms:
@@ -118,8 +130,9 @@ def mass_precision(ctx: ScoringContext) -> float | None:
     bounds=(0.0, 1.0),
     version="1",
     higher_is_better=True,
-    description="Over parameter mass: how much of each mechanism its best unit covers (squared credit), weighted by "
-    "the mechanism's squared norm (equal weights where a mechanism is a span only). Splits and misses lower it.",
+    description="Over parameter mass: how much of each mechanism its best unit covers (squared cosine with the unit's "
+    "part inside the mechanism's support), weighted by the mechanism's squared norm (equal weights where a mechanism "
+    "is a span only). Splits and misses lower it; merges do not.",
 )
 def mass_recall(ctx: ScoringContext) -> float | None:
     if not ctx.mechanisms:
