@@ -26,6 +26,7 @@ from benchmark.decomposition import flatten
 from benchmark.registry import TOY_MODELS
 
 GTStatus = Literal["exact", "strong", "contested"]
+Locality = Literal["exact", "readout", "ratio", "perturb"]  # see ToyModel.locality
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,31 @@ class ToyModel(ABC):
 
     spec: ToyModelSpec
     max_health_retries: int = 10
+
+    # -- facts about the ground truth, checked by tests/test_toy_models.py on every registered toy ---------
+    # The defaults are the strictest claims; a toy overrides the ones that do not hold for it.
+    locality: Locality = "exact"
+    """How removing a mechanism (subtracting its component, or projecting out its span) may move the output
+    on inputs that do not use it. ``"exact"``: not at all (float32 rounding, 1e-4 of the output scale).
+    ``"readout"``: the tied read-out of TMS, where mechanism m also holds output m's read of the hidden state:
+    only output m moves, by at most the model's own error there (its label is 0) plus the value output m
+    falls to without the mechanism. ``"ratio"``: no exact locality (cross-layer pieces, the 2-3 layer resid
+    MLPs): the mean change on the inputs that use it must be ``locality_ratio`` times the mean change on the
+    others. ``"perturb"``: support-level spans with no exact split: moving the weights by 2% of their norm
+    along each span direction must move the outputs of its inputs ``locality_ratio`` times more (mean) than
+    the others' (L3D's intervention test, arXiv:2504.00194 section 3)."""
+    locality_ratio: float = 10.0
+    """The selectivity that ``"ratio"`` and ``"perturb"`` require; unused by ``"exact"`` and ``"readout"``."""
+    ablation_moved_share: float = 0.9
+    """Share of the non-zero inputs that use a mechanism on which removing it must move the output by more
+    than 1e-3 of the output scale. Lower where a small input stays under a ReLU threshold (TMS: a small x_c
+    stays under output c's negative bias; resid MLPs: a negative x_i mostly leaves the ReLU off)."""
+    activation_rate: float | None = None
+    """P(a mechanism that is not always-on is active on one input from ``sample``): p for independent
+    features, p / (1 - (1 - p)^units) when all-zero inputs are redrawn. None: not stated, so not checked
+    (every built-in toy states it)."""
+    drops_zero_inputs: bool = False
+    """True where ``sample`` redraws every all-zero input (L3D's generator, docs/reference/l3d.md 2)."""
 
     def __init__(self) -> None:
         self._model: nn.Module | None = None

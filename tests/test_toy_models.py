@@ -2,68 +2,134 @@
 
 For each model: the exact components sum to the decomposed weights; ablating a mechanism (subtracting
 its component, or projecting its subspace out of the weights) changes the output on inputs that use it
-and leaves the others unchanged within the tolerance stated per model below; ``active()`` agrees with
-the data generator's rates; the spec and the build record are complete.
+and leaves the others unchanged within the locality the model declares; ``active()`` agrees with the
+activation rate it declares; the spec and the build record are complete.
+
+What may differ between models is stated on the model (``ToyModel.locality``, ``locality_ratio``,
+``ablation_moved_share``, ``activation_rate``, ``drops_zero_inputs``; docs/adding_a_toy.md), so these
+checks run unchanged on a toy registered by a plugin: ``PluginToy`` below is one. To run them on the toys of
+your own plugin files: ``PDBENCH_TEST_PLUGINS=my_toy.py python -m pytest tests/test_toy_models.py``
+(several files separated by ``os.pathsep``); toys installed under the ``pdbench.toy_models`` entry point are
+included without it.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import typing
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.func import functional_call
 
-from benchmark.registry import TOY_MODELS
-from benchmark.toy import Mechanism, ToyModel
+from benchmark.cache import WeightCache
+from benchmark.registry import TOY_MODELS, load_plugin
+from benchmark.toy import LinearSite, Locality, Mechanism, ToyModel, ToyModelSpec, load_toy
 
-ZOO = sorted(TOY_MODELS.names())
+for _path in filter(None, os.environ.get("PDBENCH_TEST_PLUGINS", "").split(os.pathsep)):
+    load_plugin(_path)
+REGISTERED = sorted(TOY_MODELS.names())
+PLUGIN = "plugin_linear_toy"  # registered by the ``plugin_toy`` fixture, for this module's tests only
+ZOO = [*REGISTERED, PLUGIN]
 N_EVAL = 4096
 
-# How an ablated mechanism may move outputs on inputs that do not use it:
-# - "exact": not at all (float32 rounding only, 1e-4 of the output scale);
-# - "readout": TMS's tied read-out: removing W[:, c] also removes output c's read of the hidden state, so
-#   on inputs without feature c only output c moves, and by at most the model's own error there (its
-#   label is 0) plus ReLU(b_c);
-# - ("ratio", R): no exact locality (cross-layer ground truth): the mean change on inputs that use the
-#   mechanism must be at least R times the mean change on inputs that do not;
-# - ("perturb", R): support-level ground truth (a span, no exact split): moving the weights by 2% of their
-#   norm along each basis direction changes outputs on the mechanism's inputs at least R times more (mean)
-#   than on the others (L3D's intervention test, arXiv:2504.00194 section 3).
-LOCALITY: dict[str, object] = {
-    "block_mlp": "exact",
-    "shared_neurons": "exact",
-    "tmcs_10-5-10": "exact",
-    "higher_rank_30-10-30": "exact",
-    "resid_mlp1": "exact",
-    "tms_5-2": "readout",
-    "tms_40-10": "readout",
-    "tms_5-2-id": "readout",
-    "tms_40-10-id": "readout",
-    "parallel_tms": "readout",
-    "resid_mlp2": ("ratio", 3.0),
-    "resid_mlp3": ("ratio", 3.0),
-    "square_mlp": ("perturb", 10.0),
-}
 
-# The generator's probability that a (non-always-on) mechanism is active: (p, independent units, all-zero
-# rows dropped). With dropping, P(active) = p / (1 - (1 - p)^units).
-RATES: dict[str, tuple[float, int, bool]] = {
-    "block_mlp": (0.25, 4, False),
-    "shared_neurons": (0.2, 6, False),
-    "tms_5-2": (0.05, 5, False),
-    "tms_40-10": (0.05, 40, False),
-    "tms_5-2-id": (0.05, 5, False),
-    "tms_40-10-id": (0.05, 40, False),
-    "parallel_tms": (0.05, 15, True),
-    "tmcs_10-5-10": (0.05, 10, True),
-    "higher_rank_30-10-30": (0.05, 6, True),
-    "square_mlp": (0.05, 5, True),
-    "resid_mlp1": (0.01, 100, False),
-    "resid_mlp2": (0.01, 100, False),
-    "resid_mlp3": (0.01, 102, False),
-}
+class PluginNet(nn.Module):
+    def __init__(self, n: int):
+        super().__init__()
+        self.W = nn.Parameter(torch.zeros(n, n))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x @ self.W.T
+
+
+class PluginToy(ToyModel):
+    """A minimal toy as a plugin file would define it, with every fact left at its default: ``y = W x`` with
+    a dense W set from the seed, 4 independent features (p = 0.3, U[0,1)), mechanism i = column i of W."""
+
+    def __init__(self, n: int = 4, p_active: float = 0.3, seed: int = 0, name: str = PLUGIN):
+        super().__init__()
+        self.n, self.p = n, p_active
+        self.spec = ToyModelSpec(
+            name=name,
+            tier=0,
+            version="1",
+            seed=seed,
+            gt_status="exact",
+            description=f"y = W x, {n} sparse features (p={p_active}); one mechanism per column of W.",
+            paper="(test plugin)",
+            decomposed=("W",),
+        )
+
+    def make_model(self) -> nn.Module:
+        return PluginNet(self.n)
+
+    def fit(self, model: nn.Module, seed: int) -> dict[str, Any]:
+        with torch.no_grad():
+            model.W.copy_(torch.randn(self.n, self.n, generator=torch.Generator().manual_seed(seed)))
+        return {"hand_built": True}
+
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        on = torch.rand(n, self.n, generator=generator) < self.p
+        return torch.rand(n, self.n, generator=generator) * on
+
+    def mechanisms(self, model: nn.Module) -> list[Mechanism]:
+        out = []
+        for i in range(self.n):
+            mask = torch.zeros(self.n, self.n, dtype=torch.bool)
+            mask[:, i] = True
+            out.append(Mechanism(f"col{i}", support={"W": mask}, components={"W": torch.where(mask, model.W, 0.0)}))
+        return out
+
+    def active(self, inputs: Tensor) -> Tensor:
+        return inputs != 0
+
+    def sites(self, model: nn.Module, inputs: Tensor) -> list[LinearSite]:
+        return [LinearSite("W", inputs)]
+
+
+class RowsAsMechanisms(PluginToy):
+    """A wrong ground truth for the same network: mechanism i claimed to be row i of W (still summing to W),
+    active when x_i is; removing a row moves output i on every input, so the declared exact locality fails."""
+
+    def mechanisms(self, model: nn.Module) -> list[Mechanism]:
+        out = []
+        for i in range(self.n):
+            mask = torch.zeros(self.n, self.n, dtype=torch.bool)
+            mask[i] = True
+            out.append(Mechanism(f"row{i}", support={"W": mask}, components={"W": torch.where(mask, model.W, 0.0)}))
+        return out
+
+
+def _unregister(name: str) -> None:
+    # the registry has no public removal (names are meant to stay for the process); a test cleans up its own
+    for table in (TOY_MODELS._objects, TOY_MODELS._lazy, TOY_MODELS._origins):
+        table.pop(name, None)
+
+
+@pytest.fixture(scope="module")
+def plugin_toy(tmp_path_factory) -> Iterator[ToyModel]:
+    """``PluginToy`` registered in ``TOY_MODELS`` (as a ``--plugin`` file's ``TOY_MODELS.register`` does),
+    built through ``load_toy`` into a temporary weight cache, and unregistered afterwards."""
+    TOY_MODELS.register(PLUGIN, PluginToy)
+    try:
+        yield load_toy(PLUGIN, cache=WeightCache(tmp_path_factory.mktemp("plugin_weights")))
+    finally:
+        _unregister(PLUGIN)
+
+
+@pytest.fixture
+def zoo(toy, request) -> Callable[[str], ToyModel]:
+    """``zoo(name)``: the built toy ``name``, a built-in (session-shared) or the plugin."""
+
+    def get(name: str) -> ToyModel:
+        return request.getfixturevalue("plugin_toy") if name == PLUGIN else toy(name)
+
+    return get
 
 
 def ablated_params(toy: ToyModel, mech: Mechanism) -> dict[str, Tensor]:
@@ -91,13 +157,29 @@ def eval_inputs(toy: ToyModel, n: int = N_EVAL, seed: int = 123) -> Tensor:
     return toy.sample(n, torch.Generator().manual_seed(seed))
 
 
-def test_every_registered_model_has_a_policy():
-    assert set(ZOO) == set(LOCALITY) == set(RATES), "a new toy model needs its tolerance and rate stated here"
+def check_facts(t: ToyModel) -> None:
+    """The toy's declared facts are well formed."""
+    assert t.locality in typing.get_args(Locality), f"locality {t.locality!r}"
+    assert t.locality not in ("ratio", "perturb") or t.locality_ratio > 1, f"locality_ratio {t.locality_ratio}"
+    assert 0 < t.ablation_moved_share <= 1, f"ablation_moved_share {t.ablation_moved_share}"
+    assert t.activation_rate is None or 0 < t.activation_rate < 1, f"activation_rate {t.activation_rate}"
+    assert isinstance(t.drops_zero_inputs, bool)
 
 
 @pytest.mark.parametrize("name", ZOO)
-def test_spec_and_build_record(toy, name):
-    t = toy(name)
+def test_declared_facts_are_well_formed(zoo, name):
+    check_facts(zoo(name))
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+def test_every_builtin_model_states_its_activation_rate(name):
+    t = TOY_MODELS.get(name)()
+    if not type(t).__module__.startswith("toy_models."):
+        pytest.skip("a plugin's toy may leave its activation rate unstated (then it is not checked)")
+    assert t.activation_rate is not None, "a built-in toy states the rate its sampler makes"
+
+
+def check_spec_and_build_record(t: ToyModel, name: str) -> None:
     spec = t.spec
     assert spec.name == name and spec.paper and spec.description and spec.version
     assert spec.gt_status in ("exact", "strong", "contested")
@@ -110,8 +192,11 @@ def test_spec_and_build_record(toy, name):
 
 
 @pytest.mark.parametrize("name", ZOO)
-def test_mechanism_shapes_and_bases(toy, name):
-    t = toy(name)
+def test_spec_and_build_record(zoo, name):
+    check_spec_and_build_record(zoo(name), name)
+
+
+def check_mechanism_shapes_and_bases(t: ToyModel) -> None:
     shapes = t.param_shapes()
     mechs = t.ground_truth.mechanisms
     assert mechs and len({m.name for m in mechs}) == len(mechs)
@@ -131,8 +216,13 @@ def test_mechanism_shapes_and_bases(toy, name):
 
 
 @pytest.mark.parametrize("name", ZOO)
-def test_exact_components_sum_to_the_weights(toy, name):
-    t = toy(name)
+def test_mechanism_shapes_and_bases(zoo, name):
+    check_mechanism_shapes_and_bases(zoo(name))
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_exact_components_sum_to_the_weights(zoo, name):
+    t = zoo(name)
     mechs = t.ground_truth.mechanisms
     if t.spec.gt_status == "strong":
         assert all(m.components is None for m in mechs), "a strong ground truth claims no exact split"
@@ -146,52 +236,50 @@ def test_exact_components_sum_to_the_weights(toy, name):
         assert err <= 1e-5 * max(1.0, float(w.abs().max())), f"{k}: components miss the weights by {err:.2e}"
 
 
-# Share of the inputs that use a mechanism (and are not all-zero) on which ablating it must move the output
-# by more than 1e-3 of the output scale. Lower for TMS (a small x_c can stay under output c's negative bias)
-# and for the resid MLPs (a negative x_i mostly leaves the ReLU off, so the MLP barely uses it).
-MOVED = {"readout": 0.75, "resid_mlp1": 0.5, "resid_mlp2": 0.5, "resid_mlp3": 0.5}
 SUBSET = 12  # mechanisms checked per model in the default run; all of them under -m slow
 
 
-def check_ablation(t: ToyModel, name: str, subset: int | None) -> None:
+def check_ablation(t: ToyModel, subset: int | None) -> None:
+    """Removing each mechanism moves the output on the inputs that use it (on ``t.ablation_moved_share`` of
+    them) and, on the others, only as far as ``t.locality`` allows."""
     x = eval_inputs(t)
     act = t.ground_truth.active(x)
     nonzero = x.ne(0).any(dim=1)
     y0 = t.model(x)
     scale = float(y0.abs().mean())
-    policy = LOCALITY[name]
     mechs = list(enumerate(t.ground_truth.mechanisms))
     if subset is not None and len(mechs) > subset:
         pick = set(torch.linspace(0, len(mechs) - 1, subset).round().long().tolist())
         mechs = [(m, mech) for m, mech in mechs if m in pick or mech.always_on]
     for m, mech in mechs:
-        if isinstance(policy, tuple) and policy[0] == "perturb":
-            check_perturbation(t, mech, x, act[:, m], y0, policy[1])
+        if t.locality == "perturb":
+            check_perturbation(t, mech, x, act[:, m], y0, t.locality_ratio)
             continue
-        y1 = run(t, ablated_params(t, mech), x)
+        params = ablated_params(t, mech)
+        y1 = run(t, params, x)
         delta = (y1 - y0).abs()
         per_input = delta.amax(dim=1)
         on, off = act[:, m], ~act[:, m]
         assert on.any(), f"{mech.name} never active on {N_EVAL} inputs"
         moved = (per_input[on & nonzero] > 1e-3 * scale).float().mean()
-        need = MOVED.get(name, MOVED.get(str(policy), 0.9))
+        need = t.ablation_moved_share
         assert moved >= need, f"{mech.name}: only {moved:.2f} of its inputs move (need {need})"
         if mech.always_on:
             assert not off.any()
             continue
-        if policy == "exact":
+        if t.locality == "exact":
             assert per_input[off].max() <= 1e-4 * scale + 1e-6, f"{mech.name}: moves inputs that do not use it"
-        elif policy == "readout":
-            c = int(mech.name.removeprefix("feature"))
+        elif t.locality == "readout":  # mechanism m holds output m's read-out
             others = torch.ones(delta.shape[1], dtype=torch.bool)
-            others[c] = False
+            others[m] = False
             assert delta[off][:, others].max() <= 1e-6, f"{mech.name}: moves outputs other than its own"
-            bound = (y0[off, c] - x[off, c]).abs() + torch.relu(t.model.b[c])
-            assert (delta[off, c] <= bound + 1e-6).all(), f"{mech.name}: moves output {c} more than the model's error"
+            fallback = run(t, params, torch.zeros_like(x[:1]))[0, m].abs()  # output m without it (TMS: ReLU(b_m))
+            bound = (y0[off, m] - x[off, m]).abs() + fallback
+            assert (delta[off, m] <= bound + 1e-6).all(), f"{mech.name}: moves output {m} more than the model's error"
         else:
-            _, ratio = policy
+            assert t.locality == "ratio", t.locality
             got = per_input[on].mean() / per_input[off].mean().clamp_min(1e-12)
-            assert got >= ratio, f"{mech.name}: selectivity {got:.2f} < {ratio}"
+            assert got >= t.locality_ratio, f"{mech.name}: selectivity {got:.2f} < {t.locality_ratio}"
 
 
 def check_perturbation(t: ToyModel, mech: Mechanism, x: Tensor, on: Tensor, y0: Tensor, ratio: float) -> None:
@@ -210,35 +298,82 @@ def check_perturbation(t: ToyModel, mech: Mechanism, x: Tensor, on: Tensor, y0: 
 
 
 @pytest.mark.parametrize("name", ZOO)
-def test_ablation_is_local_to_the_inputs_that_use_the_mechanism(toy, name):
-    check_ablation(toy(name), name, SUBSET)
+def test_ablation_is_local_to_the_inputs_that_use_the_mechanism(zoo, name):
+    check_ablation(zoo(name), SUBSET)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO)
-def test_ablation_locality_every_mechanism(toy, name):
-    check_ablation(toy(name), name, None)
+def test_ablation_locality_every_mechanism(zoo, name):
+    check_ablation(zoo(name), None)
 
 
-@pytest.mark.parametrize("name", ZOO)
-def test_active_agrees_with_the_generator(toy, name):
-    t = toy(name)
-    n = 20_000
+def check_active(t: ToyModel, n: int = 20_000) -> None:
+    """``active()`` is well formed and, where the toy states ``activation_rate``, every mechanism that is not
+    always-on is active at that rate (within 5 sigma over ``n`` inputs); the sampler is deterministic."""
     x = t.sample(n, torch.Generator().manual_seed(7))
     act = t.ground_truth.active(x)
     mechs = t.ground_truth.mechanisms
     assert act.dtype == torch.bool and act.shape == (n, len(mechs))
     always = torch.tensor([m.always_on for m in mechs])
     assert act[:, always].all()
-    p, units, dropped = RATES[name]
-    expected = p / (1 - (1 - p) ** units) if dropped else p
-    rates = act[:, ~always].float().mean(dim=0)
-    sigma = math.sqrt(expected * (1 - expected) / n)
-    assert (rates - expected).abs().max() <= 5 * sigma, f"rates {rates.min():.4f}..{rates.max():.4f} vs {expected:.4f}"
-    if dropped:
+    expected = t.activation_rate
+    if expected is not None:
+        rates = act[:, ~always].float().mean(dim=0)
+        sigma = math.sqrt(expected * (1 - expected) / n)
+        assert (rates - expected).abs().max() <= 5 * sigma, (
+            f"rates {rates.min():.4f}..{rates.max():.4f} vs the declared {expected:.4f}"
+        )
+    if t.drops_zero_inputs:
         assert x.ne(0).any(dim=1).all(), "the generator drops all-zero rows"
-    # same seed, same inputs; and the model uses exactly the features that are non-zero
+    # same seed, same inputs
     assert torch.equal(x, t.sample(n, torch.Generator().manual_seed(7)))
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_active_agrees_with_the_generator(zoo, name):
+    check_active(zoo(name))
+
+
+# -- the checks can fail: a toy whose declared facts are wrong is caught ------------------------------------
+@pytest.fixture
+def built_plugin(tmp_path) -> Callable[..., ToyModel]:
+    """``built_plugin(cls, **facts)``: an instance of ``cls`` with the given facts set, built in a fresh cache."""
+
+    def build(cls: type[PluginToy] = PluginToy, **facts: Any) -> ToyModel:
+        t = cls()
+        for k, v in facts.items():
+            assert hasattr(ToyModel, k), k
+            setattr(t, k, v)
+        return t.build(WeightCache(tmp_path))
+
+    return build
+
+
+def test_the_plugin_passes_with_its_true_rate_stated(built_plugin):
+    check_active(built_plugin(activation_rate=0.3))
+
+
+@pytest.mark.parametrize(
+    "facts, message",
+    [
+        ({"activation_rate": 0.25}, "declared 0.2500"),  # its sampler makes 0.3
+        ({"activation_rate": 0.3, "drops_zero_inputs": True}, "drops all-zero rows"),  # it keeps them (24%)
+    ],
+    ids=["rate", "drops-zero-rows"],
+)
+def test_a_wrong_activation_fact_fails_the_rate_check(built_plugin, facts, message):
+    t = built_plugin(**facts)
+    with pytest.raises(AssertionError, match=message):
+        check_active(t)
+
+
+def test_a_wrong_locality_fails_the_ablation_check(built_plugin):
+    check_ablation(built_plugin(PluginToy), None)  # columns: exactly local, as declared by default
+    with pytest.raises(AssertionError, match="moves inputs that do not use it"):
+        check_ablation(built_plugin(RowsAsMechanisms), None)
+    with pytest.raises(AssertionError, match="selectivity"):
+        check_ablation(built_plugin(RowsAsMechanisms, locality="ratio", locality_ratio=10.0), None)
 
 
 def test_tms_identity_is_frozen_and_matches_plain_tms(toy):
@@ -270,3 +405,9 @@ def test_tmcs_coefficients_fixed_by_seed(toy):
     A = t.model.A
     assert A.shape == (10, 10) and A.min() >= 0 and A.max() < 3
     assert torch.equal(A, torch.rand(10, 10, generator=torch.Generator().manual_seed(t.build_info.train_seed)) * 3)
+
+
+def test_a_too_high_moved_share_fails_the_ablation_check(built_plugin):
+    t = built_plugin(ablation_moved_share=1.0)  # a few inputs use col0 with x_0 so small that nothing moves
+    with pytest.raises(AssertionError, match="of its inputs move"):
+        check_ablation(t, None)

@@ -57,6 +57,7 @@ class BlockMLP(HandBuiltMLP):
     ):
         super().__init__()
         self.k, self.d_in, self.d_hidden, self.d_out, self.p = n_blocks, d_in, d_hidden, d_out, p_active
+        self.activation_rate = p_active  # one Bernoulli per block, all-zero inputs kept
         self.spec = ToyModelSpec(
             name=name,
             tier=0,

@@ -69,6 +69,8 @@ class CircuitSuperposition(ConfigKeyed, ToyModel):
             "batch_size": batch_size,
             "max_coef": max_coef,
         }
+        self.drops_zero_inputs = True  # L3D's generator: P(group on | some group on), one Bernoulli per group
+        self.activation_rate = p_active / (1 - (1 - p_active) ** (n_features // group))
         grouped = group > 1
         self.spec = ToyModelSpec(
             name=name

@@ -26,6 +26,8 @@ class ParallelTMS(TMS):
     def __init__(self, copies: int = 3, seed: int = 0):
         super().__init__(5 * copies, 2 * copies, seed=seed, tier=0, name="parallel_tms")
         self.copies = copies
+        self.drops_zero_inputs = True  # L3D's generator: P(feature on | some feature on)
+        self.activation_rate = self.p / (1 - (1 - self.p) ** self.n_features)
         self.spec = ToyModelSpec(
             name="parallel_tms",
             tier=0,

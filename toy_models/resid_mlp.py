@@ -98,6 +98,10 @@ class ResidMLP(ConfigKeyed, ToyModel):
         f0, m0, s0 = defaults.get(n_layers, (0, 0, 0))
         self.n_layers, self.n_features, self.d_mlp = n_layers, n_features or f0, d_mlp or m0
         self.d_embed, self.p, self.steps, self.batch_size, self.lr = d_embed, p_active, steps or s0, batch_size, lr
+        self.activation_rate = p_active  # independent features, all-zero inputs kept
+        self.ablation_moved_share = 0.5  # a negative x_i mostly leaves the ReLU off: the MLP barely uses it
+        if n_layers > 1:  # a later W_in also reads earlier MLP outputs: no exact locality
+            self.locality, self.locality_ratio = "ratio", 3.0
         self._config = {
             "n_layers": n_layers,
             "n_features": self.n_features,

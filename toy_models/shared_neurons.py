@@ -28,6 +28,7 @@ class SharedNeurons(ConfigKeyed, HandBuiltMLP):
     def __init__(self, n_features: int = 6, d_out: int = 4, p_active: float = 0.2, seed: int = 0):
         super().__init__()
         self.n, self.d_out, self.p = n_features, d_out, p_active
+        self.activation_rate = p_active  # independent features, all-zero inputs kept
         self._config = {"n": n_features, "d_out": d_out, "p": p_active}
         self.spec = ToyModelSpec(
             name="shared_neurons",

@@ -48,6 +48,9 @@ class SquareNet(nn.Module):
 
 
 class SquareMLP(ConfigKeyed, ToyModel):
+    locality = "perturb"  # support-level spans: projecting one out breaks every input (positive biases)
+    locality_ratio = 10.0  # measured minimum 31 (docs/toy_models.md)
+
     def __init__(
         self,
         n_features: int = 5,
@@ -62,6 +65,8 @@ class SquareMLP(ConfigKeyed, ToyModel):
         super().__init__()
         self.n, self.p, self.n_data, self.epochs, self.batch_size = n_features, p_active, n_data, epochs, batch_size
         self.widths = (n_features, *([width] * depth), n_features)
+        self.drops_zero_inputs = True  # L3D's generator: P(feature on | some feature on)
+        self.activation_rate = p_active / (1 - (1 - p_active) ** n_features)
         self._config = {
             "widths": self.widths,
             "p": p_active,

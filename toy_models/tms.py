@@ -45,6 +45,9 @@ class TMSNet(nn.Module):
 
 
 class TMS(ConfigKeyed, ToyModel):
+    locality = "readout"  # removing W[:, c] also removes output c's tied read-out of the hidden state
+    ablation_moved_share = 0.75  # a small x_c can stay under output c's negative bias
+
     def __init__(
         self,
         n_features: int = 5,
@@ -60,6 +63,7 @@ class TMS(ConfigKeyed, ToyModel):
         super().__init__()
         self.n_features, self.n_hidden, self.p = n_features, n_hidden, p_active
         self.steps, self.batch_size, self.lr = steps, batch_size, lr
+        self.activation_rate = p_active  # independent features, all-zero inputs kept
         self._config = {
             "n_features": n_features,
             "n_hidden": n_hidden,
