@@ -35,9 +35,17 @@ def builtin_methods() -> dict[str, dict[str, Any]]:
 def method_catalog(plugins: Sequence[str] = (), timeout_s: float = 300.0) -> dict[str, dict[str, Any]]:
     """Records of the built-in methods, plus those the plugin files register (read in a child process).
     A plugin cannot replace a built-in method's record."""
+    return plugin_catalog(plugins, timeout_s)[0]
+
+
+def plugin_catalog(
+    plugins: Sequence[str] = (), timeout_s: float = 300.0
+) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
+    """(method records as :func:`method_catalog` gives them, ``toy name -> tier`` of the toy models that the
+    plugin files register), read in one child process."""
     catalog = builtin_methods()
     if not plugins:
-        return catalog
+        return catalog, {}
     paths = [str(Path(p).expanduser().resolve()) for p in plugins]
     code = "from benchmark.catalog import _child; _child()"
     try:
@@ -54,15 +62,16 @@ def method_catalog(plugins: Sequence[str] = (), timeout_s: float = 300.0) -> dic
     if out.returncode != 0 or len(lines) != 1:
         why = (out.stderr.strip().splitlines() or [f"it exited with code {out.returncode} and printed no catalog"])[-1]
         raise RegistryError(f"the plugin file(s) {', '.join(paths)} could not be loaded: {why}")
-    for name, record in json.loads(lines[0][len(MARK) :]).items():
+    found = json.loads(lines[0][len(MARK) :])
+    for name, record in found["methods"].items():
         catalog.setdefault(name, record)
-    return catalog
+    return catalog, {str(k): int(v) for k, v in found["toys"].items()}
 
 
 def _child() -> None:
     """In the child process: load the plugins, print one line with the records of their methods."""
     from benchmark.cell import method_record
-    from benchmark.registry import load_plugin
+    from benchmark.registry import TOY_MODELS, load_plugin
 
     paths = json.loads(sys.stdin.read())
     try:
@@ -73,8 +82,13 @@ def _child() -> None:
             obj = METHODS.builtin(name)
             if obj is not None and getattr(obj, "__module__", "").startswith("pdbench_plugin_"):
                 records[name] = method_record(name, obj)
+        toys = {}
+        for name in TOY_MODELS.names():
+            obj = TOY_MODELS.builtin(name)
+            if obj is not None and getattr(obj, "__module__", "").startswith("pdbench_plugin_"):
+                toys[name] = obj().spec.tier
     except (Exception, SystemExit) as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         sys.exit(2)
-    sys.stdout.write(MARK + json.dumps(records) + "\n")
+    sys.stdout.write(MARK + json.dumps({"methods": records, "toys": toys}) + "\n")
     sys.stdout.flush()

@@ -12,8 +12,8 @@ for every method, so that no adapter's own heuristic decides its score:
   co-activate: its engine level is its raw level;
 - ``own``: the groups the method itself returns, where its paper defines them (LIB's connected
   components); N/A otherwise;
-- ``oracle``: each component joined to the mechanism it is closest to (diagnostic upper bound: it uses
-  the ground truth, so it never enters the headline).
+- ``oracle``: per mechanism, the components closest to it joined greedily while each raises its credit
+  (a diagnostic of what grouping by the ground truth gives; it never enters the headline).
 """
 
 from __future__ import annotations

@@ -291,8 +291,8 @@ class ComponentSpace:
 
     @cached_property
     def oracle_grouped(self) -> ScoringContext:
-        """Diagnostic upper bound: per mechanism, the components closest to it (best credit first) joined
-        greedily while each one raises the unit's credit for that mechanism."""
+        """Diagnostic: per mechanism, the components closest to it (best credit first) joined greedily while
+        each one raises the unit's credit for that mechanism (greedy, so not a strict upper bound)."""
         single = ScoringContext(self, grouping.singletons(len(self.decomposition)))
         if not self.mechanisms:
             return single

@@ -35,7 +35,7 @@ def check_device(device: str) -> str | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.catalog import method_catalog
+    from benchmark.catalog import plugin_catalog
     from benchmark.executors import Limits
     from benchmark.runner import run_grid, stderr_log
 
@@ -46,7 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"pdbench: error: {problem}", file=sys.stderr)
         return 2
     try:
-        known = method_catalog(plugins)  # plugin files are read in a child process, never imported here
+        known, plugin_toys = plugin_catalog(plugins)  # plugin files are read in a child process, never imported here
     except RegistryError as exc:
         print(f"pdbench: error: {exc}", file=sys.stderr)
         return 2
@@ -55,7 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not cells:
         print("pdbench: error: the selection has no cells", file=sys.stderr)
         return 2
-    for c in {c.toy for c in cells}:
+    for c in {c.toy for c in cells} - set(plugin_toys):
         TOY_MODELS.get(c)  # fail fast, with the known names, on a typo
     methods = sorted({c.method for c in cells})
     for m in methods:

@@ -82,8 +82,8 @@ def hungarian_own(ctx: ScoringContext) -> float | None:
     version="1",
     higher_is_better=True,
     grouped=False,
-    description="Diagnostic upper bound, never a headline: hungarian with each component joined to the mechanism it "
-    "is closest to (the grouping uses the ground truth).",
+    description="Diagnostic, never a headline: hungarian with, per mechanism, the components closest to it joined "
+    "greedily while each raises its credit (the grouping uses the ground truth; greedy, so not a strict bound).",
 )
 def hungarian_oracle(ctx: ScoringContext) -> float | None:
     return hungarian(ctx.space.oracle_grouped)
