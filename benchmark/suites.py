@@ -27,6 +27,7 @@ class Suite:
     description: str
     method_budgets: dict[str, Budget] = field(default_factory=dict)
     min_tier: int = 0
+    track: str = "reproduction"  # the toy models' track (ToyModel.track) that the suite runs
 
     def budget_for(self, method: str, steps: int | None = None) -> Budget:
         """The budget of ``method`` in this suite; ``steps`` (the CLI's --steps) overrides the step count."""
@@ -72,9 +73,10 @@ SUITES = {
 }
 
 
-def toy_tiers() -> dict[str, int]:
-    """Tier of each registered toy model, read from its spec without building it."""
-    return {name: TOY_MODELS.get(name)().spec.tier for name in TOY_MODELS.names()}
+def toy_tiers(track: str | None = None) -> dict[str, int]:
+    """Tier of each registered toy model (of ``track`` only, where given), read without building it."""
+    toys = {name: TOY_MODELS.get(name)() for name in TOY_MODELS.names()}
+    return {name: t.spec.tier for name, t in toys.items() if track is None or getattr(t, "track", None) == track}
 
 
 def suite_cells(
@@ -85,7 +87,7 @@ def suite_cells(
         raise KeyError(f"unknown suite {name!r}; known suites: {', '.join(SUITES)}")
     suite = SUITES[name]
     if toys is None:
-        toys = [t for t, tier in toy_tiers().items() if suite.min_tier <= tier <= suite.max_tier]
+        toys = [t for t, tier in toy_tiers(suite.track).items() if suite.min_tier <= tier <= suite.max_tier]
     methods = methods if methods is not None else METHODS.names()
     seeds = seeds if seeds is not None else list(suite.seeds)
     return [Cell(t, m, s) for t in toys for m in methods for s in seeds], suite

@@ -27,6 +27,7 @@ from benchmark.registry import TOY_MODELS
 
 GTStatus = Literal["exact", "strong", "contested"]
 Locality = Literal["exact", "readout", "ratio", "perturb"]  # see ToyModel.locality
+Track = Literal["reproduction", "headline", "diagnostic"]  # see ToyModel.track
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,13 @@ class ToyModel(ABC):
 
     spec: ToyModelSpec
     max_health_retries: int = 10
+
+    track: Track = "reproduction"
+    """Which part of the ladder the toy belongs to (docs/toy_models.md, "Tracks"): ``"reproduction"``, the
+    papers' toys at the papers' settings, where each adapter shows it is faithful to its paper;
+    ``"headline"``, toys that pass the headroom gate (no fixed basis and no data-only method comes near
+    the oracle), on which methods are ranked; ``"diagnostic"``, variants shown beside their reproduction
+    toy (what a rotation changes) that did not pass the gate."""
 
     # -- facts about the ground truth, checked by tests/test_toy_models.py on every registered toy ---------
     # The defaults are the strictest claims; a toy overrides the ones that do not hold for it.

@@ -145,7 +145,7 @@ def test_methods_registered_in_the_caller_reach_the_workers(tmp_path: Path) -> N
 
 
 def test_suites_cover_what_they_promise() -> None:
-    tiers = toy_tiers()
+    tiers = toy_tiers("reproduction")  # the papers' toys; rotated variants are another track
     quick, suite = suite_cells("quick")
     assert suite.seeds == (0,)
     assert {c.toy for c in quick} == {t for t, tier in tiers.items() if tier <= 1}

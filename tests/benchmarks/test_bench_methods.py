@@ -15,7 +15,7 @@ from torch.func import functional_call, grad, vmap
 from benchmark.registry import METHODS
 from benchmark.suites import SUITES, toy_tiers
 
-TOYS = sorted(t for t, tier in toy_tiers().items() if tier <= 1)
+TOYS = sorted(t for t, tier in toy_tiers("reproduction").items() if tier <= 1)
 BATCH = 256
 
 
