@@ -139,10 +139,12 @@ def test_list_shows_the_ladder(tmp_path):
     SharedNeurons().build(cache)
     rows = toy_rows(cache)
     assert sorted(r[0] for r in rows) == sorted(TOY_MODELS.names())
-    assert [r[1] for r in rows] == sorted(r[1] for r in rows), "ordered by tier"
+    order = {"headline": 0, "reproduction": 1, "diagnostic": 2}
+    assert [(order[r[2]], r[1]) for r in rows] == sorted((order[r[2]], r[1]) for r in rows), "by track, then tier"
     by_name = {r[0]: r for r in rows}
-    assert by_name["shared_neurons"][4].startswith("hand-built") and by_name["tms_5-2"][4] == "not built"
-    assert by_name["resid_mlp1"][2] == "contested" and by_name["resid_mlp1"][3] == "100,000 / 100,000"
+    assert by_name["shared_neurons"][5].startswith("hand-built") and by_name["tms_5-2"][5] == "not built"
+    assert by_name["resid_mlp1"][3] == "contested" and by_name["resid_mlp1"][4] == "100,000 / 100,000"
+    assert by_name["tms_5-2"][2] == "reproduction" and by_name["block_mlp-rot"][2] == "diagnostic"
 
 
 def test_other_hyperparameters_get_their_own_cache_key():

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 
 def toy_rows(cache: WeightCache | None = None) -> list[list]:
-    """One row per registered toy model, ordered by tier: the ladder. Reads the weight cache's metadata
+    """One row per registered toy model, by track (headline, reproduction, diagnostic), then tier: the
+    ladder. Reads the weight cache's metadata
     for the training time and seed; never trains."""
     from benchmark.cache import WeightCache
 
@@ -38,8 +39,10 @@ def toy_rows(cache: WeightCache | None = None) -> list[list]:
                 if secs is not None
                 else "?"
             ) + f" (seed {meta.get('train_seed')})"
-        rows.append([name, spec.tier, spec.gt_status, f"{n_dec:,} / {n_all:,}", trained, spec.description])
-    return sorted(rows, key=lambda r: (r[1], r[0]))
+        track = getattr(toy, "track", "reproduction")
+        rows.append([name, spec.tier, track, spec.gt_status, f"{n_dec:,} / {n_all:,}", trained, spec.description])
+    order = {"headline": 0, "reproduction": 1, "diagnostic": 2}
+    return sorted(rows, key=lambda r: (order.get(r[2], 3), r[1], r[0]))
 
 
 def _read_meta(cache: WeightCache, key: str) -> dict | None:
@@ -70,12 +73,13 @@ def cmd_list(args: argparse.Namespace) -> int:
                 headers=[
                     "toy model",
                     "tier",
+                    "track",
                     "ground truth",
                     "params (decomposed / all)",
                     "training (cached)",
                     "description",
                 ],
-                maxcolwidths=[None] * 5 + [70],
+                maxcolwidths=[None] * 6 + [60],
             )
         )
         print()

@@ -1,0 +1,34 @@
+"""The headroom gate: a toy is on the headline track if and only if it passes (toy-ladder issue)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmark.headroom import GATE_ROWS, headroom
+from benchmark.registry import TOY_MODELS
+
+CHEAP = ["block_mlp-rot", "shared_neurons-rot", "tms_5-2-rot", "tms_5-2-id-rot", "tmcs_10-5-10-rot"]
+
+
+def _track(name: str) -> str:
+    return getattr(TOY_MODELS.get(name)(), "track", "reproduction")
+
+
+@pytest.mark.parametrize("name", CHEAP + sorted(n for n in TOY_MODELS.names() if _track(n) == "headline"))
+def test_track_agrees_with_the_gate(toy, name) -> None:  # noqa: ANN001
+    t = toy(name)
+    verdict = headroom(t)
+    assert verdict.scores["oracle"] == pytest.approx(1.0)
+    assert verdict.passed == (t.track == "headline"), (name, verdict.scores, verdict.failures)
+
+
+def test_the_gate_fails_a_toy_that_a_fixed_basis_solves(toy) -> None:  # noqa: ANN001
+    verdict = headroom(toy("tms_40-10"))  # TMS features are one-hot inputs: the neuron basis reads them
+    assert not verdict.passed and any(f.startswith("neuron") for f in verdict.failures)
+    assert set(verdict.scores) == {"oracle", "random", *GATE_ROWS}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(n for n in TOY_MODELS.names() if _track(n) == "diagnostic"))
+def test_every_diagnostic_variant_fails_the_gate(toy, name) -> None:  # noqa: ANN001
+    assert not headroom(toy(name)).passed
