@@ -304,13 +304,32 @@ class ComponentSpace:
             unit: list[int] = []
             score = 0.0
             for c in cands:
-                trial = float(ScoringContext(self, [unit + [c]]).cosines[m, 0])
+                trial = self.credit(m, unit + [c])
                 if trial > score:
                     unit, score = unit + [c], trial
             if unit:
                 parts.append(unit)
         used = {c for p in parts for c in p}
         return self.view(parts + [[c] for c in range(len(self.decomposition)) if c not in used])
+
+    def credit(self, m: int, idx: list[int]) -> float:
+        """The credit (``ScoringContext.cosines``) of the unit made of components ``idx`` for mechanism ``m``,
+        from the components' Gram matrix and projections alone (no vector of the parameter space is formed)."""
+        rows = torch.nonzero(self.basis_owner == m).flatten()
+        p = self.component_projections[rows][:, idx]  # [k, n]
+        g = self.gram[idx][:, idx]
+        k = len(rows)
+        span = len(idx) > 1 and not self.decomposition.faithful
+        if span or bool(self.span_only[m]):
+            ginv = torch.linalg.pinv(g, rtol=1e-10, hermitian=True)
+            overlap = float((p @ ginv * p).sum())
+            if span:
+                rank = float(torch.linalg.matrix_rank(g, rtol=1e-10, hermitian=True))
+                return max(0.0, min(1.0, overlap / max(k, rank))) ** 0.5
+        norm2 = float(g.sum())
+        purity = float(p.sum(dim=1).pow(2).sum()) / norm2 if norm2 > 0 else 0.0
+        value = min(purity, overlap / k) if bool(self.span_only[m]) else purity
+        return max(0.0, min(1.0, value)) ** 0.5
 
     def evaluate(self, metric: Metric) -> float | None:
         """The metric at the headline level: averaged over the engine sweep where it reads units, on the raw
