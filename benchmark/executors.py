@@ -311,6 +311,7 @@ class LocalExecutor:
 
     startup_timeout_s = 600.0
     max_failed_starts = 3
+    announce: Callable[[str], None] | None = None  # told when a cell will train a toy model's weights
 
     def __init__(
         self,
@@ -340,6 +341,7 @@ class LocalExecutor:
         self._pending = deque(tasks)
         self._building: set[str] = set()  # toy models whose first cell is running (weights may be training)
         self._built = {t for t in {task.cell.toy for task in tasks} if toy_is_cached(t, self._config.cache_root)}
+        self._to_train = {task.cell.toy for task in tasks} - self._built
         self._workers: list[_Worker] = []
         self._retiring: list[_Worker] = []
         self._failed_starts = 0
@@ -374,6 +376,13 @@ class LocalExecutor:
                 del self._pending[i]
                 if t.cell.toy not in self._built:
                     self._building.add(t.cell.toy)
+                    self._to_train.discard(t.cell.toy)
+                    if self.announce is not None:
+                        left = len(self._to_train)
+                        self.announce(
+                            f"training {t.cell.toy} (not in the weight cache; its first cell, {t.cell}, builds it"
+                            f"{f'; {left} more toy model(s) to train after it' if left else ''})"
+                        )
                 return t
         return None
 
@@ -485,6 +494,7 @@ class SerialExecutor:
         self.cache_root = cache_root
         self.threads = threads or 1
         self.plugins = tuple(plugins)
+        self.announce: Callable[[str], None] | None = None
 
     def run(self, tasks: Sequence[CellTask], on_result: OnResult) -> None:
         import torch
@@ -497,8 +507,16 @@ class SerialExecutor:
         cache = WeightCache(self.cache_root) if self.cache_root else None
         before = torch.get_num_threads()
         torch.set_num_threads(self.threads)
+        seen: set[str] = set()
         try:
             for t in tasks:
+                if (
+                    t.cell.toy not in seen
+                    and self.announce is not None
+                    and not toy_is_cached(t.cell.toy, self.cache_root)
+                ):
+                    self.announce(f"training {t.cell.toy} (not in the weight cache; {t.cell} builds it)")
+                seen.add(t.cell.toy)
                 on_result(run_method(t.cell, t.budget, t.device, cache, t.hparams))
         finally:
             torch.set_num_threads(before)

@@ -11,10 +11,11 @@ stopped. One writer per results folder (:mod:`benchmark.lock`).
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -77,36 +78,102 @@ class RunOptions:
     progress: bool = True
 
 
-class Progress:
-    """A one-line progress report on stderr: done/total, errors, elapsed time and an estimate of the rest."""
+DEFAULT_CELL_S = 20.0  # a cell's expected wall time when nothing better is known
 
-    def __init__(self, total: int, log: Log | None = None, stream=None):
+
+def expected_seconds(cells: Sequence[Cell], results_dir: Path) -> list[float]:
+    """Each cell's expected wall time, for the progress estimate: the median over stored results of the
+    same (toy model, method) (other seeds, or an earlier run), else of the same method on any toy model,
+    else ``DEFAULT_CELL_S``."""
+    by_pair: dict[tuple[str, str], list[float]] = {}
+    by_method: dict[str, list[float]] = {}
+    wanted = {c.method for c in cells}
+    for path in results_dir.glob("*/*/seed*.json") if results_dir.is_dir() else []:
+        method = path.parent.name
+        if method not in wanted:
+            continue
+        try:
+            wall = json.loads(path.read_text()).get("cost", {}).get("wall_time_s")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(wall, int | float) and wall >= 0:
+            by_pair.setdefault((path.parent.parent.name, method), []).append(float(wall))
+            by_method.setdefault(method, []).append(float(wall))
+    out = []
+    for c in cells:
+        known = by_pair.get((c.toy, c.method)) or by_method.get(c.method)
+        out.append(statistics.median(known) if known else DEFAULT_CELL_S)
+    return out
+
+
+class Progress:
+    """Progress on stderr: done/total, errors, elapsed time and an estimate of the rest.
+
+    The estimate weighs each cell by its expected cost (``costs``, seconds; :func:`expected_seconds`), so a
+    grid whose cheap cells finish first does not promise too little time left: remaining expected cost x
+    (elapsed / expected cost of the cells done). On a terminal the bar is drawn by tqdm; otherwise (a log
+    file, a test) each update is one line through ``log``. Notes (a toy model being trained) are announced
+    between the updates."""
+
+    def __init__(self, total: int, log: Log | None = None, stream=None, costs: Sequence[float] | None = None):
         self.total, self.done, self.errors = total, 0, 0
+        self.costs = list(costs) if costs is not None else [1.0] * total
+        self.total_cost = sum(self.costs) or 1.0
+        self.done_cost = 0.0
         self.t0 = time.perf_counter()
         self.stream = stream if stream is not None else sys.stderr
         self.tty = log in (None, stderr_log) and hasattr(self.stream, "isatty") and self.stream.isatty()
         self.log = None if self.tty else log
+        self.bar = None
+        if self.tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, file=self.stream, unit="cell", dynamic_ncols=True, smoothing=0)
+        self._costs_by_cell: dict[str, list[float]] = {}
+
+    def expect(self, cells: Sequence[Cell]) -> None:
+        """Attach the expected cost of each cell (in the order of ``costs``) to its name."""
+        for c, cost in zip(cells, self.costs, strict=True):
+            self._costs_by_cell.setdefault(str(c), []).append(cost)
 
     @staticmethod
     def _fmt(seconds: float) -> str:
         s = int(round(seconds))
         return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
+    def eta(self) -> float | None:
+        """Seconds left: the expected cost still to run, at the pace of the cells done so far."""
+        if not self.done or self.done_cost <= 0:
+            return None
+        elapsed = time.perf_counter() - self.t0
+        return elapsed / self.done_cost * max(0.0, self.total_cost - self.done_cost)
+
     def line(self, last: str = "") -> str:
         elapsed = time.perf_counter() - self.t0
-        eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
         width = 20
         filled = int(width * self.done / self.total) if self.total else width
         bar = "#" * filled + "." * (width - filled)
-        eta_s = self._fmt(eta) if self.done else "?"
+        eta = self.eta()
+        eta_s = "?" if eta is None else self._fmt(eta)
         return (
             f"[{bar}] {self.done}/{self.total} ({self.errors} errors) elapsed {self._fmt(elapsed)}, "
             f"~{eta_s} left" + (f" | {last}" if last else "")
         )
 
+    def note(self, text: str) -> None:
+        """An announcement between updates (it does not count as a finished cell)."""
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        elif self.log is not None:
+            self.log(text)
+        else:
+            print(text, file=self.stream, flush=True)
+
     def update(self, result: dict[str, Any]) -> None:
         self.done += 1
         cell = Cell(**result["cell"])
+        pending = self._costs_by_cell.get(str(cell))
+        self.done_cost += pending.pop() if pending else self.total_cost / max(1, self.total)
         if result["status"] == "ok":
             head = result["metrics"].get(result.get("headline", HEADLINE))
             wall = result["cost"].get("wall_time_s")
@@ -119,13 +186,16 @@ class Progress:
         self.emit(self.line(last))
 
     def emit(self, text: str) -> None:
-        if self.log is not None:
-            self.log(text)
-        elif self.tty:
-            self.stream.write("\r\033[K" + text[:200])
-            self.stream.flush()
+        if self.bar is not None:
+            eta = self.eta()
+            self.bar.n = self.done
+            self.bar.set_postfix_str(
+                f"{self.errors} errors, ~{'?' if eta is None else self._fmt(eta)} left | {text.split(' | ')[-1][:120]}"
+            )
             if self.done == self.total:
-                self.stream.write("\n")
+                self.bar.close()
+        elif self.log is not None:
+            self.log(text)
         else:
             print(text, file=self.stream, flush=True)
 
@@ -213,7 +283,10 @@ def _run_locked(cells: list[Cell], results_dir: Path, o: RunOptions, log: Log) -
         cells_per_worker=o.cells_per_worker,
         threads=o.threads,
     )
-    bar = Progress(len(tasks), log)
+    bar = Progress(len(tasks), log, costs=expected_seconds(todo, results_dir))
+    bar.expect(todo)
+    if hasattr(ex, "announce"):
+        ex.announce = bar.note
     written: list[Path] = []
     scorer = _Scorer(o, log)
 

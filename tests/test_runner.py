@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from faults import PLUGIN, isolated_registries
 
+from benchmark.cache import WeightCache
 from benchmark.decomposition import Decomposition, RunRecord
 from benchmark.method import Budget, Method
 from benchmark.registry import METHODS, load_plugin
@@ -182,3 +183,52 @@ def test_the_progress_line_counts_and_estimates() -> None:
     assert "2/4 (1 errors)" in lines[-1] and "elapsed 0m10s, ~0m10s left" in lines[-1]
     assert "t x m x seed 0: ERROR in decomposing: ValueError: bad" in lines[-1] and "more" not in lines[-1]
     assert "hungarian=0.500" in lines[0]
+
+
+def test_the_estimate_weighs_cells_by_their_expected_cost(tmp_path) -> None:
+    from benchmark.runner import DEFAULT_CELL_S, expected_seconds
+
+    cells = [Cell("t", "cheap", 0), Cell("t", "cheap", 1), Cell("t", "slow", 0)]
+    lines: list[str] = []
+    bar = Progress(3, lines.append, costs=[1.0, 1.0, 8.0])
+    bar.expect(cells)
+    done = {"status": "ok", "metrics": {}, "headline": "hungarian", "cost": {}}
+    bar.update({**done, "cell": {"toy": "t", "method": "cheap", "seed": 0}})
+    bar.t0 -= 2  # the two cheap cells took 2 s: the slow one, expected to cost 8x one of them, about 8 s more
+    bar.update({**done, "cell": {"toy": "t", "method": "cheap", "seed": 1}})
+    assert "~0m08s left" in lines[-1], lines[-1]  # counting cells alone would say ~0m01s
+    # expected costs come from stored results of the same (toy, method), else of the method, else a default
+    for seed, wall in ((0, 3.0), (1, 5.0)):
+        path = tmp_path / "t" / "cheap" / f"seed{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"cost": {"wall_time_s": wall}}))
+    got = expected_seconds([Cell("t", "cheap", 2), Cell("u", "cheap", 0), Cell("t", "new", 0)], tmp_path)
+    assert got == [4.0, 4.0, DEFAULT_CELL_S]
+
+
+def test_training_a_toy_model_is_announced(tmp_path) -> None:
+    lines: list[str] = []
+    cache = WeightCache(tmp_path / "cache")
+    run_grid([Cell("block_mlp", "whole", 0)], tmp_path / "results", jobs=1, cache=cache, log=lines.append)
+    assert any(line.startswith("training block_mlp (not in the weight cache") for line in lines), lines
+    lines.clear()
+    run_grid([Cell("block_mlp", "whole", 1)], tmp_path / "results", jobs=1, cache=cache, log=lines.append)
+    assert not any(line.startswith("training") for line in lines)  # cached now: nothing to announce
+
+
+def test_on_a_terminal_tqdm_draws_the_bar() -> None:
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = Terminal()
+    bar = Progress(2, None, stream=out, costs=[1.0, 3.0])
+    bar.expect([Cell("t", "m", 0), Cell("t", "m", 1)])
+    bar.note("training t (not in the weight cache)")
+    done = {"status": "ok", "metrics": {}, "headline": "hungarian", "cost": {}}
+    for seed in (0, 1):
+        bar.update({**done, "cell": {"toy": "t", "method": "m", "seed": seed}})
+    text = out.getvalue()
+    assert "training t (not in the weight cache)" in text and "2/2" in text and "0 errors" in text
