@@ -34,6 +34,10 @@ class Method(ABC):
             raise ValueError(
                 f"method {self.name!r} has no hyperparameter(s) {sorted(unknown)}; known: {sorted(self.defaults)}"
             )
+        for key, value in overrides.items():
+            problem = _type_problem(self.defaults.get(key), value)
+            if problem:
+                raise TypeError(f"method {self.name!r}: hyperparameter {key!r} {problem}")
         self.overrides = dict(overrides)
 
     def hparams(self, toy_name: str) -> dict[str, Any]:
@@ -43,6 +47,23 @@ class Method(ABC):
     @abstractmethod
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
         """Split ``target``'s decomposed parameters into components."""
+
+
+def _type_problem(default: Any, value: Any) -> str | None:
+    """Why ``value`` cannot replace ``default`` (None where it can): a bool for a bool, a number for a
+    number (an int where the default is an int), a string for a string; anything where the default is None
+    or a container."""
+    if default is None or value is None or isinstance(default, list | tuple | dict):
+        return None
+    if isinstance(default, bool) or isinstance(value, bool):
+        ok = isinstance(default, bool) and isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int)
+    elif isinstance(default, float):
+        ok = isinstance(value, int | float)
+    else:
+        ok = isinstance(value, type(default))
+    return None if ok else f"must be a {type(default).__name__} like its default {default!r}, not {value!r}"
 
 
 def _method_kind(name: str, obj: Any) -> None:

@@ -43,6 +43,47 @@ def limit(text: str) -> float | None:
     return v
 
 
+def hparams_arg(text: str) -> dict[str, dict]:
+    """``'method.key=value,...'`` -> ``{method: {key: value}}``; a value is read as JSON where it parses
+    (3, 0.01, true, null, "x", [1, 2]), else kept as text. A list value's commas are inside brackets."""
+    import json
+
+    out: dict[str, dict] = {}
+    depth, start, parts = 0, 0, []
+    for i, ch in enumerate(text):
+        depth += ch in "[{" and 1 or 0
+        depth -= ch in "]}" and 1 or 0
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    for part in (p.strip() for p in parts):
+        if not part:
+            continue
+        key, eq, value = part.partition("=")
+        method, dot, name = key.strip().partition(".")
+        if not (eq and dot and method and name):
+            raise argparse.ArgumentTypeError(f"expected method.key=value, got {part!r}")
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = value.strip()
+        out.setdefault(method, {})[name.strip()] = parsed
+    if not out:
+        raise argparse.ArgumentTypeError(f"no method.key=value in {text!r}")
+    return out
+
+
+def add_hparams_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--hparams",
+        type=hparams_arg,
+        metavar="METHOD.KEY=VALUE,...",
+        help="hyperparameter overrides, e.g. 'apd.C=8,spd.lr=0.01' (recorded in each result; a folder never mixes "
+        "cells run with and without them)",
+    )
+
+
 def add_execution_arguments(p: argparse.ArgumentParser) -> None:
     """--executor, --jobs, --rerun and --retry-errors, the same for every verb that runs cells."""
     p.add_argument(

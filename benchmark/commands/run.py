@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from benchmark.commands.leaderboard import DEFAULT_RESULTS, print_leaderboard
-from benchmark.options import add_execution_arguments, csv_list, limit, positive_int, seeds
+from benchmark.options import add_execution_arguments, add_hparams_argument, csv_list, limit, positive_int, seeds
 from benchmark.registry import METHODS, TOY_MODELS, RegistryError
 from benchmark.suites import SUITES, suite_cells
 
@@ -61,6 +61,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     for m in methods:
         if m not in known and ":" not in m:
             METHODS.get(m)  # raises with the known names and a suggestion
+    hparams = args.hparams or {}
+    problem = check_hparams(hparams, methods, cells, args.results)
+    if problem:
+        print(f"pdbench: error: {problem}", file=sys.stderr)
+        return 2
     limits = Limits(time_s=args.time_limit, memory_mb=args.memory_limit_mb)
     previous = signal.signal(signal.SIGTERM, _terminate)  # `kill` stops workers as Ctrl-C does
     try:
@@ -79,6 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             budget=suite.budget_for("", args.steps),
             cells_per_worker=args.cells_per_worker,
             threads=args.threads,
+            hparams=hparams,
         )
     except KeyboardInterrupt:
         print("\ninterrupted: every finished cell is stored; run the same command again to resume", file=sys.stderr)
@@ -91,6 +97,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.no_leaderboard:
         return print_leaderboard(args.results, cells)
     return 0
+
+
+def check_hparams(hparams: dict[str, dict], methods: list[str], cells: list, results: Path) -> str | None:
+    """Why ``--hparams`` cannot be used as given (None where it can): a method that is not in the run, a
+    built-in method's unknown key or wrong type, or a stored result of the same cell run with other
+    overrides (a folder never mixes cells run with and without them: use another ``--results``)."""
+    import json
+
+    for m, hp in hparams.items():
+        if m not in methods:
+            return f"--hparams names method {m!r}, which this run does not include ({', '.join(methods)})"
+        cls = METHODS.builtin(m) if m in METHODS else None
+        if cls is not None:
+            try:
+                cls(**hp)
+            except (TypeError, ValueError) as exc:
+                return str(exc)
+    for c in cells:
+        path = c.path(results)
+        if not path.exists():
+            continue
+        try:
+            stored = json.loads(path.read_text()).get("method", {}).get("overrides") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        if stored != hparams.get(c.method, {}):
+            return (
+                f"{path} was run with hyperparameter overrides {stored or 'none'}, this run with "
+                f"{hparams.get(c.method) or 'none'}: a folder never mixes them; use another --results folder"
+            )
+    return None
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -107,6 +144,7 @@ def add_parser(sub, common) -> None:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     p.add_argument("--steps", type=positive_int, help="override every method's number of optimisation steps")
     add_execution_arguments(p)
+    add_hparams_argument(p)
     p.add_argument(
         "--time-limit",
         type=limit,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmark.options import add_execution_arguments, seeds
+from benchmark.options import add_execution_arguments, add_hparams_argument, seeds
 from benchmark.registry import METHODS, RegistryError, load_plugin, resolve
 
 CHECK_TOY = "block_mlp"  # hand-built tier-0 model: builds instantly, two decomposed matrices
@@ -315,6 +315,7 @@ def _child() -> None:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from benchmark.commands.leaderboard import default_out
+    from benchmark.commands.run import check_hparams
     from benchmark.commands.validate import print_report, validate_folder
     from benchmark.options import csv_list
     from benchmark.runner import run_grid, stderr_log
@@ -339,6 +340,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
         METHODS.register(name, lazy=info["ref"])  # imported by the workers only
     cells, suite = suite_cells(args.suite, csv_list(args.toys), [name], args.seeds)
     plugins = [info["plugin"]] if info["plugin"] else []
+    hparams = args.hparams or {}
+    problem = check_hparams(hparams, [name], cells, args.results)
+    if problem:
+        print(f"pdbench: error: {problem}", file=sys.stderr)
+        return 2
     log(f"running {len(cells)} cells of the {suite.name!r} suite into {args.results}")
     try:
         run_grid(
@@ -352,6 +358,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             budgets=suite.budgets([name]),
             rerun=args.rerun,
             retry_errors=args.retry_errors,
+            hparams=hparams,
         )
     except (RuntimeError, OSError) as exc:
         print(f"pdbench: error: {exc}", file=sys.stderr)
@@ -410,6 +417,7 @@ def add_parser(sub, common) -> None:
     p.add_argument("--out", type=Path, help="leaderboard output folder (default: as for `pdbench leaderboard`)")
     p.add_argument("--check-toy", default=CHECK_TOY, help="toy model for the adapter checks (default: %(default)s)")
     p.add_argument("--check-only", action="store_true", help="only check the adapter; run nothing")
+    add_hparams_argument(p)
     add_execution_arguments(p)
     p.add_argument("--no-leaderboard", action="store_true", help="do not regenerate the leaderboard afterwards")
     p.set_defaults(fn=cmd_submit, load_plugins_here=False)  # the adapter is checked in a child process
