@@ -28,7 +28,9 @@ def _flat(dec, toy) -> torch.Tensor:  # noqa: ANN001
 @pytest.mark.parametrize(
     "name",
     [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="per-toy settings by name")) if n in NOT_BLIND else n
+        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="per-toy settings by name"))
+        if n in NOT_BLIND
+        else n
         for n in sorted(METHODS.names())
         if n != "oracle"  # the labelled oracle reads the ground truth by design
     ],
