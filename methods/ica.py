@@ -6,7 +6,9 @@ whitened, symmetric FastICA (log cosh contrast) finds the unmixing directions r_
 into P_i = W w_i r_i^T with w_i the matching mixing directions (r_i^T w_j = delta_ij), plus the constant and
 residual components that make the pieces sum to W (as the PCA row does). It never looks at what the network
 computes: where a toy's mechanisms are the independent components of its inputs (TMS: one-hot sparse
-features), it recovers them, which says that the toy, not the method, decided the score. A headline toy
+features; `shared_neurons`, whose ReLU is the identity on its non-negative data), it recovers them, which
+says that the toy, not the method, decided the score. Its attributions are the sources' own magnitudes
+(uncentred), the strongest data-only evidence for the scorer's co-activation grouping. A headline toy
 must keep this row near chance (the headroom gate of the toy-ladder issue).
 """
 
@@ -44,8 +46,11 @@ def fast_ica(z: Tensor, seed: int, max_iter: int = 400, tol: float = 1e-7) -> Te
     return w
 
 
-def ica_basis(f: Tensor, seed: int = 0, rel_tol: float = 1e-10) -> Basis:
-    """Centred ICA basis of activations ``f [n, d]``: read = unmixing, write = mixing directions."""
+def ica_basis(f: Tensor, seed: int = 0, rel_tol: float = 1e-10, centred: bool = False) -> Basis:
+    """ICA basis of activations ``f [n, d]`` (fitted on the centred data): read = unmixing, write = mixing
+    directions. ``centred=False`` (default): a piece's activity is its source's own magnitude, f @ read,
+    which is 0 where a sparse source is off; centred coordinates fire on every input wherever the mean is
+    not 0, and would hide from the co-activation grouping what the data reveals."""
     mean, U, D, mu_perp = covariance_eigen(f, rel_tol)
     if U.shape[1] == 0:
         return with_const(Basis(mean, U, U.clone(), D), mu_perp)
@@ -58,7 +63,8 @@ def ica_basis(f: Tensor, seed: int = 0, rel_tol: float = 1e-10) -> Basis:
     read, write = read * signs, write * signs  # each read's largest entry positive, write flipped with it
     order = torch.argsort(write.norm(dim=0), descending=True)  # a reproducible order
     read, write = read[:, order], write[:, order]
-    return with_const(Basis(mean, read, write, torch.ones(read.shape[1], dtype=torch.float64)), mu_perp)
+    ones = torch.ones(read.shape[1], dtype=torch.float64)
+    return with_const(Basis(mean, read, write, ones, centred=centred), mu_perp)
 
 
 @METHODS.register("ica")
@@ -66,9 +72,9 @@ class ICA(Method):
     version = "1"
     paper = "reference row: FastICA of the activations each weight reads (Hyvarinen and Oja 2000), data only"
     reference_row = True
-    defaults = {"n_samples": 20_000, "rel_tol": 1e-10, "attribution": "activation", "max_floats": 1e7}
+    defaults = {"n_samples": 20_000, "rel_tol": 1e-10, "centred": False, "attribution": "activation", "max_floats": 1e7}
 
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
         hp = self.hparams(target.spec.name)
-        make = partial(ica_basis, seed=seed, rel_tol=hp["rel_tol"])
+        make = partial(ica_basis, seed=seed, rel_tol=hp["rel_tol"], centred=bool(hp["centred"]))
         return per_site_decomposition(target, seed, hp["n_samples"], make, "read", hp["attribution"], hp)

@@ -35,3 +35,13 @@ def test_ica_row_is_faithful_and_finds_tms_features(toy) -> None:  # noqa: ANN00
         col[:, c] = W[:, c]
         best = max(float((p * col).sum() / (p.norm() * col.norm() + 1e-12)) for p in pieces)
         assert abs(best) > 0.99, c
+
+
+def test_ica_row_solves_shared_neurons(toy) -> None:  # noqa: ANN001
+    """shared_neurons' ReLU is the identity on its data, so its mechanisms are the data's independent
+    components: a data-only method recovers them (docs/toy_models.md, headroom gate)."""
+    from benchmark.scoring import score
+
+    t = toy("shared_neurons")
+    dec = METHODS.get("ica")().decompose(t.target(), Budget(), seed=0)
+    assert score(t, dec, ["hungarian"])["hungarian"] > 0.99
