@@ -2,8 +2,10 @@
 
 On each toy model, ``b`` is the best mean headline score of the reference rows that do not see the ground
 truth (the oracle is left out: it scores 1 by construction). A method's normalised score there is
-``(s - b) / (1 - b)``: 0 = as good as the best reference, 1 = perfect, negative = worse than a reference; N/A
-where ``b >= 1`` or the toy model has no such reference row. The overall table shows its mean over the
+``(s - b) / (1 - b)``: 0 = as good as the best reference, 1 = perfect, negative = worse than a reference;
+N/A where ``b > 1 - MIN_HEADROOM`` (a reference row already solves the toy: the ratio would only magnify
+rounding, e.g. -600 for a method 0.4 below a reference at 0.9993) or the toy model has no such reference
+row. The overall table shows its mean over the
 toy models where it is defined, and on how many toy models the method beats every such reference row.
 """
 
@@ -13,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+MIN_HEADROOM = 0.01  # below this much room between the best reference row and 1, the normalised score is N/A
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,7 @@ def baseline_scores(
     s = np.array([[means.get((m, t), np.nan) for t in toys] for m in methods], dtype=np.float64)
     s = s.reshape(len(methods), len(toys))  # [methods, toys]
     with np.errstate(invalid="ignore", divide="ignore"):
-        norm = np.where(b < 1.0, (s - b) / (1.0 - b), np.nan)
+        norm = np.where(b <= 1.0 - MIN_HEADROOM, (s - b) / (1.0 - b), np.nan)
         contest = np.isfinite(s) & np.isfinite(b)
         beats = (s > b) & contest
     out = {}

@@ -124,7 +124,8 @@ def legend(board: Board, esc: Callable[[str], str] = md_escape) -> str:
         f"`{CAP_MARK}k`: k seeds reached the suite's CPU-time cap and stopped before their default steps. "
         f"`vs refs`: the mean over toy models of (s - b) / (1 - b), where b is the best reference row's score on "
         f"that toy model (the oracle, which sees the ground truth, left out): 0 = as good as the best reference, "
-        f"1 = perfect, below 0 = worse; N/A where b = 1. `beats refs`: the toy models on which the method's mean "
+        f"1 = perfect, below 0 = worse; N/A where b > 0.99 (a reference row already solves the toy model). "
+        f"`beats refs`: the toy models on which the method's mean "
         f"beats every reference row's (the oracle left out)."
     )
 

@@ -148,6 +148,9 @@ def test_normalised_score_on_a_hand_case():
     assert m.normalised == pytest.approx((0.75 - 0.5) / (1 - 0.5))  # t2: b = 1, N/A, left out of the mean
     assert (m.beats, m.of) == (1, 2)
     assert scores["r"].normalised == pytest.approx(0.0)
+    # a reference row at 0.9993 leaves no headroom: N/A rather than (0.6 - 0.9993) / 0.0007 = -570
+    near = baseline_scores({("m", "t"): 0.6, ("r", "t"): 0.9993}, ["m"], ["r"], ["t"])["m"]
+    assert near.normalised is None and (near.beats, near.of) == (0, 1)
 
 
 def test_the_overall_table_shows_normalised_score_and_beats_all_refs():
