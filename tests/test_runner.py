@@ -232,3 +232,24 @@ def test_on_a_terminal_tqdm_draws_the_bar() -> None:
         bar.update({**done, "cell": {"toy": "t", "method": "m", "seed": seed}})
     text = out.getvalue()
     assert "training t (not in the weight cache)" in text and "2/2" in text and "0 errors" in text
+
+
+def test_reference_rows_build_a_toy_model_first() -> None:
+    """A toy model's first cell trains its weights while other workers wait: it should be a cheap one."""
+    from benchmark.runner import cheap_first
+
+    cells = [
+        Cell("a", "apd", 0),
+        Cell("a", "whole", 0),
+        Cell("b", "spd", 0),
+        Cell("b", "oracle", 0),
+        Cell("a", "pca", 1),
+    ]
+    got = cheap_first(cells)
+    assert got == [
+        Cell("a", "whole", 0),
+        Cell("a", "pca", 1),
+        Cell("a", "apd", 0),
+        Cell("b", "oracle", 0),
+        Cell("b", "spd", 0),
+    ]
