@@ -66,12 +66,23 @@ def test_random_matrices_on_the_identity_layer_score_below_half(toy) -> None:  #
         assert float(getattr(credit, stat)()) < 0.5, name
 
 
-@pytest.mark.parametrize("name", ["tms_5-2", "tms_5-2-id", "block_mlp", "higher_rank_30-10-30", "tmcs_10-5-10"])
+def _not_contested() -> list[str]:
+    from benchmark.registry import TOY_MODELS
+
+    return sorted(n for n in TOY_MODELS.names() if TOY_MODELS.get(n)().spec.gt_status != "contested")
+
+
+@pytest.mark.parametrize("name", _not_contested())
 def test_oracle_scores_one_at_every_level(toy, name) -> None:  # noqa: ANN001
     t = toy(name)
     dec = METHODS.get("oracle")().decompose(t.target(with_ground_truth=True), Budget(), 0)
     s = score(t, dec, list(LEVELS) + ["mass_precision", "mass_recall", "mass_f1"])
+    spans = any(m.components is None for m in t.ground_truth.mechanisms)
     for k, v in s.items():
+        if spans and k == "hungarian_raw":
+            # a rank-k span needs k components, which only a grouping level joins: alone each covers 1/k
+            assert v < 0.5, (name, k, v)
+            continue
         assert v == pytest.approx(1.0, abs=1e-9), (name, k, v)
 
 
