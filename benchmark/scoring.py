@@ -85,7 +85,19 @@ def metric(
     return wrap
 
 
-class ComponentSpace:
+class _Memo:
+    """``cached(key, fn)``: ``fn()`` computed once per object and kept under ``key``, how metrics share private
+    intermediate results (several metrics read one matching's activity counts, say)."""
+
+    _cache: dict[str, Any]
+
+    def cached(self, key: str, fn: Callable[[], T]) -> T:
+        if key not in self._cache:
+            self._cache[key] = fn()
+        return self._cache[key]
+
+
+class ComponentSpace(_Memo):
     """What every grouping level shares for one (built toy model, decomposition): the components and
     mechanisms in the flattened parameter space, their projections, the evaluation inputs and the
     components' activity. :meth:`view` turns a partition of the components into a :class:`ScoringContext`."""
@@ -203,15 +215,10 @@ class ComponentSpace:
             return torch.zeros(0, len(self.decomposition), dtype=torch.float64), torch.zeros(0, dtype=torch.long)
         return torch.stack(flat) @ self.components.T, torch.tensor(owner)
 
-    def support_sq_norms(self, which: str = "components") -> Tensor:
+    @cached_property
+    def component_support_sq(self) -> Tensor:
         """``[M, C]``: squared norm of every component inside each mechanism's support."""
-        return self.cached("support_sq_components", lambda: support_sq_norms(self, self.components))
-
-    def cached(self, key: str, fn: Callable[[], T]) -> T:
-        """``fn()`` computed once and kept under ``key``: how metrics share private intermediate results."""
-        if key not in self._cache:
-            self._cache[key] = fn()
-        return self._cache[key]
+        return support_sq_norms(self, self.components)
 
     def basis_gram(self, m1: int, m2: int) -> Tensor:
         """``[k1, k2]``: inner products between the basis rows of two mechanisms."""
@@ -315,21 +322,42 @@ class ComponentSpace:
     def credit(self, m: int, idx: list[int]) -> float:
         """The credit (``ScoringContext.cosines``) of the unit made of components ``idx`` for mechanism ``m``,
         from the components' Gram matrix and projections alone (no vector of the parameter space is formed)."""
-        rows = torch.nonzero(self.basis_owner == m).flatten()
-        p = self.component_projections[rows][:, idx]  # [k, n]
+        norm2 = float(self.gram[idx][:, idx].sum())
+        along = torch.zeros(len(self.mechanisms), dtype=torch.float64)
+        along.index_add_(0, self.basis_owner, self.component_projections[:, idx].sum(dim=1).pow(2))
+        purity = along[:, None] / norm2 if norm2 > 0 else torch.zeros(len(self.mechanisms), 1, dtype=torch.float64)
+        as_span = len(idx) > 1 and not self.decomposition.faithful
+        overlap, rank = self.span_overlap(idx) if as_span or bool(self.span_only[m]) else (None, 1.0)
+        sq = self.credit_sq(
+            purity,
+            None if overlap is None else overlap[:, None],
+            torch.tensor([rank], dtype=torch.float64),
+            torch.tensor([as_span]),
+        )
+        return float(sq[m, 0]) ** 0.5
+
+    def span_overlap(self, idx: list[int]) -> tuple[Tensor, float]:
+        """(``[M]`` ||P_U B_m||_F^2, rank of U), with U the span of components ``idx``."""
+        overlap = torch.zeros(len(self.mechanisms), dtype=torch.float64)
         g = self.gram[idx][:, idx]
-        k = len(rows)
-        span = len(idx) > 1 and not self.decomposition.faithful
-        if span or bool(self.span_only[m]):
-            ginv = torch.linalg.pinv(g, rtol=1e-10, hermitian=True)
-            overlap = float((p @ ginv * p).sum())
-            if span:
-                rank = float(torch.linalg.matrix_rank(g, rtol=1e-10, hermitian=True))
-                return max(0.0, min(1.0, overlap / max(k, rank))) ** 0.5
-        norm2 = float(g.sum())
-        purity = float(p.sum(dim=1).pow(2).sum()) / norm2 if norm2 > 0 else 0.0
-        value = min(purity, overlap / k) if bool(self.span_only[m]) else purity
-        return max(0.0, min(1.0, value)) ** 0.5
+        if float(g.diagonal().max()) <= 0:
+            return overlap, 1.0
+        ginv = torch.linalg.pinv(g, rtol=1e-10, hermitian=True)
+        rank = float(torch.linalg.matrix_rank(g, rtol=1e-10, hermitian=True))
+        p = self.component_projections[:, idx]  # [K, n]
+        return overlap.index_add_(0, self.basis_owner, (p @ ginv * p).sum(dim=1)), rank
+
+    def credit_sq(self, purity: Tensor, overlap: Tensor | None, rank: Tensor, as_span: Tensor) -> Tensor:
+        """``[M, U]`` squared credit from each unit's purity (its summed vector's share along the mechanism),
+        its span overlap ``||P_U B_m||_F^2`` and rank (needed where a mechanism is a span only, or a unit is
+        taken as its span: ``as_span``), as ``ScoringContext.cosines`` defines it."""
+        out = purity.clone()
+        if overlap is not None:
+            k = torch.tensor([b.shape[0] for b in self.bases], dtype=torch.float64)[:, None]
+            spans = self.span_only
+            out[spans] = torch.minimum(out[spans], (overlap / k)[spans])
+            out[:, as_span] = (overlap / torch.maximum(k, rank[None, :]))[:, as_span]
+        return out.clamp(0.0, 1.0)
 
     def evaluate(self, metric: Metric) -> float | None:
         """The metric at the headline level: averaged over the engine sweep where it reads units, on the raw
@@ -344,7 +372,7 @@ class ComponentSpace:
         return total / weight if weight > 0 else None
 
 
-class ScoringContext:
+class ScoringContext(_Memo):
     """One partition of the components into *units* (a unit's components summed form one mechanism's
     weight) and what every metric reads from it; shared quantities come from its :class:`ComponentSpace`
     (attribute lookups that fail here are forwarded there)."""
@@ -358,13 +386,6 @@ class ScoringContext:
         if name == "space":
             raise AttributeError(name)
         return getattr(self.space, name)
-
-    def cached(self, key: str, fn: Callable[[], T]) -> T:
-        """``fn()`` computed once per context and kept under ``key`` (several metrics read one matching's
-        activity counts, say)."""
-        if key not in self._cache:
-            self._cache[key] = fn()
-        return self._cache[key]
 
     @cached_property
     def membership(self) -> Tensor:
@@ -404,7 +425,7 @@ class ScoringContext:
         """``[M, N]``: squared norm inside each mechanism's support of every component (``which`` =
         "components") or unit ("units")."""
         if which == "components":
-            return self.space.support_sq_norms()
+            return self.space.component_support_sq
         return self.cached("support_sq_units", lambda: support_sq_norms(self.space, self.unit_vectors))
 
     @cached_property
@@ -425,36 +446,29 @@ class ScoringContext:
         norms = self.unit_norms
         if not self.bases:
             return torch.zeros(0, len(norms), dtype=torch.float64)
-        sq = torch.zeros(len(self.bases), len(norms), dtype=torch.float64)
-        sq.index_add_(0, self.basis_owner, self.projections.pow(2))
-        credit = sq / norms.pow(2).clamp_min(1e-300)  # purity of the summed unit
-        spans = torch.nonzero(self.span_only).flatten().tolist()
-        multi = [u for u, idx in enumerate(self.units) if len(idx) > 1]
-        faithful = self.decomposition.faithful
-        if spans or (multi and not faithful):
-            overlap, rank = self._overlaps()
-            k = torch.tensor([b.shape[0] for b in self.bases], dtype=torch.float64)[:, None]
-            if spans:
-                credit[spans] = torch.minimum(credit[spans], (overlap / k)[spans])
-            if multi and not faithful:
-                credit[:, multi] = (overlap / torch.maximum(k, rank[None, :]))[:, multi]
-        cos = credit.clamp(0.0, 1.0).sqrt()
+        purity = self.along_sq / norms.pow(2).clamp_min(1e-300)  # of the summed unit
+        as_span = self.as_span
+        overlap, rank = None, torch.ones(len(self.units), dtype=torch.float64)
+        if bool(self.span_only.any()) or bool(as_span.any()):
+            pairs = [self.span_overlap(idx) for idx in self.units]
+            overlap = torch.stack([o for o, _ in pairs], dim=1)
+            rank = torch.tensor([r for _, r in pairs], dtype=torch.float64)
+        cos = self.credit_sq(purity, overlap, rank, as_span).sqrt()
         cos[:, ~self.live] = 0.0
         return cos
 
-    def _overlaps(self) -> tuple[Tensor, Tensor]:
-        """(``[M, U]`` ||P_U B_m||_F^2, ``[U]`` rank of U), with U the span of each unit's components."""
-        overlap = torch.zeros(len(self.mechanisms), len(self.units), dtype=torch.float64)
-        rank = torch.ones(len(self.units), dtype=torch.float64)
-        for u, idx in enumerate(self.units):
-            g = self.gram[idx][:, idx]
-            if float(g.diagonal().max()) <= 0:
-                continue
-            ginv = torch.linalg.pinv(g, rtol=1e-10, hermitian=True)
-            rank[u] = float(torch.linalg.matrix_rank(g, rtol=1e-10, hermitian=True))
-            p = self.component_projections[:, idx]  # [K, n]
-            overlap[:, u].index_add_(0, self.basis_owner, (p @ ginv * p).sum(dim=1))
-        return overlap, rank
+    @cached_property
+    def as_span(self) -> Tensor:
+        """``[U]`` bool: units taken as the span of their components (several components, and no claim that
+        they sum to the weights, so their sum means nothing)."""
+        multi = torch.tensor([len(idx) > 1 for idx in self.units], dtype=torch.bool)
+        return multi & (not self.decomposition.faithful)
+
+    @cached_property
+    def along_sq(self) -> Tensor:
+        """``[M, U]``: each unit's squared norm along each mechanism (its basis rows' projections summed)."""
+        sq = torch.zeros(len(self.bases), len(self.units), dtype=torch.float64)
+        return sq.index_add_(0, self.basis_owner, self.projections.pow(2))
 
     @cached_property
     def matching(self) -> list[tuple[int, int]]:

@@ -100,13 +100,11 @@ def _mass_shares(ctx: ScoringContext) -> tuple[Tensor, Tensor]:
         return torch.zeros(0, dtype=torch.float64), torch.zeros(len(ctx.mechanisms), dtype=torch.float64)
     sq = ctx.cosines.pow(2)
     inside = ctx.support_sq_norms("units")
-    along = torch.zeros_like(sq).index_add_(0, ctx.basis_owner, ctx.projections.pow(2))
-    cover = torch.where(ctx.span_only[:, None], sq, along / inside.clamp_min(1e-300)).clamp(0.0, 1.0)
+    cover = torch.where(ctx.span_only[:, None], sq, ctx.along_sq / inside.clamp_min(1e-300)).clamp(0.0, 1.0)
     share = (inside / ctx.unit_norms.pow(2).clamp_min(1e-300)[None, :]).clamp(0.0, 1.0)
-    if not ctx.decomposition.faithful:  # a unit of several components is their span: its credit says it all
-        spans = torch.tensor([len(idx) > 1 for idx in ctx.units], dtype=torch.bool)
-        share = torch.where(spans[None, :], sq, share)
-        cover = torch.where(spans[None, :], sq, cover)
+    # a unit taken as its components' span: its credit says it all
+    share = torch.where(ctx.as_span[None, :], sq, share)
+    cover = torch.where(ctx.as_span[None, :], sq, cover)
     return share[:, live].max(dim=0).values, cover[:, live].max(dim=1).values
 
 
