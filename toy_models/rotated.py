@@ -110,27 +110,24 @@ class RotatedToy(ToyModel):
 
     def fold(self, param: str, t: Tensor) -> Tensor:
         """``t`` (a tensor of the parameter's shape, or ``[k, *shape]``) mapped as the parameter is."""
-        f = self.plan.folds.get(param)
-        if f is None:
-            return t
-        out = t.to(torch.float64)
-        if f.left is not None:
-            out = self.rotations[f.left] @ out
-        if f.right is not None:
-            out = out @ self.rotations[f.right].T
-        return out.to(t.dtype)
+        return self._apply(param, t.to(torch.float64), abs_=False).to(t.dtype)
 
     def fold_mask(self, param: str, mask: Tensor) -> Tensor:
         """The support of every tensor supported on ``mask``, after the fold (dense along rotated axes)."""
+        return self._apply(param, mask.to(torch.float64), abs_=True) > 0
+
+    def _apply(self, param: str, t: Tensor, abs_: bool) -> Tensor:
+        """L t R^T for the parameter's fold (with |L| and |R| where ``abs_``: which entries can be non-zero)."""
         f = self.plan.folds.get(param)
         if f is None:
-            return mask
-        m = mask.to(torch.float64)
+            return t
         if f.left is not None:
-            m = self.rotations[f.left].abs() @ m
+            q = self.rotations[f.left]
+            t = (q.abs() if abs_ else q) @ t
         if f.right is not None:
-            m = m @ self.rotations[f.right].abs().T
-        return m > 0
+            q = self.rotations[f.right]
+            t = t @ (q.abs() if abs_ else q).T
+        return t
 
     # -- the ToyModel contract ------------------------------------------------------------------------
     def make_model(self) -> nn.Module:
