@@ -554,6 +554,14 @@ def metric_versions(names: list[str] | None = None) -> dict[str, str]:
     return {n: METRICS.get(n).version for n in names or METRICS.names()}
 
 
+def f_score(precision: float | None, recall: float | None) -> float | None:
+    """The harmonic mean of a precision and a recall (0 where both are 0); None where either is N/A."""
+    if precision is None or recall is None:
+        return None
+    total = precision + recall
+    return 2 * precision * recall / total if total else 0.0
+
+
 def mean_or_none(values: list[float] | np.ndarray) -> float | None:
     """The mean, or None (N/A) for an empty list."""
     return float(np.mean(values)) if len(values) else None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmark.scoring import ScoringContext, metric
+from benchmark.scoring import ScoringContext, f_score, metric
 
 
 def _counts(ctx: ScoringContext) -> tuple[int, int, int] | None:
@@ -81,10 +81,7 @@ def activity_recall(ctx: ScoringContext) -> float | None:
     description="Harmonic mean of activity precision and recall. Needs attributions.",
 )
 def activity_f1(ctx: ScoringContext) -> float | None:
-    p, r = activity_precision(ctx), activity_recall(ctx)
-    if p is None or r is None:
-        return None
-    return 2 * p * r / (p + r) if p + r else 0.0
+    return f_score(activity_precision(ctx), activity_recall(ctx))
 
 
 @metric(

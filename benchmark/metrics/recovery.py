@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from benchmark.scoring import DEAD_TOL, ScoringContext, mean_or_none, metric
+from benchmark.scoring import DEAD_TOL, ScoringContext, f_score, mean_or_none, metric
 
 COVER_TOL = 0.5  # |cos| at which a unit counts as lying mostly along a mechanism (cos^2 = 1/4 of its mass)
 MERGE_GAIN = 0.1  # |cos| gained by explaining a unit with its two best mechanisms instead of one
@@ -147,10 +147,7 @@ def mass_recall(ctx: ScoringContext) -> float | None:
     description="Harmonic mean of mass_precision and mass_recall.",
 )
 def mass_f1(ctx: ScoringContext) -> float | None:
-    p, r = mass_precision(ctx), mass_recall(ctx)
-    if p is None or r is None:
-        return None
-    return 2 * p * r / (p + r) if p + r else 0.0
+    return f_score(mass_precision(ctx), mass_recall(ctx))
 
 
 @metric(
