@@ -81,7 +81,7 @@ class RunOptions:
 DEFAULT_CELL_S = 20.0  # a cell's expected wall time when nothing better is known
 
 
-def expected_seconds(cells: Sequence[Cell], results_dir: Path) -> list[float]:
+def expected_seconds(cells: Sequence[Cell], results_dir: Path) -> dict[Cell, float]:
     """Each cell's expected wall time, for the progress estimate: the median over stored results of the
     same (toy model, method) (other seeds, or an earlier run), else of the same method on any toy model,
     else ``DEFAULT_CELL_S``."""
@@ -99,10 +99,10 @@ def expected_seconds(cells: Sequence[Cell], results_dir: Path) -> list[float]:
         if isinstance(wall, int | float) and wall >= 0:
             by_pair.setdefault((path.parent.parent.name, method), []).append(float(wall))
             by_method.setdefault(method, []).append(float(wall))
-    out = []
+    out = {}
     for c in cells:
         known = by_pair.get((c.toy, c.method)) or by_method.get(c.method)
-        out.append(statistics.median(known) if known else DEFAULT_CELL_S)
+        out[c] = statistics.median(known) if known else DEFAULT_CELL_S
     return out
 
 
@@ -115,10 +115,10 @@ class Progress:
     file, a test) each update is one line through ``log``. Notes (a toy model being trained) are announced
     between the updates."""
 
-    def __init__(self, total: int, log: Log | None = None, stream=None, costs: Sequence[float] | None = None):
+    def __init__(self, total: int, log: Log | None = None, stream=None, costs: Mapping[Cell, float] | None = None):
         self.total, self.done, self.errors = total, 0, 0
-        self.costs = list(costs) if costs is not None else [1.0] * total
-        self.total_cost = sum(self.costs) or 1.0
+        self.costs = dict(costs or {})  # a cell it does not name counts as an average one
+        self.total_cost = (sum(self.costs.values()) if self.costs else total) or 1.0
         self.done_cost = 0.0
         self.t0 = time.perf_counter()
         self.stream = stream if stream is not None else sys.stderr
@@ -129,12 +129,6 @@ class Progress:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, file=self.stream, unit="cell", dynamic_ncols=True, smoothing=0)
-        self._costs_by_cell: dict[str, list[float]] = {}
-
-    def expect(self, cells: Sequence[Cell]) -> None:
-        """Attach the expected cost of each cell (in the order of ``costs``) to its name."""
-        for c, cost in zip(cells, self.costs, strict=True):
-            self._costs_by_cell.setdefault(str(c), []).append(cost)
 
     @staticmethod
     def _fmt(seconds: float) -> str:
@@ -172,8 +166,7 @@ class Progress:
     def update(self, result: dict[str, Any]) -> None:
         self.done += 1
         cell = Cell(**result["cell"])
-        pending = self._costs_by_cell.get(str(cell))
-        self.done_cost += pending.pop() if pending else self.total_cost / max(1, self.total)
+        self.done_cost += self.costs.get(cell, self.total_cost / max(1, self.total))
         if result["status"] == "ok":
             head = result["metrics"].get(result.get("headline", HEADLINE))
             wall = result["cost"].get("wall_time_s")
@@ -302,7 +295,6 @@ def _run_locked(cells: list[Cell], results_dir: Path, o: RunOptions, log: Log) -
         threads=o.threads,
     )
     bar = Progress(len(tasks), log, costs=expected_seconds(todo, results_dir))
-    bar.expect(todo)
     if hasattr(ex, "announce"):
         ex.announce = bar.note
     written: list[Path] = []

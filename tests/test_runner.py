@@ -190,8 +190,7 @@ def test_the_estimate_weighs_cells_by_their_expected_cost(tmp_path) -> None:
 
     cells = [Cell("t", "cheap", 0), Cell("t", "cheap", 1), Cell("t", "slow", 0)]
     lines: list[str] = []
-    bar = Progress(3, lines.append, costs=[1.0, 1.0, 8.0])
-    bar.expect(cells)
+    bar = Progress(3, lines.append, costs=dict(zip(cells, [1.0, 1.0, 8.0], strict=True)))
     done = {"status": "ok", "metrics": {}, "headline": "hungarian", "cost": {}}
     bar.update({**done, "cell": {"toy": "t", "method": "cheap", "seed": 0}})
     bar.t0 -= 2  # the two cheap cells took 2 s: the slow one, expected to cost 8x one of them, about 8 s more
@@ -202,8 +201,8 @@ def test_the_estimate_weighs_cells_by_their_expected_cost(tmp_path) -> None:
         path = tmp_path / "t" / "cheap" / f"seed{seed}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"cost": {"wall_time_s": wall}}))
-    got = expected_seconds([Cell("t", "cheap", 2), Cell("u", "cheap", 0), Cell("t", "new", 0)], tmp_path)
-    assert got == [4.0, 4.0, DEFAULT_CELL_S]
+    asked = [Cell("t", "cheap", 2), Cell("u", "cheap", 0), Cell("t", "new", 0)]
+    assert [expected_seconds(asked, tmp_path)[c] for c in asked] == [4.0, 4.0, DEFAULT_CELL_S]
 
 
 def test_training_a_toy_model_is_announced(tmp_path) -> None:
@@ -224,8 +223,7 @@ def test_on_a_terminal_tqdm_draws_the_bar() -> None:
             return True
 
     out = Terminal()
-    bar = Progress(2, None, stream=out, costs=[1.0, 3.0])
-    bar.expect([Cell("t", "m", 0), Cell("t", "m", 1)])
+    bar = Progress(2, None, stream=out, costs={Cell("t", "m", 0): 1.0, Cell("t", "m", 1): 3.0})
     bar.note("training t (not in the weight cache)")
     done = {"status": "ok", "metrics": {}, "headline": "hungarian", "cost": {}}
     for seed in (0, 1):
