@@ -46,3 +46,24 @@ def headroom(toy: ToyModel, seed: int = 0) -> Headroom:
     limit = scores["random"] + MARGIN
     out.failures += [f"{r} {scores[r]:.3f} > random + {MARGIN} = {limit:.3f}" for r in GATE_ROWS if scores[r] > limit]
     return out
+
+
+def markdown(toys: list[ToyModel]) -> str:
+    """The gate's table (docs/toy_models.md): each row's headline score per toy, and the verdict."""
+    cols = ["oracle", "random", *GATE_ROWS]
+    lines = ["| toy | track | " + " | ".join(cols) + " | gate |", "|---|---|" + "---|" * len(cols) + "---|"]
+    for t in toys:
+        v = headroom(t)
+        verdict = "pass" if v.passed else "fail: " + "; ".join(v.failures)
+        cells = " | ".join(f"{v.scores[c]:.3f}" for c in cols)
+        lines.append(f"| `{t.spec.name}` | {t.track} | {cells} | {verdict} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m benchmark.headroom [TOY ...]: the gate's table
+    import sys
+
+    import benchmark.cli  # noqa: F401  (registers the built-in toy models and methods)
+    from benchmark.toy import load_toy
+
+    print(markdown([load_toy(n) for n in sys.argv[1:]]))
