@@ -168,6 +168,7 @@ def describe(cell: Cell, cache_root: str | None = None) -> tuple[dict[str, Any],
         meta = json.loads(meta_path.read_text())
         toy = {
             **model.spec.to_dict(),
+            "track": model.track,
             "name": cell.toy,
             "weights_sha256": str(meta["weights_sha256"]),
             "train_seed": int(meta["train_seed"]),
@@ -204,6 +205,7 @@ def toy_record(toy: ToyModel) -> dict[str, Any]:
     assert info is not None
     return {
         **toy.spec.to_dict(),
+        "track": toy.track,
         "weights_sha256": info.weights_sha256,
         "train_seed": info.train_seed,
         "build": jsonable(info.extra),

@@ -12,6 +12,19 @@ from typing import Any
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.@-]{1,100}")
 REF_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,150}:[A-Za-z_][A-Za-z0-9_.]{0,100}")
+INSTANCE_PATTERN = re.compile(r"(.+)@(\d{1,9})")  # a toy instance: "name@k" is toy model "name" drawn from seed k
+
+
+def family(toy: str) -> str:
+    """The toy model a cell's toy names, without its instance: ``"x-rot@2"`` -> ``"x-rot"``."""
+    m = INSTANCE_PATTERN.fullmatch(toy)
+    return m[1] if m else toy
+
+
+def instance(toy: str) -> int:
+    """The instance (toy seed) a cell's toy names: ``"x@2"`` -> 2; a plain name is instance 0 (its default seed)."""
+    m = INSTANCE_PATTERN.fullmatch(toy)
+    return int(m[2]) if m else 0
 
 
 def check_name(name: Any, kind: str = "name") -> str:

@@ -18,6 +18,7 @@ reported when such a name is asked for, or by ``pdbench list``.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import importlib
 import importlib.metadata
@@ -30,7 +31,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from benchmark.names import REF_PATTERN, check_name
+from benchmark.names import INSTANCE_PATTERN, REF_PATTERN, check_name
 
 T = TypeVar("T")
 
@@ -58,6 +59,7 @@ class Registry(Generic[T]):
         self._lazy: dict[str, str] = {}
         self._origins: dict[str, str] = {}
         self.import_errors: dict[str, str] = {}
+        self.instances = False  # resolve "name@k" to the factory of "name" with seed=k (toy models)
         self._discovered = False
         self._lock = threading.RLock()
 
@@ -122,6 +124,8 @@ class Registry(Generic[T]):
                 self._objects[name] = obj
                 self._lazy.pop(name, None)
             return obj
+        if self.instances and (m := INSTANCE_PATTERN.fullmatch(name)):
+            return functools.partial(self.get(m[1]), seed=int(m[2]))
         raise RegistryError(self._unknown_message(name))
 
     def builtin(self, name: str) -> T | None:
@@ -261,5 +265,6 @@ def load_plugin(path: str | Path) -> Any:
 # Each registry's kind check is installed by the module that defines its base (benchmark.toy, benchmark.method,
 # benchmark.scoring), so this module imports none of them.
 TOY_MODELS: Registry[Callable[..., Any]] = Registry("toy model", "toy_models", "pdbench.toy_models")
+TOY_MODELS.instances = True  # "name@k": instance k of toy model "name" (its factory called with seed=k)
 METHODS: Registry[type] = Registry("method", "methods", "pdbench.methods")
 METRICS: Registry[Any] = Registry("metric", "benchmark.metrics", "pdbench.metrics")

@@ -499,6 +499,11 @@ class ToyRecord:
             extra={k: v for k, v in d.items() if k not in cls._KEYS},
         )
 
+    @property
+    def track(self) -> str:
+        """The toy's track (``ToyModel.track``); results written before tracks existed are reproduction."""
+        return str(self.extra.get("track") or "reproduction")
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name}
         for key in self._KEYS[1:]:

@@ -28,6 +28,7 @@ class Suite:
     method_budgets: dict[str, Budget] = field(default_factory=dict)
     min_tier: int = 0
     track: str = "reproduction"  # the toy models' track (ToyModel.track) that the suite runs
+    instances: int = 1  # toy instances per toy model: cells on "name@0" .. "name@{instances-1}" (toy seeds)
 
     def budget_for(self, method: str, steps: int | None = None) -> Budget:
         """The budget of ``method`` in this suite; ``steps`` (the CLI's --steps) overrides the step count."""
@@ -62,6 +63,17 @@ SUITES = {
         "alone 26 MB per seed)",
         min_tier=4,
     ),
+    "headline": Suite(
+        "headline",
+        3,
+        (0,),
+        Budget(scale=1.0),
+        "the headline track (toy models that pass the headroom gate), 3 instances each (toy seeds 0-2), every "
+        "method, one seed, each method's default steps with no time cap, blind (no toy-specific "
+        "hyperparameters apply to these toys): the committed leaderboard's ranking",
+        track="headline",
+        instances=3,
+    ),
     "paper": Suite(
         "paper",
         4,
@@ -88,6 +100,8 @@ def suite_cells(
     suite = SUITES[name]
     if toys is None:
         toys = [t for t, tier in toy_tiers(suite.track).items() if suite.min_tier <= tier <= suite.max_tier]
+        if suite.instances > 1:
+            toys = [f"{t}@{i}" for t in toys for i in range(suite.instances)]
     methods = methods if methods is not None else METHODS.names()
     seeds = seeds if seeds is not None else list(suite.seeds)
     return [Cell(t, m, s) for t in toys for m in methods for s in seeds], suite

@@ -6,6 +6,7 @@ import pytest
 
 from benchmark.headroom import GATE_ROWS, headroom
 from benchmark.registry import TOY_MODELS
+from benchmark.suites import SUITES
 
 CHEAP = ["block_mlp-rot", "shared_neurons-rot", "tms_5-2-rot", "tms_5-2-id-rot", "tmcs_10-5-10-rot"]
 
@@ -14,7 +15,11 @@ def _track(name: str) -> str:
     return getattr(TOY_MODELS.get(name)(), "track", "reproduction")
 
 
-@pytest.mark.parametrize("name", CHEAP + sorted(n for n in TOY_MODELS.names() if _track(n) == "headline"))
+HEADLINE = sorted(n for n in TOY_MODELS.names() if _track(n) == "headline")
+INSTANCES = [f"{n}@{i}" for n in HEADLINE for i in range(SUITES["headline"].instances)]
+
+
+@pytest.mark.parametrize("name", CHEAP + INSTANCES)
 def test_track_agrees_with_the_gate(toy, name) -> None:  # noqa: ANN001
     t = toy(name)
     verdict = headroom(t)
@@ -29,6 +34,8 @@ def test_the_gate_fails_a_toy_that_a_fixed_basis_solves(toy) -> None:  # noqa: A
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(n for n in TOY_MODELS.names() if _track(n) == "diagnostic"))
+@pytest.mark.parametrize(
+    "name", sorted(n for n in TOY_MODELS.names() if _track(n) == "diagnostic" and n.endswith("-rot"))
+)
 def test_every_diagnostic_variant_fails_the_gate(toy, name) -> None:  # noqa: ANN001
     assert not headroom(toy(name)).passed
