@@ -245,7 +245,7 @@ def run_method(
     t0 = time.perf_counter()
     try:
         toy = load_toy(cell.toy, cache)
-        result["toy"] = toy_record(toy)
+        result["toy"] = {**toy_record(toy), "name": cell.toy}  # "name@k" for an instance (spec: family, seed)
         stage = "loading the method"
         method_cls = METHODS.get(cell.method)
         if not (isinstance(method_cls, type) and issubclass(method_cls, Method)):
