@@ -56,7 +56,8 @@ def markdown(toys: list[ToyModel]) -> str:
         v = headroom(t)
         verdict = "pass" if v.passed else "fail: " + "; ".join(v.failures)
         cells = " | ".join(f"{v.scores[c]:.3f}" for c in cols)
-        lines.append(f"| `{t.spec.name}` | {t.track} | {cells} | {verdict} |")
+        name = t.spec.name + (f"@{t.spec.seed}" if t.track == "headline" else "")  # an instance of the suite
+        lines.append(f"| `{name}` | {t.track} | {cells} | {verdict} |")
     return "\n".join(lines)
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from benchmark import __version__
 from benchmark.files import atomic_write_bytes, temp_file_owner
-from benchmark.names import NAME_PATTERN, REF_PATTERN
+from benchmark.names import NAME_PATTERN, REF_PATTERN, family, instance
 
 SCHEMA_VERSION = 2
 REQUIRED = ("schema_version", "cell", "status", "metrics", "toy", "method")
@@ -558,6 +558,16 @@ class ResultRecord:
         "created_at",
         "migrated_from",
     )
+
+    @property
+    def family(self) -> str:
+        """The toy model the cell ran on, without its instance (``"x-rot@2"`` -> ``"x-rot"``)."""
+        return family(self.cell.toy)
+
+    @property
+    def replicate(self) -> tuple[int, int]:
+        """(toy instance, method seed): what a leaderboard cell of one (toy model, method) averages over."""
+        return instance(self.cell.toy), self.cell.seed
 
     # -- reading and writing ------------------------------------------------------------------------------
     @classmethod

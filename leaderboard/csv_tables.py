@@ -99,7 +99,7 @@ def _write(header: list[str], rows: list[list[Any]]) -> str:
 def summary_csv(board: Board) -> str:
     rows: list[list[Any]] = []
     for table in [board.overall, *board.tiers]:
-        tier = "" if table.key == "overall" else table.key[4:]
+        tier = "" if table.tier is None else table.tier
         for r in table.rows:
             rank = r.rank or (None, None, None)
             rows.append(

@@ -26,7 +26,7 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from benchmark.names import NAME_PATTERN
 from benchmark.results import ResultRecord, as_records
@@ -38,15 +38,24 @@ from leaderboard.stats import Stat
 
 CONFIDENCE = 0.95
 OVERALL = "overall"
+TRACKS = ("headline", "reproduction", "diagnostic")  # ToyModel.track; the first present one is ranked
+Replicate = tuple[int, int]  # (toy instance, method seed): ResultRecord.replicate
+
+
+def replicate_label(r: Replicate) -> str:
+    """How an output names a replicate: its seed, and its toy instance where that is not 0."""
+    return f"{r[1]}" if r[0] == 0 else f"{r[1]} (instance {r[0]})"
 
 
 @dataclass(frozen=True)
 class ToyInfo:
-    name: str
+    name: str  # the toy model (its instances, "name@k", are replicates of one board cell)
     tier: int
     gt_status: str
     version: str
-    weights_sha256: str
+    weights_sha256: str  # instance 0's (or the first instance's) weights
+    track: str = "reproduction"
+    instances: int = 1
 
     @property
     def contested(self) -> bool:
@@ -64,18 +73,18 @@ class MethodInfo:
 
 @dataclass
 class Cell:
-    """One (toy model, method): every seed's headline score."""
+    """One (toy model, method): the headline score of every replicate, a (toy instance, method seed) pair."""
 
     toy: str
     method: str
-    values: dict[int, float]  # seed -> headline (0.0 for a failed seed)
-    errors: dict[int, str]  # seed -> "Type: message" of a failed seed
-    na: list[int]  # seeds whose run succeeded but whose headline is N/A
+    values: dict[Replicate, float]  # replicate -> headline (0.0 for a failed run)
+    errors: dict[Replicate, str]  # replicate -> "Type: message" of a failed run
+    na: list[Replicate]  # replicates whose run succeeded but whose headline is N/A
     score: Stat
     success: Stat
     n_success: int
     wall_time_s: float | None  # median over the seeds that ran
-    capped: list[int] = field(default_factory=list)  # seeds stopped early by the budget's CPU-time cap
+    capped: list[Replicate] = field(default_factory=list)  # runs stopped early by the budget's CPU-time cap
 
     @property
     def n(self) -> int:
@@ -105,11 +114,25 @@ class Row:
 
 @dataclass
 class Table:
-    key: str  # "overall" or "tier<k>"
+    key: str  # "overall", "tier<k>" (the ranked track's tiers) or "<track>-tier<k>"
     title: str
     toys: list[ToyInfo]
     rows: list[Row]
     note: str = ""
+    track: str = "reproduction"
+
+    @property
+    def tier(self) -> int | None:
+        return None if self.key == OVERALL else int(self.key.rsplit("tier", 1)[1])
+
+    @property
+    def short(self) -> str:
+        """A short label: ``T1`` for the ranked track's tier 1, ``R1``/``D1`` for another track's."""
+        return (
+            "all"
+            if self.tier is None
+            else ("T" if self.key.startswith("tier") else self.track[0].upper()) + str(self.tier)
+        )
 
 
 @dataclass
@@ -156,10 +179,14 @@ def _collect(
     toys: dict[str, ToyInfo] = {}
     methods: dict[str, MethodInfo] = {}
     grouped: dict[tuple[str, str], list[ResultRecord]] = defaultdict(list)
+    instance_of: dict[str, int] = {}  # toy model -> the instance its ToyInfo describes
     headlines = set()
-    budgets: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))  # method -> budget -> cells
+    budgets: dict[tuple[str, str], dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    builds: dict[str, tuple[str, str]] = {}  # toy instance -> (version, weights)
+    instances: dict[str, set[int]] = defaultdict(set)
     for r in results:
-        toy, method = r.cell.toy, r.cell.method
+        toy, method = r.family, r.cell.method
+        instances[toy].add(r.replicate[0])
         headlines.add(r.headline)
         grouped[(method, toy)].append(r)
         m = r.method
@@ -171,18 +198,19 @@ def _collect(
                         "(pdbench validate says why)"
                     )
             run_as = json.dumps({"budget": r.budget, "overrides": m.overrides}, sort_keys=True)
-            budgets[method][run_as].append(f"{toy} seed {r.cell.seed}")
+            budgets[(method, r.toy.track)][run_as].append(f"{r.cell.toy} seed {r.cell.seed}")
         t = r.toy
         if t.tier is not None:  # error rows from a toy that failed to load carry only its name
-            info = ToyInfo(toy, t.tier, str(t.gt_status or "?"), str(t.version or "?"), str(t.weights_sha256 or "?"))
-            old = toys.get(toy)
-            if old is not None and (old.version, old.weights_sha256) != (info.version, info.weights_sha256):
+            build = (str(t.version or "?"), str(t.weights_sha256 or "?"))
+            old_build = builds.setdefault(r.cell.toy, build)
+            if old_build != build:
                 raise BoardError(
-                    f"toy model {toy!r} appears with two builds (version {old.version}, weights "
-                    f"{old.weights_sha256[:12]} vs version {info.version}, weights "
-                    f"{info.weights_sha256[:12]}); re-run the stale cells"
+                    f"toy model {r.cell.toy!r} appears with two builds (version {old_build[0]}, weights "
+                    f"{old_build[1][:12]} vs version {build[0]}, weights {build[1][:12]}); re-run the stale cells"
                 )
-            toys[toy] = info
+            if r.replicate[0] < instance_of.get(toy, 1 << 30):
+                toys[toy] = ToyInfo(toy, t.tier, str(t.gt_status or "?"), *build, track=t.track)
+                instance_of[toy] = r.replicate[0]
         if m.version is not None:
             info_m = MethodInfo(method, m.version, m.paper, bool(m.reference_row), bool(m.sees_ground_truth))
             old_m = methods.get(method)
@@ -192,14 +220,15 @@ def _collect(
                     "re-run the stale cells"
                 )
             methods[method] = info_m
-    for method, by_budget in sorted(budgets.items()):
+    for (method, track), by_budget in sorted(budgets.items()):
         if len(by_budget) > 1:
             described = "; ".join(f"{b} on {len(c)} cell(s), e.g. {c[0]}" for b, c in sorted(by_budget.items()))
             raise BoardError(
-                f"method {method!r} ran under {len(by_budget)} different budgets or hyperparameter overrides "
-                f"({described}); one board compares one budget per method: re-run the odd cells or use "
-                "separate results folders"
+                f"method {method!r} ran under {len(by_budget)} different budgets or hyperparameter overrides on "
+                f"the {track} track ({described}); one board compares one budget per method and track: re-run "
+                "the odd cells or use separate results folders"
             )
+    toys = {k: replace(v, instances=len(instances[k])) for k, v in toys.items()}
     if len(headlines) > 1:
         raise BoardError(f"the results use different headline metrics {sorted(headlines)}; re-run the stale cells")
     for method, toy in grouped:
@@ -211,13 +240,13 @@ def _collect(
 
 
 def _cell(method: str, toy: str, rs: list[ResultRecord]) -> Cell:
-    values: dict[int, float] = {}
-    errors: dict[int, str] = {}
-    na: list[int] = []
-    capped: list[int] = []
+    values: dict[Replicate, float] = {}
+    errors: dict[Replicate, str] = {}
+    na: list[Replicate] = []
+    capped: list[Replicate] = []
     walls = []
-    for r in sorted(rs, key=lambda r: r.cell.seed):
-        seed = r.cell.seed
+    for r in sorted(rs, key=lambda r: r.replicate):
+        seed = r.replicate
         if not r.ok:
             errors[seed] = r.error.summary_full if r.error else "Error"
             values[seed] = 0.0
@@ -307,42 +336,76 @@ TIER_NAMES = {
 }
 
 
-def build_board(results: Iterable[ResultRecord], problems: Sequence[str] = ()) -> Board:
-    """Every number the leaderboard shows, from validated result records (``benchmark.results.load_results``)."""
-    results = as_records(results)
-    headline, toys_by_name, methods_by_name, grouped = _collect(results)
-    if not grouped:
-        raise BoardError("no results to put on a leaderboard")
-    toys = sorted(toys_by_name.values(), key=lambda t: (t.tier, t.name))
-    methods = sorted(methods_by_name.values(), key=lambda m: m.name)
-    cells = {key: _cell(key[0], key[1], rs) for key, rs in sorted(grouped.items())}
-    tiers = []
+TRACK_TITLES = {"headline": "Headline", "reproduction": "Reproduction", "diagnostic": "Diagnostic"}
+
+
+def _track_tables(
+    track: str, toys: list[ToyInfo], methods: list[MethodInfo], cells: dict[tuple[str, str], Cell], ranked: bool
+) -> list[Table]:
+    """One table per tier of ``track``'s toy models, titled with the track; keyed ``tier<k>`` on the ranked
+    track, ``<track>-tier<k>`` on the others."""
+    out = []
     for tier in sorted({t.tier for t in toys}):
         tt = [t for t in toys if t.tier == tier]
         note = (
             "ground truth contested: shown here, left out of the overall table" if all(t.contested for t in tt) else ""
         )
-        tiers.append(
-            _table(f"tier{tier}", f"Tier {tier}: {TIER_NAMES.get(tier, '')}".rstrip(": "), tt, methods, cells, note)
-        )
-    core = [t for t in toys if not t.contested]
+        title = f"{TRACK_TITLES.get(track, track)} track, tier {tier}: {TIER_NAMES.get(tier, '')}".rstrip(": ")
+        table = _table(f"tier{tier}" if ranked else f"{track}-tier{tier}", title, tt, methods, cells, note)
+        table.track = track
+        out.append(table)
+    return out
+
+
+def _track_order(track: str) -> int:
+    return TRACKS.index(track) if track in TRACKS else len(TRACKS)
+
+
+def build_board(results: Iterable[ResultRecord], problems: Sequence[str] = ()) -> Board:
+    """Every number the leaderboard shows, from validated result records (``benchmark.results.load_results``).
+
+    The overall table, its rank bands and success rates come from the headline track's toy models (issue
+    "toy ladder v2"); the reproduction and diagnostic tracks get their own tables. Results with no headline
+    toy model (a quick run) rank on the reproduction track, and the overall table says so."""
+    results = as_records(results)
+    headline, toys_by_name, methods_by_name, grouped = _collect(results)
+    if not grouped:
+        raise BoardError("no results to put on a leaderboard")
+    toys = sorted(toys_by_name.values(), key=lambda t: (_track_order(t.track), t.tier, t.name))
+    methods = sorted(methods_by_name.values(), key=lambda m: m.name)
+    cells = {key: _cell(key[0], key[1], rs) for key, rs in sorted(grouped.items())}
+    ranked_track = toys[0].track
+    tracks = sorted({t.track for t in toys}, key=_track_order)
+    tiers = [
+        table
+        for tr in tracks
+        for table in _track_tables(tr, [t for t in toys if t.track == tr], methods, cells, tr == ranked_track)
+    ]
+    mine = [t for t in toys if t.track == ranked_track]
+    core = [t for t in mine if not t.contested]
+    left_out = [f"{len(mine) - len(core)} toy model(s) with contested ground truth"] if len(core) < len(mine) else []
+    others = len(toys) - len(mine)
+    if others:
+        left_out.append(f"{others} toy model(s) of other tracks (their own tables below)")
     overall = _table(
         OVERALL,
-        "Overall (toy models with exact or strong ground truth)",
+        f"Overall: {TRACK_TITLES.get(ranked_track, ranked_track).lower()} track (toy models with exact or strong "
+        "ground truth)",
         core,
         methods,
         cells,
-        ""
-        if len(core) == len(toys)
-        else f"leaves out {len(toys) - len(core)} toy model(s) with contested ground truth",
+        "leaves out " + " and ".join(left_out) if left_out else "",
     )
+    overall.track = ranked_track
     for row in overall.rows:
         for tier in tiers:
+            if tier.track != ranked_track:
+                continue
             match = next((r for r in tier.rows if r.method.name == row.method.name), None)
             if match is not None and not all(t.contested for t in tier.toys):
-                row.by_tier[int(tier.key[4:])] = match.score
+                row.by_tier[int(tier.tier or 0)] = match.score
     _add_baseline(overall, methods, cells)
-    tables = metric_tables(headline, results, toys, methods, cells)
+    tables = metric_tables(headline, results, toys, methods, cells, core)
     refs = {m.name: m.reference_row for m in methods}
     return Board(headline, toys, methods, cells, overall, tiers, list(problems), tables, robustness(tables, refs))
 
@@ -363,6 +426,7 @@ def metric_tables(
     toys: list[ToyInfo],
     methods: list[MethodInfo],
     cells: dict[tuple[str, str], Cell],
+    core: Sequence[ToyInfo],
 ) -> dict[str, MetricTable]:
     """A :class:`MetricTable` per metric in the results: the headline (its cells are the board's), then the
     ranking criteria's metrics, then the others by name. Keys that are not valid metric names (a forged
@@ -371,14 +435,14 @@ def metric_tables(
     wanted = [p.strip() for c in RANKING_METRICS for p in c.split("+")]
     names = [headline, *dict.fromkeys(n for n in wanted if n in present), *sorted(present - set(wanted))]
     refs = {m.name: m.reference_row for m in methods}
-    all_toys, core = [t.name for t in toys], [t.name for t in toys if not t.contested]
+    all_toys, core_names = [t.name for t in toys], [t.name for t in core]
     out = {}
     for name in names:
         if name == headline:
             mc = {k: MetricCell(c.values, c.n, len(c.na), len(c.errors), c.score) for k, c in cells.items()}
         else:
             mc = record_cells(records, name)
-        out[name] = metric_table(name, mc, refs, all_toys, core)
+        out[name] = metric_table(name, mc, refs, all_toys, core_names)
     return out
 
 

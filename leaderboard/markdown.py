@@ -14,7 +14,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from leaderboard.data import Board, Cell, Row, Table, build_board, fmt, fmt_rank
+from leaderboard.data import Board, Cell, Row, Table, build_board, fmt, fmt_rank, replicate_label
 from leaderboard.markdown_metrics import metrics_markdown, robustness_markdown
 from leaderboard.stats import SUCCESS_THRESHOLD
 from leaderboard.text import CAP_MARK, ERR_MARK, REF_MARK, interval_text, md_escape, stat_text
@@ -157,7 +157,7 @@ def render_markdown(results: list[dict[str, Any]] | Board, figure: bool = False)
             "",
             tabulate(
                 [
-                    [md_escape(t), md_escape(m), s, md_escape(e.splitlines()[0][:160]) if e else ""]
+                    [md_escape(t), md_escape(m), replicate_label(s), md_escape(e.splitlines()[0][:160]) if e else ""]
                     for t, m, s, e in sorted(failed)
                 ],
                 headers=["toy model", "method", "seed", "error"],

@@ -35,7 +35,7 @@ KEY_DECIMALS = 12  # rank keys are rounded so that float noise does not break a 
 class MetricCell:
     """One (toy model, method) under one metric."""
 
-    values: dict[int, float]  # seed -> value (headline: 0.0 for a failed or N/A seed)
+    values: dict[tuple[int, int], float]  # (toy instance, seed) -> value (headline: 0.0 for a failed or N/A run)
     n_seeds: int
     n_na: int  # seeds that ran but have no value
     n_errors: int  # seeds that failed
@@ -80,18 +80,18 @@ def record_cells(records: Iterable[ResultRecord], metric: str) -> dict[tuple[str
     """``(method, toy) -> MetricCell`` of ``metric`` over the records; failed and N/A seeds are skipped."""
     grouped: dict[tuple[str, str], list[ResultRecord]] = defaultdict(list)
     for r in records:
-        grouped[(r.cell.method, r.cell.toy)].append(r)
+        grouped[(r.cell.method, r.family)].append(r)
     out = {}
     for key, rs in sorted(grouped.items()):
         values, na, errors = {}, 0, 0
-        for r in sorted(rs, key=lambda r: r.cell.seed):
+        for r in sorted(rs, key=lambda r: r.replicate):
             v = _finite(r.metrics.get(metric)) if r.ok else None
             if not r.ok:
                 errors += 1
             elif v is None:
                 na += 1
             else:
-                values[r.cell.seed] = v
+                values[r.replicate] = v
         out[key] = MetricCell(values, len(rs), na, errors, mean_ci(list(values.values())))
     return out
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from leaderboard.data import Board, Cell, Row, Table, build_board, fmt, fmt_rank
+from leaderboard.data import Board, Cell, Row, Table, build_board, fmt, fmt_rank, replicate_label
 from leaderboard.markdown import CAP_MARK, ERR_MARK, REF_MARK, beats_text, legend, stat_text, vs_refs_text, wall_text
 
 WIDTH = 120
@@ -162,7 +162,7 @@ def terminal_table(results: list[dict[str, Any]] | Board, width: int = WIDTH, ti
     if failed:
         parts += [f"Failed cells ({len(failed)}):"]
         for toy, method, seed, err in failed[:MAX_FAILED]:
-            line = f"  {term_escape(toy)} / {term_escape(method)} / seed {seed}: {term_escape(err)}"
+            line = f"  {term_escape(toy)} / {term_escape(method)} / seed {replicate_label(seed)}: {term_escape(err)}"
             parts += [line if len(line) <= width else line[: width - 1] + "…"]
         if len(failed) > MAX_FAILED:
             parts += [f"  ... and {len(failed) - MAX_FAILED} more (LEADERBOARD.md lists them all)"]

@@ -110,7 +110,7 @@ def test_cell_statistics_are_the_hand_computed_ones():
     assert c.n_success == 0 and board.cell("good", "toy_a").n_success == 3  # threshold 0.9
     # the failed seed scores 0 and is kept: (0.5 + 0 + 0.4) / 3
     e = board.cell("meh", "toy_b")
-    assert e.values == {0: 0.5, 1: 0.0, 2: 0.4} and list(e.errors) == [1]
+    assert e.values == {(0, 0): 0.5, (0, 1): 0.0, (0, 2): 0.4} and list(e.errors) == [(0, 1)]
     assert e.score.mean == pytest.approx(0.3)
 
 
@@ -154,9 +154,9 @@ def test_a_cell_whose_seeds_all_failed_reads_error():
     rs = grid() + [fake("toy_a", "broken", s, None, error="no") for s in range(3)]
     board = build_board(rs)
     md = render_markdown(board)
-    tier0 = md.split("## Tier 0")[1].split("## Tier 1")[0]
+    tier0 = md.split("## Reproduction track, tier 0")[1].split("## Reproduction track, tier 1")[0]
     assert "ERROR ✗3/3" in next(ln for ln in tier0.splitlines() if "broken" in ln)
-    overall = next(ln for ln in md.split("## Tier 0")[0].splitlines() if "broken" in ln)
+    overall = next(ln for ln in md.split("## Reproduction track, tier 0")[0].splitlines() if "broken" in ln)
     assert "(partial)" in overall and "✗3" in overall  # only on toy_a: not ranked, marked partial
 
 
@@ -278,7 +278,7 @@ def test_cells_stopped_by_the_cpu_time_cap_are_marked():
         if r["cell"]["method"] == "good" and r["cell"]["toy"] == "toy_a" and r["cell"]["seed"] < 2:
             r["cost"].update(stopped_early=True, steps=40)
     board = build_board(rs)
-    assert board.cell("good", "toy_a").capped == [0, 1] and board.cell("good", "toy_b").capped == []
+    assert board.cell("good", "toy_a").capped == [(0, 0), (0, 1)] and board.cell("good", "toy_b").capped == []
     md, out = render_markdown(board), render_all(rs)[1]
     assert "†2" in md and md.count("†") == 2  # the cell and the legend
     rows = list(csv.DictReader(io.StringIO(out["cells.csv"].decode())))

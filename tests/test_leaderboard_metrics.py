@@ -75,7 +75,7 @@ def test_metric_cells_skip_failed_and_na_seeds_but_the_headline_scores_them_zero
     rs.append(fake("toy_a", "m", 3, None, error="boom"))
     board = build_board(rs)
     c = board.metrics["mmcs"].cell("m", "toy_a")
-    assert c.values == {0: 0.6, 2: 0.8} and c.n_na == 1 and c.n_errors == 1 and c.n_seeds == 4
+    assert c.values == {(0, 0): 0.6, (0, 2): 0.8} and c.n_na == 1 and c.n_errors == 1 and c.n_seeds == 4
     assert c.score.mean == pytest.approx(0.7)
     h = board.metrics["hungarian"].cell("m", "toy_a")
     assert h.score.mean == pytest.approx(0.6) and h.score.mean == board.cell("m", "toy_a").score.mean

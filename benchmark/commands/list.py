@@ -14,9 +14,10 @@ if TYPE_CHECKING:
 
 def toy_rows(cache: WeightCache | None = None) -> list[list]:
     """One row per registered toy model, by track (headline, reproduction, diagnostic), then tier: the
-    ladder. Reads the weight cache's metadata
-    for the training time and seed; never trains."""
+    ladder, with the instances its suite scores (instance 0's size and description). Reads the weight
+    cache's metadata for the training time and seed; never trains."""
     from benchmark.cache import WeightCache
+    from benchmark.suites import SUITES
 
     cache = cache or WeightCache()
     rows = []
@@ -40,7 +41,11 @@ def toy_rows(cache: WeightCache | None = None) -> list[list]:
                 else "?"
             ) + f" (seed {meta.get('train_seed')})"
         track = getattr(toy, "track", "reproduction")
-        rows.append([name, spec.tier, track, spec.gt_status, f"{n_dec:,} / {n_all:,}", trained, spec.description])
+        k = SUITES["headline"].instances if track == "headline" else 1
+        instances = f"{k} (@0..@{k - 1})" if k > 1 else "1"
+        rows.append(
+            [name, spec.tier, track, instances, spec.gt_status, f"{n_dec:,} / {n_all:,}", trained, spec.description]
+        )
     order = {"headline": 0, "reproduction": 1, "diagnostic": 2}
     return sorted(rows, key=lambda r: (order.get(r[2], 3), r[1], r[0]))
 
@@ -74,12 +79,13 @@ def cmd_list(args: argparse.Namespace) -> int:
                     "toy model",
                     "tier",
                     "track",
+                    "instances",
                     "ground truth",
                     "params (decomposed / all)",
                     "training (cached)",
                     "description",
                 ],
-                maxcolwidths=[None] * 6 + [60],
+                maxcolwidths=[None, None, None, 14, None, None, None, 50],
             )
         )
         print()
