@@ -186,8 +186,9 @@ def readme_block(board: Board, figure: str) -> str:
     """The headline table and one figure, for the README between the LEADERBOARD markers."""
     return (
         f"{README_START}\n{headline_markdown(board)}\n\n"
-        f"Overall {board.headline}, toy models with exact or strong ground truth; 95% bootstrap intervals "
-        f"over seeds; `(ref)` = reference row. Per-tier tables: [LEADERBOARD.md](leaderboard/LEADERBOARD.md).\n\n"
+        f"Overall {board.headline} on the {board.overall.track} track, toy models with exact or strong ground "
+        f"truth; 95% bootstrap intervals over runs (toy instances x method seeds); `(ref)` = reference row. "
+        f"Reproduction and per-tier tables: [LEADERBOARD.md](leaderboard/LEADERBOARD.md).\n\n"
         f"![score by tier]({figure})\n{README_END}"
     )
 

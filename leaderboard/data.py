@@ -376,11 +376,23 @@ def build_board(results: Iterable[ResultRecord], problems: Sequence[str] = ()) -
     cells = {key: _cell(key[0], key[1], rs) for key, rs in sorted(grouped.items())}
     ranked_track = toys[0].track
     tracks = sorted({t.track for t in toys}, key=_track_order)
-    tiers = [
-        table
-        for tr in tracks
-        for table in _track_tables(tr, [t for t in toys if t.track == tr], methods, cells, tr == ranked_track)
-    ]
+    tiers = []
+    for tr in tracks:
+        theirs = [t for t in toys if t.track == tr]
+        if tr != ranked_track and len({t.tier for t in theirs}) > 1:  # another track's own overall table
+            table = _table(
+                f"{tr}-all",
+                f"{TRACK_TITLES.get(tr, tr)} track: all its toy models (ranked among themselves)",
+                [t for t in theirs if not t.contested],
+                methods,
+                cells,
+                "not the overall ranking; the papers' own toys, where each adapter shows it is faithful"
+                if tr == "reproduction"
+                else "",
+            )
+            table.track = tr
+            tiers.append(table)
+        tiers += _track_tables(tr, theirs, methods, cells, tr == ranked_track)
     mine = [t for t in toys if t.track == ranked_track]
     core = [t for t in mine if not t.contested]
     left_out = [f"{len(mine) - len(core)} toy model(s) with contested ground truth"] if len(core) < len(mine) else []

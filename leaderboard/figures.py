@@ -48,7 +48,7 @@ def _label(r: Row) -> str:
 
 def score_by_tier(board: Board) -> Figure:
     """Grouped bars: one group per tier, one bar per method (mean over the tier's toy models), 95% CI bars."""
-    tables = board.tiers
+    tables = [t for t in board.tiers if t.tier is not None]
     methods = [r.method for r in board.overall.rows] or board.methods
     names = [m.name for m in methods]
     for m in board.methods:

@@ -97,7 +97,8 @@ def overall_rows(board: Board) -> tuple[list[str], list[list[str]]]:
 
 
 def tier_rows(board: Board, table: Table) -> tuple[list[str], list[list[str]]]:
-    header = ["rank", "method", *[md_escape(t.name) for t in table.toys], "tier score [95% CI]", "success"]
+    score = "tier score [95% CI]" if table.tier is not None else "score [95% CI]"
+    header = ["rank", "method", *[md_escape(t.name) for t in table.toys], score, "success"]
     rows = []
     for r in table.rows:
         rows.append(
@@ -116,11 +117,13 @@ def legend(board: Board, esc: Callable[[str], str] = md_escape) -> str:
     """The key to the tables; ``esc`` escapes the one string from the result files (the headline metric)."""
     return (
         f"Headline score: `{esc(board.headline)}` (one-to-one matched mechanism recovery, 1 = every mechanism "
-        f"recovered by its own component). Scores are means over seeds with 95% bootstrap intervals; "
-        f"success = seeds scoring >= {SUCCESS_THRESHOLD} (Wilson 95% interval); rank = 95% rank band from a "
-        f"paired bootstrap over (toy model, seed) cells, so methods whose bands overlap are statistically "
+        f"recovered by its own component). The overall table ranks the {board.overall.track} track; the other "
+        f"tracks have their own tables below. A cell's runs are its (toy instance, method seed) pairs; scores "
+        f"are means over runs with 95% bootstrap intervals; "
+        f"success = runs scoring >= {SUCCESS_THRESHOLD} (Wilson 95% interval); rank = 95% rank band from a "
+        f"paired bootstrap over (toy model, run) cells, so methods whose bands overlap are statistically "
         f"tied. Only submitted methods are ranked; `{REF_MARK}` marks reference rows (oracle, random, whole, "
-        f"pca, ...). `{ERR_MARK}k/n`: k of n seeds failed; a failed seed scores 0 and is never dropped. "
+        f"pca, ...). `{ERR_MARK}k/n`: k of n runs failed; a failed run scores 0 and is never dropped. "
         f"`{CAP_MARK}k`: k seeds reached the suite's CPU-time cap and stopped before their default steps. "
         f"`vs refs`: the mean over toy models of (s - b) / (1 - b), where b is the best reference row's score on "
         f"that toy model (the oracle, which sees the ground truth, left out): 0 = as good as the best reference, "
@@ -198,6 +201,27 @@ def render_markdown(results: list[dict[str, Any]] | Board, figure: bool = False)
 
 
 def headline_markdown(board: Board) -> str:
-    """Just the overall table, for a README."""
+    """The overall table, then each other track's own overall table (compact), for a README."""
     header, rows = overall_rows(board)
-    return tabulate(rows, headers=header, tablefmt="github", disable_numparse=True)
+    parts = [tabulate(rows, headers=header, tablefmt="github", disable_numparse=True)]
+    for table in board.tiers:
+        if table.tier is None:
+            compact = [
+                [
+                    fmt_rank(r.rank) or ("ref" if r.method.reference_row else "-"),
+                    method_text(r),
+                    stat_text(r.score),
+                    success_text(r),
+                ]
+                for r in table.rows
+            ]
+            parts += [
+                f"\n**{table.title}**" + (f" ({table.note})" if table.note else "") + ":\n",
+                tabulate(
+                    compact,
+                    headers=["rank", "method", "score [95% CI]", "success"],
+                    tablefmt="github",
+                    disable_numparse=True,
+                ),
+            ]
+    return "\n".join(parts)
