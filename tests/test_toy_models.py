@@ -278,10 +278,14 @@ def check_ablation(t: ToyModel, subset: int | None) -> None:
         elif t.locality == "readout":  # mechanism m holds output m's read-out
             others = torch.ones(delta.shape[1], dtype=torch.bool)
             others[m] = False
-            assert delta[off][:, others].max() <= 1e-6, f"{mech.name}: moves outputs other than its own"
+            # float32 rounding, as for "exact" (a rotated input leaves ~1e-7 residues of the zero entries)
+            assert delta[off][:, others].max() <= 1e-4 * scale + 1e-6, f"{mech.name}: moves outputs other than its own"
             fallback = run(t, params, torch.zeros_like(x[:1]))[0, m].abs()  # output m without it (TMS: ReLU(b_m))
-            bound = (y0[off, m] - x[off, m]).abs() + fallback
-            assert (delta[off, m] <= bound + 1e-6).all(), f"{mech.name}: moves output {m} more than the model's error"
+            label = getattr(t, "to_base_inputs", lambda v: v)(x)  # feature m's value (a rotated toy: rotated back)
+            bound = (y0[off, m] - label[off, m]).abs() + fallback
+            assert (delta[off, m] <= bound + 1e-4 * scale + 1e-6).all(), (
+                f"{mech.name}: moves output {m} more than the model's error"
+            )
         else:
             assert t.locality == "ratio", t.locality
             got = per_input[on].mean() / per_input[off].mean().clamp_min(1e-12)

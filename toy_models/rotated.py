@@ -204,6 +204,7 @@ VARIANTS = {
     "parallel_tms": TIED_TMS,
     "tms_5-2-id": TIED_TMS_ID,
     "tms_40-10-id": TIED_TMS_ID,
+    "tms_5-2-untied": CIRCUIT,
     "shared_circuits": BLOCK,
     "gated_circuits": BLOCK,
 }
