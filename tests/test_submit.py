@@ -219,7 +219,7 @@ def test_validate_cli_verdict_and_seed_count(stored, capsys):
     assert main(["validate", str(stored)]) == 0
     assert capsys.readouterr().out.strip().endswith("VALID: 6 result(s) under " + str(stored))
     assert main(["validate", str(stored), "--min-seeds", "4"]) == 1
-    assert "fewer than 4 seeds" in capsys.readouterr().out
+    assert "fewer than 4 runs" in capsys.readouterr().out
     assert main(["validate", str(stored.parent / "missing")]) == 1
 
 

@@ -17,7 +17,7 @@ Errors (the folder is refused, exit 1):
 - a metric whose version changed, or a headline other than this pdbench's;
 - a method whose recorded version differs from the installed one;
 - one toy model or one method recorded with two different builds or versions in the same folder;
-- with ``--min-seeds N``: a (toy model, method) with fewer than N seeds;
+- with ``--min-seeds N``: a (toy model, method) with fewer than N runs (toy instances x method seeds);
 - where the folder is ``<board>/results`` and ``<board>/LEADERBOARD.md`` exists: leaderboard artefacts that are
   out of date with the results (regenerate with ``pdbench leaderboard``).
 Warnings (reported, verdict unchanged): another benchmark version, stray files, methods that do not cover
@@ -241,13 +241,15 @@ def validate_folder(
         missing = sorted(set(by_toy) - covered)
         if missing:
             report.warnings.append(f"method {name!r} has no results on {missing}: it will be marked partial")
-        if min_seeds is not None:
-            seeds: dict[str, set[int]] = defaultdict(set)
+        if min_seeds is not None:  # runs per leaderboard cell: (toy instance, method seed) pairs per toy model
+            runs: dict[str, set[tuple[int, int]]] = defaultdict(set)
             for r in rs:
-                seeds[r.cell.toy].add(r.cell.seed)
-            few = sorted(t for t, s in seeds.items() if len(s) < min_seeds)
+                runs[r.family].add(r.replicate)
+            few = sorted(t for t, s in runs.items() if len(s) < min_seeds)
             if few:
-                report.errors.append(f"method {name!r} has fewer than {min_seeds} seeds on {few}")
+                report.errors.append(
+                    f"method {name!r} has fewer than {min_seeds} runs (toy instances x seeds) on {few}"
+                )
     _rescore_checks(root, cache, methods, report, max_rescore_mb)
     board_dir = root.parent
     if (
