@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from benchmark import heldout
 from benchmark.budget import Budget
 from benchmark.registry import METHODS, TOY_MODELS
 from benchmark.results import Cell
@@ -92,13 +93,26 @@ def toy_tiers(track: str | None = None) -> dict[str, int]:
 
 
 def suite_cells(
-    name: str, toys: list[str] | None = None, methods: list[str] | None = None, seeds: list[int] | None = None
+    name: str,
+    toys: list[str] | None = None,
+    methods: list[str] | None = None,
+    seeds: list[int] | None = None,
+    heldout_seed: str | None = None,
 ) -> tuple[list[Cell], Suite]:
-    """The cells of suite ``name``, optionally restricted to some toy models, methods or seeds."""
+    """The cells of suite ``name``, optionally restricted to some toy models, methods or seeds. With
+    ``heldout_seed`` (the headline suite only), each toy model's instances are drawn from that seed
+    (``benchmark.heldout``) instead of 0, 1, 2."""
     if name not in SUITES:
         raise KeyError(f"unknown suite {name!r}; known suites: {', '.join(SUITES)}")
     suite = SUITES[name]
-    if toys is None:
+    if heldout_seed is not None:
+        if suite.track != "headline":
+            raise ValueError(
+                f"a held-out seed draws headline toy instances; suite {name!r} runs the {suite.track} track"
+            )
+        base = toys or list(toy_tiers(suite.track))
+        toys = [f"{t}@{k}" for t in base for k in heldout.instances(heldout_seed, t, suite.instances)]
+    elif toys is None:
         toys = [t for t, tier in toy_tiers(suite.track).items() if suite.min_tier <= tier <= suite.max_tier]
         if suite.instances > 1:
             toys = [f"{t}@{i}" for t in toys for i in range(suite.instances)]

@@ -28,6 +28,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
+from benchmark import heldout
 from benchmark.names import NAME_PATTERN
 from benchmark.results import ResultRecord, as_records
 from leaderboard import stats
@@ -38,7 +39,7 @@ from leaderboard.stats import Stat
 
 CONFIDENCE = 0.95
 OVERALL = "overall"
-TRACKS = ("headline", "reproduction", "diagnostic")  # ToyModel.track; the first present one is ranked
+TRACKS = ("headline", "held-out", "reproduction", "diagnostic")  # the first present one is ranked
 Replicate = tuple[int, int]  # (toy instance, method seed): ResultRecord.replicate
 
 
@@ -146,6 +147,7 @@ class Board:
     problems: list[str] = field(default_factory=list)
     metrics: dict[str, MetricTable] = field(default_factory=dict)  # the headline first
     robustness: Robustness | None = None
+    heldout: list[HeldOutGap] = field(default_factory=list)  # public vs held-out headline scores
 
     def cell(self, method: str, toy: str) -> Cell | None:
         return self.cells.get((method, toy))
@@ -186,6 +188,8 @@ def _collect(
     instances: dict[str, set[int]] = defaultdict(set)
     for r in results:
         toy, method = r.family, r.cell.method
+        if heldout.is_heldout(r.replicate[0]):  # its own toy model on the board: public and held-out side by side
+            toy = f"{toy} (held-out)"
         instances[toy].add(r.replicate[0])
         headlines.add(r.headline)
         grouped[(method, toy)].append(r)
@@ -209,7 +213,8 @@ def _collect(
                     f"{old_build[1][:12]} vs version {build[0]}, weights {build[1][:12]}); re-run the stale cells"
                 )
             if r.replicate[0] < instance_of.get(toy, 1 << 30):
-                toys[toy] = ToyInfo(toy, t.tier, str(t.gt_status or "?"), *build, track=t.track)
+                track = "held-out" if heldout.is_heldout(r.replicate[0]) else t.track
+                toys[toy] = ToyInfo(toy, t.tier, str(t.gt_status or "?"), *build, track=track)
                 instance_of[toy] = r.replicate[0]
         if m.version is not None:
             info_m = MethodInfo(method, m.version, m.paper, bool(m.reference_row), bool(m.sees_ground_truth))
@@ -336,7 +341,48 @@ TIER_NAMES = {
 }
 
 
-TRACK_TITLES = {"headline": "Headline", "reproduction": "Reproduction", "diagnostic": "Diagnostic"}
+TRACK_TITLES = {
+    "headline": "Headline",
+    "held-out": "Held-out",
+    "reproduction": "Reproduction",
+    "diagnostic": "Diagnostic",
+}
+
+
+@dataclass
+class HeldOutGap:
+    """A method's score on the public headline instances and on held-out ones (``benchmark.heldout``)."""
+
+    method: MethodInfo
+    public: Stat
+    heldout: Stat
+
+    @property
+    def gap(self) -> float | None:
+        if self.public.mean is None or self.heldout.mean is None:
+            return None
+        return self.public.mean - self.heldout.mean
+
+    @property
+    def flagged(self) -> bool:
+        """The intervals do not overlap: the method does better (or worse) on the toys it could have seen."""
+        p, h = self.public, self.heldout
+        if None in (p.low, p.high, h.low, h.high):
+            return False
+        return p.low > h.high or h.low > p.high  # type: ignore[operator]
+
+
+def heldout_gaps(overall: Table, toys: list[ToyInfo], methods: list[MethodInfo], cells: dict) -> list[HeldOutGap]:
+    """Each overall row beside its score on the held-out instances of the same toy models (empty when the
+    results hold no held-out run or the overall table is not the headline's)."""
+    held = [t for t in toys if t.track == "held-out" and not t.contested]
+    if not held or overall.track != "headline":
+        return []
+    table = _table("held-out", "held-out", held, methods, cells)
+    by_name = {r.method.name: r for r in table.rows}
+    return [
+        HeldOutGap(r.method, r.score, by_name[r.method.name].score) for r in overall.rows if r.method.name in by_name
+    ]
 
 
 def _track_tables(
@@ -419,7 +465,9 @@ def build_board(results: Iterable[ResultRecord], problems: Sequence[str] = ()) -
     _add_baseline(overall, methods, cells)
     tables = metric_tables(headline, results, toys, methods, cells, core)
     refs = {m.name: m.reference_row for m in methods}
-    return Board(headline, toys, methods, cells, overall, tiers, list(problems), tables, robustness(tables, refs))
+    board = Board(headline, toys, methods, cells, overall, tiers, list(problems), tables, robustness(tables, refs))
+    board.heldout = heldout_gaps(overall, toys, methods, cells)
+    return board
 
 
 def _add_baseline(overall: Table, methods: list[MethodInfo], cells: dict[tuple[str, str], Cell]) -> None:

@@ -133,6 +133,32 @@ def legend(board: Board, esc: Callable[[str], str] = md_escape) -> str:
     )
 
 
+def heldout_markdown(board: Board) -> list[str]:
+    """Public against held-out headline instances, per method; ``!`` where the intervals do not overlap."""
+    if not board.heldout:
+        return []
+    rows = [
+        [
+            md_escape(g.method.name) + (f" {REF_MARK}" if g.method.reference_row else ""),
+            stat_text(g.public),
+            stat_text(g.heldout),
+            "-" if g.gap is None else f"{g.gap:+.3f}",
+            "! gap beyond the intervals" if g.flagged else "",
+        ]
+        for g in board.heldout
+    ]
+    return [
+        "## Public and held-out instances",
+        "",
+        "The same headline toy models, on their public instances (0-2) and on instances drawn from a held-out "
+        "seed (`pdbench run --suite headline --heldout-seed`). A method tuned to the public instances scores "
+        "lower on the held-out ones; `!` marks a gap larger than the two intervals.",
+        "",
+        tabulate(rows, headers=["method", "public", "held-out", "gap", ""], tablefmt="github", disable_numparse=True),
+        "",
+    ]
+
+
 def render_markdown(results: list[dict[str, Any]] | Board, figure: bool = False) -> str:
     """The whole leaderboard as Markdown, from result records or a built :class:`Board`; ``figure`` links the
     score-by-tier figure that :mod:`leaderboard.build` writes beside it."""
@@ -145,6 +171,7 @@ def render_markdown(results: list[dict[str, Any]] | Board, figure: bool = False)
     parts += [tabulate(rows, headers=header, tablefmt="github", disable_numparse=True), ""]
     if figure:
         parts += ["![score by tier](figures/score_by_tier.png)", ""]
+    parts += heldout_markdown(board)
     parts += robustness_markdown(board)
     for table in board.tiers:
         header, rows = tier_rows(board, table)

@@ -11,6 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
+from benchmark import heldout
 from benchmark.commands.leaderboard import DEFAULT_RESULTS, print_leaderboard
 from benchmark.options import add_execution_arguments, add_hparams_argument, csv_list, limit, positive_int, seeds
 from benchmark.registry import METHODS, TOY_MODELS, RegistryError
@@ -51,7 +52,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"pdbench: error: {exc}", file=sys.stderr)
         return 2
     methods = sorted(known) if args.methods is None else csv_list(args.methods)
-    cells, suite = suite_cells(args.suite, csv_list(args.toys), methods, args.seeds)
+    try:
+        secret = None if args.heldout_seed is None else heldout.resolve_seed(args.heldout_seed)
+        cells, suite = suite_cells(args.suite, csv_list(args.toys), methods, args.seeds, secret)
+    except ValueError as exc:
+        print(f"pdbench: error: {exc}", file=sys.stderr)
+        return 2
+    if secret is not None:
+        heldout.record(args.results, secret)  # its SHA-256 only
     if not cells:
         print("pdbench: error: the selection has no cells", file=sys.stderr)
         return 2
@@ -140,6 +148,12 @@ def add_parser(sub, common) -> None:
     p.add_argument("--toys", help="comma-separated toy models (default: the suite's)")
     p.add_argument("--methods", help="comma-separated methods, or module:Class (default: all)")
     p.add_argument("--seeds", type=seeds, help="comma-separated seeds (default: the suite's)")
+    p.add_argument(
+        "--heldout-seed",
+        metavar="S|env",
+        help="with --suite headline: score toy instances drawn from seed S instead of the public 0-2; 'env' "
+        f"reads a secret from ${heldout.ENV} (only its SHA-256 is stored, in RESULTS/{heldout.RECORD})",
+    )
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results folder (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     p.add_argument("--steps", type=positive_int, help="override every method's number of optimisation steps")

@@ -1,0 +1,95 @@
+"""The held-out tier and the two-track board (toy-ladder and blind-protocol issues): instances drawn from a
+seed that is never stored, toy instances as replicates of one cell, and the public/held-out comparison."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmark import heldout
+from benchmark.suites import suite_cells
+from leaderboard.data import build_board
+from leaderboard.markdown import render_markdown
+from tests.test_leaderboard import fake
+
+
+def test_heldout_instances_are_seeded_distinct_and_never_public() -> None:
+    a = heldout.instances("s3cret", "shared_circuits-rot", 3)
+    assert a == heldout.instances("s3cret", "shared_circuits-rot", 3)  # deterministic
+    assert len(set(a)) == 3 and all(heldout.is_heldout(k) for k in a)
+    assert a != heldout.instances("other", "shared_circuits-rot", 3)
+    assert a != heldout.instances("s3cret", "gated_circuits-rot", 3)  # drawn per toy model
+    assert not heldout.is_heldout(2)
+
+
+def test_a_secret_seed_comes_from_the_environment_and_only_its_hash_is_stored(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv(heldout.ENV, raising=False)
+    with pytest.raises(heldout.HeldOutError, match=heldout.ENV):
+        heldout.resolve_seed("env")
+    monkeypatch.setenv(heldout.ENV, "never-written-anywhere")
+    secret = heldout.resolve_seed("env")
+    heldout.record(tmp_path, secret)
+    heldout.record(tmp_path, secret)  # recorded once
+    text = (tmp_path / heldout.RECORD).read_text()
+    assert "never-written-anywhere" not in text
+    assert json.loads(text) == {"seed_sha256": [heldout.seed_sha256(secret)]}
+
+
+def test_the_headline_suite_draws_heldout_instances() -> None:
+    public, _ = suite_cells("headline", methods=["pca"])
+    held, _ = suite_cells("headline", methods=["pca"], heldout_seed="s3cret")
+    assert len(public) == len(held) and {c.toy.split("@")[0] for c in public} == {c.toy.split("@")[0] for c in held}
+    assert all(int(c.toy.split("@")[1]) < 3 for c in public)
+    assert all(heldout.is_heldout(int(c.toy.split("@")[1])) for c in held)
+    with pytest.raises(ValueError, match="headline"):
+        suite_cells("quick", heldout_seed="s3cret")
+
+
+def _tracked(toy: str, method: str, seed: int, value: float, track: str, **kw) -> dict:  # noqa: ANN003
+    r = fake(toy.split("@")[0], method, seed, value, **kw)
+    r["cell"]["toy"] = toy
+    r["toy"].update(name=toy, track=track, weights_sha256=f"{toy}-sha")
+    return r
+
+
+def test_instances_are_replicates_and_the_board_ranks_the_headline_track() -> None:
+    rs = []
+    for k, (good, tuned) in enumerate([(0.9, 0.8), (0.8, 0.85), (0.85, 0.9)]):
+        rs += [
+            _tracked(f"toy_a@{k}", "good", 0, good, "headline"),
+            _tracked(f"toy_a@{k}", "tuned", 0, tuned, "headline"),
+        ]
+    for k, (good, tuned) in zip(
+        heldout.instances("s", "toy_a", 3), [(0.88, 0.2), (0.86, 0.25), (0.9, 0.3)], strict=True
+    ):
+        rs += [
+            _tracked(f"toy_a@{k}", "good", 0, good, "headline"),
+            _tracked(f"toy_a@{k}", "tuned", 0, tuned, "headline"),
+        ]
+    rs += [_tracked("toy_b", m, s, v, "reproduction") for m, v in (("good", 0.1), ("tuned", 1.0)) for s in range(3)]
+    board = build_board(rs)
+    assert board.overall.track == "headline" and [t.name for t in board.overall.toys] == ["toy_a"]
+    cell = board.cell("good", "toy_a")
+    assert cell.values == {(0, 0): 0.9, (1, 0): 0.8, (2, 0): 0.85}  # the three instances, one seed
+    assert board.overall.rows[0].method.name == "good"  # the reproduction toy does not enter the ranking
+    repro = [t for t in board.tiers if t.track == "reproduction"]
+    assert repro and repro[0].rows[0].method.name == "tuned"  # it has its own table
+    gaps = {g.method.name: g for g in board.heldout}
+    assert gaps["tuned"].flagged and gaps["tuned"].gap == pytest.approx(0.85 - 0.25)
+    assert not gaps["good"].flagged
+    md = render_markdown(board)
+    assert "## Public and held-out instances" in md and "! gap beyond the intervals" in md
+    assert "## Held-out track, tier 0" in md and "## Reproduction track, tier 1" in md
+
+
+def test_the_cli_refuses_a_missing_secret_and_a_suite_without_instances(tmp_path, monkeypatch, capsys) -> None:
+    from benchmark.cli import main
+
+    monkeypatch.delenv(heldout.ENV, raising=False)
+    results = str(tmp_path / "r")
+    assert main(["run", "--suite", "headline", "--heldout-seed", "env", "--results", results]) == 2
+    assert heldout.ENV in capsys.readouterr().err
+    assert main(["run", "--suite", "quick", "--heldout-seed", "7", "--results", results]) == 2
+    assert "headline" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # nothing written
