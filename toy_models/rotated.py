@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from benchmark.cache import WeightCache
 from benchmark.registry import TOY_MODELS
 from benchmark.toy import LinearSite, Mechanism, ToyModel, load_toy
 
@@ -76,15 +77,20 @@ class RotatedToy(ToyModel):
         for fact in ("locality", "locality_ratio", "ablation_moved_share", "activation_rate", "drops_zero_inputs"):
             setattr(self, fact, getattr(self.base, fact))
         self._rotations: dict[str, Tensor] | None = None
+        self._cache: WeightCache | None = None
 
     def _axes(self) -> set[str]:
         names = {n for f in self.plan.folds.values() for n in (f.left, f.right) if n is not None}
         return names | {n for n in (self.plan.inputs, self.plan.outputs) if n is not None}
 
     # -- the base toy and the rotations ---------------------------------------------------------------
+    def build(self, cache: WeightCache | None = None) -> ToyModel:
+        self._cache = cache  # the base toy's weights come from (and go to) the same cache
+        return super().build(cache)
+
     def _built_base(self) -> ToyModel:
         if self.base._model is None:
-            self.base = load_toy(self.base_name, seed=self.spec.seed)
+            self.base = load_toy(self.base_name, self._cache, seed=self.spec.seed)
         return self.base
 
     @property
