@@ -142,7 +142,10 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: str) -> bool:
         self.discover()
-        return name in self._objects or name in self._lazy
+        if name in self._objects or name in self._lazy:
+            return True
+        m = INSTANCE_PATTERN.fullmatch(name) if self.instances and isinstance(name, str) else None
+        return m is not None and m[1] in self  # "name@k": an instance of a registered toy model
 
     def names(self) -> list[str]:
         self.discover()

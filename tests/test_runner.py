@@ -162,7 +162,12 @@ def test_suites_cover_what_they_promise() -> None:
     paper, suite = suite_cells("paper")
     assert set(paper) == set(full) | set(contested) and suite.budget == Budget(scale=1.0)  # every tier, uncapped
     assert SUITES["quick"].budget_for("pca", steps=7) == Budget(steps=7, scale=SUITES["quick"].budget.scale)
-    with pytest.raises(KeyError, match="unknown suite 'huge'; known suites: quick, full, contested, paper"):
+    headline, suite = suite_cells("headline")
+    models = set(toy_tiers("headline"))
+    assert models and {c.toy for c in headline} == {f"{t}@{i}" for t in models for i in range(suite.instances)}
+    assert suite.instances >= 3 and suite.budget == Budget(scale=1.0)  # 3 instances, uncapped
+    assert len(headline) == len(models) * suite.instances * len(METHODS.names()) * len(suite.seeds)
+    with pytest.raises(KeyError, match="unknown suite 'huge'; known suites: quick, full, contested, headline, paper"):
         suite_cells("huge")
 
 
