@@ -2,7 +2,7 @@
 
 The public board scores instances 0, 1, 2 of each headline toy model (the ``headline`` suite). A held-out
 run draws its instances from a seed instead: ``pdbench run --suite headline --heldout-seed S`` scores
-instances ``HELDOUT_BASE + h(S, toy, i)``, which only someone who knows S can name in advance. A maintainer
+instances ``HELDOUT_BASE + h(S, i)``, which only someone who knows S can name in advance. A maintainer
 keeps S secret in the environment (``--heldout-seed env`` reads ``PDBENCH_HELDOUT_SEED``); it is never
 written anywhere. The results folder keeps only its SHA-256 (``heldout.json``), so a later run can show
 it used the same seed. The leaderboard puts instances at or above ``HELDOUT_BASE`` on their own
@@ -44,12 +44,14 @@ def seed_sha256(seed: str) -> str:
     return hashlib.sha256(f"pdbench-heldout:{seed}".encode()).hexdigest()
 
 
-def instances(seed: str, toy: str, n: int) -> list[int]:
-    """``n`` distinct held-out instances of toy model ``toy`` drawn from ``seed`` (all >= ``HELDOUT_BASE``)."""
+def instances(seed: str, n: int) -> list[int]:
+    """``n`` distinct held-out instances drawn from ``seed`` (all >= ``HELDOUT_BASE``). Every toy model takes
+    the same instance numbers, so the leaderboard pairs its held-out runs across toy models as it pairs the
+    public instances 0, 1, 2."""
     out: list[int] = []
     i = 0
     while len(out) < n:
-        digest = hashlib.sha256(f"pdbench-heldout:{seed}:{toy}:{i}".encode()).digest()
+        digest = hashlib.sha256(f"pdbench-heldout:{seed}:{i}".encode()).digest()
         k = HELDOUT_BASE + int.from_bytes(digest[:8], "big") % SPAN
         if k not in out:
             out.append(k)

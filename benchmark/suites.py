@@ -111,7 +111,7 @@ def suite_cells(
                 f"a held-out seed draws headline toy instances; suite {name!r} runs the {suite.track} track"
             )
         base = toys or list(toy_tiers(suite.track))
-        toys = [f"{t}@{k}" for t in base for k in heldout.instances(heldout_seed, t, suite.instances)]
+        toys = [f"{t}@{k}" for t in base for k in heldout.instances(heldout_seed, suite.instances)]
     elif toys is None:
         toys = [t for t, tier in toy_tiers(suite.track).items() if suite.min_tier <= tier <= suite.max_tier]
         if suite.instances > 1:
