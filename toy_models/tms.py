@@ -94,11 +94,15 @@ class TMS(ConfigKeyed, ToyModel):
     def loss(self, output: Tensor, inputs: Tensor) -> Tensor:
         return ((inputs.abs() - output) ** 2).mean()
 
-    def fit(self, model: nn.Module, seed: int) -> dict[str, Any]:
-        g = torch.Generator().manual_seed(seed)
+    def init_weights(self, model: nn.Module, g: torch.Generator) -> None:
+        """Xavier-normal W and a zero bias (APD code)."""
         with torch.no_grad():
             model.W.copy_(torch.randn(model.W.shape, generator=g) * (2 / sum(model.W.shape)) ** 0.5)
             model.b.zero_()
+
+    def fit(self, model: nn.Module, seed: int) -> dict[str, Any]:
+        g = torch.Generator().manual_seed(seed)
+        self.init_weights(model, g)
         opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=0.01)
         loss = torch.tensor(float("nan"))
         with torch.enable_grad():

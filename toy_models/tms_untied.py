@@ -57,26 +57,13 @@ class UntiedTMS(TMS):
     def make_model(self) -> nn.Module:
         return UntiedTMSNet(self.n_features, self.n_hidden)
 
-    def fit(self, model: nn.Module, seed: int) -> dict[str, Any]:
-        g = torch.Generator().manual_seed(seed)
-        std = (2 / (self.n_features + self.n_hidden)) ** 0.5  # xavier-normal, as the tied W
+    def init_weights(self, model: nn.Module, g: torch.Generator) -> None:
+        """Xavier-normal W_in and W_out (as the tied W), zero bias; then the tied recipe trains them."""
+        std = (2 / (self.n_features + self.n_hidden)) ** 0.5
         with torch.no_grad():
             model.W_in.copy_(torch.randn(model.W_in.shape, generator=g) * std)
             model.W_out.copy_(torch.randn(model.W_out.shape, generator=g) * std)
             model.b.zero_()
-        opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=0.01)
-        loss = torch.tensor(float("nan"))
-        with torch.enable_grad():
-            for _ in range(self.steps):
-                x = self.sample(self.batch_size, g)
-                loss = self.loss(model(x), x)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-        with torch.no_grad():
-            x = self.sample(50_000, torch.Generator().manual_seed(seed + 10_000))
-            final = float(self.loss(model(x), x))
-        return {"final_loss": final, "last_batch_loss": float(loss.detach()), "steps": self.steps}
 
     def health(self, model: nn.Module, info: dict[str, Any]) -> str | None:
         """Every feature must reconstruct itself: x = e_c gives output c above 0.5."""
