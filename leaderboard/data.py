@@ -127,12 +127,6 @@ class Table:
         """The tier this table shows; None for an overall table (the ranked track's, or another track's)."""
         return int(self.key.rsplit("tier", 1)[1]) if "tier" in self.key else None
 
-    @property
-    def short(self) -> str:
-        """A short label: ``T1`` for the ranked track's tier 1, ``R1``/``D1`` for another track's."""
-        prefix = "T" if self.key.startswith("tier") or self.key == OVERALL else self.track[0].upper()
-        return prefix + ("all" if self.tier is None else str(self.tier))
-
 
 @dataclass
 class Board:

@@ -85,7 +85,10 @@ def score_by_tier(board: Board) -> Figure:
         ax.errorbar(xs, ys, yerr=np.array([lo, hi]), fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
     ax.set_xticks(range(len(tables)))
     ax.set_xticklabels(
-        [t.short + ("\n(contested)" if t.note.startswith("ground truth contested") else "") for t in tables]
+        [
+            f"{t.track}\ntier {t.tier}" + ("\n(contested)" if t.note.startswith("ground truth contested") else "")
+            for t in tables
+        ]
     )
     ax.set_ylim(0, 1.05)
     ax.set_ylabel(f"{_text(board.headline)} (mean over toy models, 95% CI)")
