@@ -14,7 +14,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from leaderboard.data import Board, Cell, Row, Table, build_board, fmt, fmt_rank, replicate_label
+from leaderboard.data import MIN_GAP, Board, Cell, Row, Table, build_board, fmt, fmt_rank, replicate_label
 from leaderboard.markdown_metrics import metrics_markdown, robustness_markdown
 from leaderboard.stats import SUCCESS_THRESHOLD
 from leaderboard.text import CAP_MARK, ERR_MARK, REF_MARK, interval_text, md_escape, stat_text
@@ -152,7 +152,7 @@ def heldout_markdown(board: Board) -> list[str]:
         "",
         "The same headline toy models, on their public instances (0-2) and on instances drawn from a held-out "
         "seed (`pdbench run --suite headline --heldout-seed`). A method tuned to the public instances scores "
-        "lower on the held-out ones; `!` marks a gap larger than the two intervals.",
+        f"lower on the held-out ones; `!` marks a gap of at least {MIN_GAP} whose two intervals do not overlap.",
         "",
         tabulate(rows, headers=["method", "public", "held-out", "gap", ""], tablefmt="github", disable_numparse=True),
         "",
