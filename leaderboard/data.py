@@ -26,7 +26,7 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from benchmark import heldout
 from benchmark.names import NAME_PATTERN
@@ -57,7 +57,6 @@ class ToyInfo:
     version: str
     weights_sha256: str  # instance 0's (or the first instance's) weights
     track: str = "reproduction"
-    instances: int = 1
 
     @property
     def contested(self) -> bool:
@@ -178,12 +177,10 @@ def _collect(
     headlines = set()
     budgets: dict[tuple[str, str], dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     builds: dict[str, tuple[str, str]] = {}  # toy instance -> (version, weights)
-    instances: dict[str, set[int]] = defaultdict(set)
     for r in results:
         toy, method = r.family, r.cell.method
         if heldout.is_heldout(r.replicate[0]):  # its own toy model on the board: public and held-out side by side
             toy = f"{toy} (held-out)"
-        instances[toy].add(r.replicate[0])
         headlines.add(r.headline)
         grouped[(method, toy)].append(r)
         m = r.method
@@ -226,7 +223,6 @@ def _collect(
                 f"the {track} track ({described}); one board compares one budget per method and track: re-run "
                 "the odd cells or use separate results folders"
             )
-    toys = {k: replace(v, instances=len(instances[k])) for k, v in toys.items()}
     if len(headlines) > 1:
         raise BoardError(f"the results use different headline metrics {sorted(headlines)}; re-run the stale cells")
     for method, toy in grouped:
@@ -319,10 +315,11 @@ def _table(
     methods: list[MethodInfo],
     cells: dict[tuple[str, str], Cell],
     note: str = "",
+    track: str = "reproduction",
 ) -> Table:
     rows = [r for m in methods if (r := _row(m, toys, cells)) is not None]
     _rank(rows, toys, cells)
-    return Table(key, title, toys, _order(rows), note)
+    return Table(key, title, toys, _order(rows), note, track)
 
 
 TIER_NAMES = {
@@ -373,7 +370,7 @@ def heldout_gaps(overall: Table, toys: list[ToyInfo], methods: list[MethodInfo],
     held = [t for t in toys if t.track == "held-out" and not t.contested]
     if not held or overall.track != "headline":
         return []
-    table = _table("held-out", "held-out", held, methods, cells)
+    table = _table("held-out", "held-out", held, methods, cells, track="held-out")
     by_name = {r.method.name: r for r in table.rows}
     return [
         HeldOutGap(r.method, r.score, by_name[r.method.name].score) for r in overall.rows if r.method.name in by_name
@@ -392,9 +389,7 @@ def _track_tables(
             "ground truth contested: shown here, left out of the overall table" if all(t.contested for t in tt) else ""
         )
         title = f"{TRACK_TITLES.get(track, track)} track, tier {tier}: {TIER_NAMES.get(tier, '')}".rstrip(": ")
-        table = _table(f"tier{tier}" if ranked else f"{track}-tier{tier}", title, tt, methods, cells, note)
-        table.track = track
-        out.append(table)
+        out.append(_table(f"tier{tier}" if ranked else f"{track}-tier{tier}", title, tt, methods, cells, note, track))
     return out
 
 
@@ -430,8 +425,8 @@ def build_board(results: Iterable[ResultRecord], problems: Sequence[str] = ()) -
                 "not the overall ranking; the papers' own toys, where each adapter shows it is faithful"
                 if tr == "reproduction"
                 else "",
+                tr,
             )
-            table.track = tr
             tiers.append(table)
         tiers += _track_tables(tr, theirs, methods, cells, tr == ranked_track)
     mine = [t for t in toys if t.track == ranked_track]
@@ -448,8 +443,8 @@ def build_board(results: Iterable[ResultRecord], problems: Sequence[str] = ()) -
         methods,
         cells,
         "leaves out " + " and ".join(left_out) if left_out else "",
+        ranked_track,
     )
-    overall.track = ranked_track
     for row in overall.rows:
         for tier in tiers:
             if tier.track != ranked_track:

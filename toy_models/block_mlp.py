@@ -11,6 +11,7 @@ block-diagonal toys follows the LIB paper's modular MLPs (Bushnaq et al. 2024, a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -42,6 +43,18 @@ class HandBuiltMLP(ToyModel):
         with torch.no_grad():
             labels = self.model(inputs.to(self.model.W1.device))
         return ((output - labels) ** 2).mean()
+
+    @staticmethod
+    def neuron_pieces(comps: dict[str, Tensor], neurons: Iterable[int]) -> list[dict[str, Tensor]]:
+        """A mechanism's refinement into one piece per ReLU neuron j: its W1 row and W2 column (the smallest
+        piece that acts on its own)."""
+        pieces = []
+        for j in neurons:
+            row = torch.zeros_like(comps["W1"], dtype=torch.bool)
+            col = torch.zeros_like(comps["W2"], dtype=torch.bool)
+            row[j], col[:, j] = True, True
+            pieces.append({"W1": torch.where(row, comps["W1"], 0.0), "W2": torch.where(col, comps["W2"], 0.0)})
+        return pieces
 
 
 class BlockMLP(HandBuiltMLP):
@@ -108,12 +121,7 @@ class BlockMLP(HandBuiltMLP):
             mask = self._masks(k, model)
             comps = {n: torch.where(mask[n], getattr(model, n).detach(), 0.0) for n in ("W1", "W2")}
             _, h, _ = self._blocks(k)
-            pieces = []
-            for j in range(h.start, h.stop):  # one piece per ReLU neuron: its W1 row and W2 column
-                row = torch.zeros_like(model.W1, dtype=torch.bool)
-                col = torch.zeros_like(model.W2, dtype=torch.bool)
-                row[j], col[:, j] = True, True
-                pieces.append({"W1": torch.where(row, comps["W1"], 0.0), "W2": torch.where(col, comps["W2"], 0.0)})
+            pieces = self.neuron_pieces(comps, range(h.start, h.stop))
             out.append(Mechanism(name=f"block{k}", support=mask, components=comps, refinement=pieces))
         return out
 

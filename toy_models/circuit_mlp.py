@@ -118,13 +118,7 @@ class CircuitMLP(HandBuiltMLP):
             cols[torch.tensor(c.outputs)[:, None], torch.tensor(c.neurons)[None, :]] = True
             support = {"W1": rows & (W1 != 0), "W2": cols}
             comps = {"W1": torch.where(support["W1"], W1, 0.0), "W2": torch.where(cols, W2, 0.0)}
-            pieces = []
-            for j in c.neurons:
-                r = torch.zeros_like(rows)
-                r[j] = True
-                cl = torch.zeros_like(cols)
-                cl[:, j] = True
-                pieces.append({"W1": torch.where(r, comps["W1"], 0.0), "W2": torch.where(cl, comps["W2"], 0.0)})
+            pieces = self.neuron_pieces(comps, c.neurons)
             out.append(Mechanism(name=f"circuit{k}", support=support, components=comps, refinement=pieces))
         return out
 
