@@ -39,3 +39,24 @@ def test_the_gate_fails_a_toy_that_a_fixed_basis_solves(toy) -> None:  # noqa: A
 )
 def test_every_diagnostic_variant_fails_the_gate(toy, name) -> None:  # noqa: ANN001
     assert not headroom(toy(name)).passed
+
+
+@pytest.mark.parametrize("name", INSTANCES)
+def test_the_hidden_neuron_split_stays_far_from_the_oracle(toy, name) -> None:  # noqa: ANN001
+    """The hidden ReLU basis is privileged, so one cross-layer piece per hidden neuron (its W1 row and W2
+    column) is a data-free decomposition of every headline toy. It must score as the split it is: a toy that
+    declared those pieces as a refinement would give it 1."""
+    import torch
+
+    from benchmark.decomposition import Decomposition
+    from benchmark.scoring import score
+
+    t = toy(name)
+    W1, W2 = t.model.W1.detach(), t.model.W2.detach()
+    pieces = []
+    for j in range(W1.shape[0]):
+        row, col = torch.zeros_like(W1), torch.zeros_like(W2)
+        row[j], col[:, j] = W1[j], W2[:, j]
+        pieces.append({"W1": row, "W2": col})
+    dec = Decomposition(pieces, attributions=lambda x: torch.relu(x.to(W1) @ W1.T), faithful=True)
+    assert score(t, dec, ["hungarian"])["hungarian"] < 0.2
