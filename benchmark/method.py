@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from benchmark.budget import Budget
 from benchmark.decomposition import Decomposition
+from benchmark.names import TUNED
 from benchmark.registry import METHODS
 from benchmark.toy import Target
 
@@ -29,20 +30,32 @@ class Method(ABC):
     per_model_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, **overrides: Any):
-        unknown = set(overrides) - set(self.defaults) - {k for d in self.per_model_defaults.values() for k in d}
+        known = {TUNED, *self.defaults, *(k for d in self.per_model_defaults.values() for k in d)}
+        unknown = set(overrides) - known
         if unknown:
             raise ValueError(
                 f"method {self.name!r} has no hyperparameter(s) {sorted(unknown)}; known: {sorted(self.defaults)}"
             )
         for key, value in overrides.items():
-            problem = _type_problem(self.defaults.get(key), value)
+            problem = _type_problem(self.defaults.get(key, True if key == TUNED else None), value)
             if problem:
                 raise TypeError(f"method {self.name!r}: hyperparameter {key!r} {problem}")
         self.overrides = dict(overrides)
 
     def hparams(self, toy_name: str) -> dict[str, Any]:
-        """The hyperparameters used on ``toy_name``: defaults < per-model defaults < overrides."""
-        return {**self.defaults, **self.per_model_defaults.get(toy_name, {}), **self.overrides}
+        """The hyperparameters used on ``toy_name``: defaults < per-model defaults < overrides. With the
+        override ``tuned=False`` (``pdbench run --blind``) the per-model defaults are skipped: the method runs
+        its one blind rule on every toy, the papers' toys included."""
+        return {**self.defaults, **self.tuned_for(toy_name, self.per_model_defaults), **self.own_overrides}
+
+    def tuned_for(self, toy_name: str, table: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """``table[toy_name]`` (a per-model setting), or nothing where the caller asked for the blind rule."""
+        return table.get(toy_name, {}) if self.overrides.get(TUNED, True) else {}
+
+    @property
+    def own_overrides(self) -> dict[str, Any]:
+        """The overrides that are hyperparameters (all but the ``tuned`` switch)."""
+        return {k: v for k, v in self.overrides.items() if k != TUNED}
 
     @abstractmethod
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:

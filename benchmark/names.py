@@ -13,6 +13,9 @@ from typing import Any
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.@-]{1,100}")
 REF_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,150}:[A-Za-z_][A-Za-z0-9_.]{0,100}")
 INSTANCE_PATTERN = re.compile(r"(.+)@(\d{1,9})")  # a toy instance: "name@k" is toy model "name" drawn from seed k
+#: The hyperparameter override that switches a method's per-model defaults off (``tuned=False``, ``--blind``):
+#: the method runs its one blind rule on every toy (docs/protocol.md).
+TUNED = "tuned"
 
 
 def family(toy: str) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from benchmark.names import TUNED
+
 
 def csv_list(text: str | None) -> list[str] | None:
     return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
@@ -82,6 +84,21 @@ def add_hparams_argument(p: argparse.ArgumentParser) -> None:
         help="hyperparameter overrides, e.g. 'apd.C=8,spd.lr=0.01' (recorded in each result; a folder never mixes "
         "cells run with and without them)",
     )
+    p.add_argument(
+        "--blind",
+        action="store_true",
+        help="every method runs its one blind rule, the papers' per-toy settings off (the override tuned=false; "
+        "docs/protocol.md)",
+    )
+
+
+def requested_hparams(args: argparse.Namespace, methods: list[str]) -> dict[str, dict]:
+    """``--hparams``, plus ``tuned=False`` for every method under ``--blind``."""
+    out = {m: dict(hp) for m, hp in (args.hparams or {}).items()}
+    if args.blind:
+        for m in methods:
+            out.setdefault(m, {})[TUNED] = False
+    return out
 
 
 def add_execution_arguments(p: argparse.ArgumentParser) -> None:

@@ -154,6 +154,11 @@ class Target:
         named = dict(self.model.named_parameters())
         return {n: named[n] for n in self.decomposed}
 
+    def largest_side(self) -> int:
+        """The largest side of any decomposed matrix: what a blind rule may scale a method's size with
+        (docs/protocol.md, the blind rule)."""
+        return max(max(p.shape) for p in self.params().values())
+
 
 @dataclass
 class BuildInfo:

@@ -97,12 +97,19 @@ _RESID_MLP1 = {  # resid_mlp_topk_config.yaml (1 layer); the paper says 40k step
 }
 
 
+#: The blind rule's cap on C: each APD component holds a full-rank copy of every decomposed matrix, so a step
+#: costs C times one model's attributions; 10 keeps a headline cell near 7 minutes on one core.
+MAX_BLIND_C = 10
+
+
 @METHODS.register("apd")
 class APD(Method):
     version = "1"
     paper = "Braun, Bushnaq, Heimersheim, Mendel, Sharkey 2025, arXiv:2501.14926"
     defaults: dict[str, Any] = {
-        "C": 10,  # number of components (no paper default; set per model)
+        # number of components. None: the blind rule, min(largest matrix side, MAX_BLIND_C): the paper's TMS runs take
+        # one component per feature, the larger side there; the cap bounds APD's cost, linear in C (docs/protocol.md)
+        "C": None,
         "m": None,  # rank of each component in each matrix; None = full rank min(rows, cols)
         "topk": 1.0,  # mean number of active components per input (batch top-k)
         "batch_topk": True,
@@ -148,6 +155,8 @@ class APD(Method):
 
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
         hp = self.hparams(target.spec.name)
+        if hp["C"] is None:
+            hp["C"] = min(target.largest_side(), MAX_BLIND_C)
         _check_hparams(hp)
         before = torch.get_num_threads()
         if hp["num_threads"] is not None:

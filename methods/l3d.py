@@ -142,16 +142,20 @@ def impact_fn(
     return attributions
 
 
+#: The blind rule's cap on n_v (the paper's largest run, the residual MLP, used 100).
+MAX_BLIND_N_V = 100
+
+
 @METHODS.register("l3d")
 class L3D(Method):
     """Local Loss Landscape Decomposition (arXiv:2504.00194); hyperparameters from its App. B.3 and code."""
 
-    version = "1"
+    version = "2"  # 2: the blind rule n_v = the largest matrix side (was 10)
     paper = PAPER
     # App. B.3 (toy models): 1000 samples, batch 32, 1000 epochs, lr 0.01 decayed x0.8 every 100 epochs, k = 0.1.
     # Adam (the code) rather than the text's AdamW; loss, BatchTopK threshold, warm start: the code's.
     defaults: dict[str, Any] = {
-        "n_v": 10,
+        "n_v": None,  # None: the largest side of the decomposed matrices (the blind rule, docs/protocol.md)
         "rank": 1,
         "k": 0.1,
         "epochs": 1000,
@@ -188,14 +192,12 @@ class L3D(Method):
         "resid_mlp3": {"n_v": 102, "rank": 1, "epochs": 50},
     }
 
-    def config(self, toy_name: str) -> L3DConfig:
-        hp = self.hparams(toy_name)
-        return L3DConfig(**{k: hp[k] for k in _CFG_KEYS})
-
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
         out_of_time = budget.timer()
         hp = self.hparams(target.spec.name)
-        cfg = self.config(target.spec.name)
+        if hp["n_v"] is None:  # the blind rule: one subnetwork per unit of the widest layer, as the paper's TMS runs
+            hp["n_v"] = min(target.largest_side(), MAX_BLIND_N_V)
+        cfg = L3DConfig(**{k: hp[k] for k in _CFG_KEYS})
         g = torch.Generator().manual_seed(seed)
         model = target.model.to(device)
         X = sample_data(target.sample, cfg.n_samples, g, hp["drop_zero_inputs"]).to(device)

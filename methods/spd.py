@@ -82,14 +82,33 @@ FAST: dict[str, dict[str, Any]] = {
 }
 
 
+#: The blind rule's importance-minimality coefficient per unit of output mean square: the paper's TMS 5-2 beta_3
+#: (3e-3) over that model's output mean square (0.0154). The reconstruction losses are MSEs of the output, so a
+#: fixed beta_3 weighs minimality 10x more on a network whose outputs are 3x smaller: at 3e-3 every subcomponent
+#: died on all three shared_circuits-rot instances (output mean square 0.0012-0.0015); scaled, 0.19 (instance 0).
+IMP_PER_OUTPUT_MS = 3e-3 / 0.0154
+
+
+def output_mean_square(target: Target, seed: int, n: int = 4096) -> float:
+    """The mean square of the target network's output on ``n`` inputs of its sampler (seed ``seed + 3``)."""
+    x = target.sample(n, torch.Generator().manual_seed(seed + 3))
+    with torch.no_grad():
+        y = target.model(x)
+    if not isinstance(y, Tensor) or not torch.isfinite(y).all():
+        raise ValueError("spd: the blind rule needs the network's output as one finite tensor")
+    return float(y.double().pow(2).mean())
+
+
 @METHODS.register("spd")
 class SPD(Method):
-    version = "2"  # 2: no own grouping (the engine groups every method alike)
+    version = "3"  # 2: no own grouping (the engine groups every method alike); 3: the blind rule scales beta_3
     paper = "Bushnaq, Braun, Sharkey 2025, Stochastic Parameter Decomposition, arXiv:2506.20790"
     defaults: dict[str, Any] = {
         **SPDConfig().__dict__,
-        # toy models the paper does not cover: the fast TMS 5-2 recipe; C = 2 x the largest matrix side
+        # toy models the paper does not cover: the fast TMS 5-2 recipe, scaled to the network (the blind rule):
+        # C = 2 x the largest matrix side, and beta_3 = IMP_PER_OUTPUT_MS x the output's mean square
         "C": None,
+        "imp_coeff": None,
         "lr": 1e-2,
         "steps": 3_000,
         "batch_size": 1024,
@@ -106,13 +125,15 @@ class SPD(Method):
         if preset not in ("fast", "paper"):
             raise ValueError(f"spd: preset must be 'fast' or 'paper', not {preset!r}")
         table = PAPER if preset == "paper" else FAST
-        return {**self.defaults, **table.get(toy_name, {}), **self.overrides}
+        return {**self.defaults, **self.tuned_for(toy_name, table), **self.own_overrides}
 
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
         out_of_time = budget.timer()
         hp = self.hparams(target.spec.name)
         if hp["C"] is None:
-            hp["C"] = min(200, 2 * max(max(p.shape) for p in target.params().values()))
+            hp["C"] = min(200, 2 * target.largest_side())
+        if hp["imp_coeff"] is None:
+            hp["imp_coeff"] = IMP_PER_OUTPUT_MS * output_mean_square(target, seed)
         cfg = SPDConfig(
             **{**{k: hp[k] for k in SPDConfig().__dict__ if k in hp}, "steps": budget.steps_or(int(hp["steps"]))}
         )

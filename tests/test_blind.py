@@ -73,3 +73,19 @@ def test_every_method_is_blind_on_the_headline_track(toy, name, toy_name) -> Non
     a = method().decompose(original.target(), budget, seed=0)
     b = method().decompose(renamed.target(), budget, seed=0)
     assert torch.equal(_flat(a, original), _flat(b, original))
+
+
+@pytest.mark.parametrize("name", sorted(NOT_BLIND))
+def test_tuned_false_makes_the_papers_adapters_blind_on_their_own_toys(toy, name) -> None:  # noqa: ANN001
+    """``tuned=False`` (``pdbench run --blind``) switches the per-toy settings off: on TMS 5-2, where the same
+    method reads its paper's settings by name, a renamed copy now gets the same decomposition."""
+    original = toy(TOY)
+    renamed = copy.copy(original)
+    renamed.spec = replace(original.spec, name="unlabelled_net", seed=original.spec.seed + 1000)
+    method = METHODS.get(name)
+    assert method().hparams(TOY) != method(tuned=False).hparams(TOY), "the paper's settings were not read"
+    assert method(tuned=False).hparams(TOY) == method(tuned=False).hparams("unlabelled_net")
+    budget = Budget(steps=3)
+    a = method(tuned=False).decompose(original.target(), budget, seed=0)
+    b = method(tuned=False).decompose(renamed.target(), budget, seed=0)
+    assert torch.equal(_flat(a, original), _flat(b, original))

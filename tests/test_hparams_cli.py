@@ -59,3 +59,19 @@ def test_per_model_defaults_name_registered_toys() -> None:
         for toy, table in cls.per_model_defaults.items():
             unknown = set(table) - set(cls.defaults)
             assert not unknown, f"{name}.per_model_defaults[{toy!r}] sets unknown keys {sorted(unknown)}"
+
+
+def test_blind_runs_every_method_without_its_per_toy_settings(tmp_path, capsys) -> None:
+    """``--blind`` is the override ``tuned=false`` for every method in the run: recorded, and APD on TMS 5-2
+    takes its blind rule (C = the largest side, 5) with the generic recipe's batch top-k, not the paper's."""
+    results = tmp_path / "r"
+    argv = ["run", "--toys", "tms_5-2", "--methods", "apd,pca", "--seeds", "0", "--results", str(results)]
+    assert main([*argv, "--executor", "serial", "--no-leaderboard", "--steps", "2", "--blind"]) == 0
+    apd = json.loads((results / "tms_5-2" / "apd" / "seed0.json").read_text())["method"]
+    assert apd["overrides"] == {"tuned": False}
+    assert apd["hparams"]["C"] == 5 and apd["hparams"]["topk"] == METHODS.builtin("apd").defaults["topk"]
+    pca = json.loads((results / "tms_5-2" / "pca" / "seed0.json").read_text())["method"]
+    assert pca["overrides"] == {"tuned": False}
+    capsys.readouterr()
+    assert main([*argv, "--executor", "serial", "--no-leaderboard", "--steps", "2"]) == 2  # tuned into a blind folder
+    assert "never mixes them" in capsys.readouterr().err

@@ -13,7 +13,15 @@ from pathlib import Path
 
 from benchmark import heldout
 from benchmark.commands.leaderboard import DEFAULT_RESULTS, print_leaderboard
-from benchmark.options import add_execution_arguments, add_hparams_argument, csv_list, limit, positive_int, seeds
+from benchmark.options import (
+    add_execution_arguments,
+    add_hparams_argument,
+    csv_list,
+    limit,
+    positive_int,
+    requested_hparams,
+    seeds,
+)
 from benchmark.registry import METHODS, TOY_MODELS, RegistryError
 from benchmark.suites import SUITES, suite_cells
 
@@ -69,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for m in methods:
         if m not in known and ":" not in m:
             METHODS.get(m)  # raises with the known names and a suggestion
-    hparams = args.hparams or {}
+    hparams = requested_hparams(args, methods)
     problem = check_hparams(hparams, methods, cells, args.results)
     if problem:
         print(f"pdbench: error: {problem}", file=sys.stderr)

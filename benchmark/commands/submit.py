@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmark.options import add_execution_arguments, add_hparams_argument, seeds
+from benchmark.options import add_execution_arguments, add_hparams_argument, requested_hparams, seeds
 from benchmark.registry import METHODS, RegistryError, load_plugin, resolve
 
 CHECK_TOY = "block_mlp"  # hand-built tier-0 model: builds instantly, two decomposed matrices
@@ -340,7 +340,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         METHODS.register(name, lazy=info["ref"])  # imported by the workers only
     cells, suite = suite_cells(args.suite, csv_list(args.toys), [name], args.seeds)
     plugins = [info["plugin"]] if info["plugin"] else []
-    hparams = args.hparams or {}
+    hparams = requested_hparams(args, [name])
     problem = check_hparams(hparams, [name], cells, args.results)
     if problem:
         print(f"pdbench: error: {problem}", file=sys.stderr)
