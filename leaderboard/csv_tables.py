@@ -41,6 +41,7 @@ SUMMARY_FIELDS = [
     "rank_best",
     "rank_worst",
     "wall_time_s",
+    "cpu_per_success_s",
     "vs_refs",
     "beats_refs",
     "beats_refs_of",
@@ -121,6 +122,7 @@ def summary_csv(board: Board) -> str:
                     "" if rank[1] is None else rank[1],
                     "" if rank[2] is None else rank[2],
                     _num(r.wall_time_s),
+                    _num(r.cpu_per_success_s),
                     *_baseline(r),
                 ]
             )
@@ -146,6 +148,7 @@ def summary_csv(board: Board) -> str:
                 "",
                 "",
                 _num(c.wall_time_s),
+                _num(c.cpu_time_s / c.n_success) if c.n_success else "",
                 "",
                 "",
                 "",

@@ -86,6 +86,7 @@ class Cell:
     n_success: int
     wall_time_s: float | None  # median over the seeds that ran
     capped: list[Replicate] = field(default_factory=list)  # runs stopped early by the budget's CPU-time cap
+    cpu_time_s: float = 0.0  # the CPU seconds of all its runs, failed ones included
 
     @property
     def n(self) -> int:
@@ -109,6 +110,8 @@ class Row:
     complete: bool  # the method has a result for every toy model of the table
     rank: tuple[float, int, int] | None = None  # (mean rank, best, worst); None for reference rows
     wall_time_s: float | None = None
+    # CPU seconds spent per successful run: all the row's runs' CPU time over its successes (None: no success)
+    cpu_per_success_s: float | None = None
     by_tier: dict[int, Stat] = field(default_factory=dict)  # overall table only
     baseline: BaselineScore | None = None  # overall table only
 
@@ -239,8 +242,10 @@ def _cell(method: str, toy: str, rs: list[ResultRecord]) -> Cell:
     na: list[Replicate] = []
     capped: list[Replicate] = []
     walls = []
+    cpu = 0.0
     for r in sorted(rs, key=lambda r: r.replicate):
         seed = r.replicate
+        cpu += float(r.cost.get("cpu_time_s") or 0.0)
         if not r.ok:
             errors[seed] = r.error.summary_full if r.error else "Error"
             values[seed] = 0.0
@@ -257,7 +262,7 @@ def _cell(method: str, toy: str, rs: list[ResultRecord]) -> Cell:
     vals = list(values.values())
     success, k = _success(vals)
     return Cell(
-        toy, method, values, errors, na, _ci(vals), success, k, statistics.median(walls) if walls else None, capped
+        toy, method, values, errors, na, _ci(vals), success, k, statistics.median(walls) if walls else None, capped, cpu
     )
 
 
@@ -285,6 +290,7 @@ def _row(method: MethodInfo, toys: list[ToyInfo], cells: dict[tuple[str, str], C
         sum(len(c.errors) for c in mine),
         len(mine) == len(toys),
         wall_time_s=statistics.fmean(walls) if walls else None,
+        cpu_per_success_s=sum(c.cpu_time_s for c in mine) / k if k else None,
     )
 
 

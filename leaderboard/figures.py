@@ -1,5 +1,5 @@
-"""matplotlib figures: the score per tier for each method (bars with 95% bootstrap intervals), and the overall
-score against wall time per cell. PNG for the web, PDF for papers.
+"""matplotlib figures: the score per tier for each method (bars with 95% bootstrap intervals), and per tier of
+the ranked track the score against CPU seconds with its Pareto front. PNG for the web, PDF for papers.
 
 Figures are drawn on a bare :class:`~matplotlib.figure.Figure` (no pyplot, so no global state is touched)
 under a fixed style, and saved without dates or version strings, so the same results give byte-identical
@@ -99,42 +99,72 @@ def score_by_tier(board: Board) -> Figure:
     return fig
 
 
-def score_vs_time(board: Board) -> Figure:
-    """Overall score (95% CI) against the mean wall time per cell, log scale."""
-    rows = [r for r in board.overall.rows if r.score.mean is not None and r.wall_time_s is not None]
+def _cpu_per_run(board: Board, r: Row, toys: list[str]) -> float | None:
+    """Mean CPU seconds per run of ``r``'s method over the cells of ``toys``."""
+    cells = [c for t in toys if (c := board.cell(r.method.name, t)) is not None and c.n]
+    runs = sum(c.n for c in cells)
+    return sum(c.cpu_time_s for c in cells) / runs if runs else None
+
+
+def _pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both axes (less CPU, higher score), by CPU."""
+    front: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or y > front[-1][1]:
+            front.append((x, y))
+    return front
+
+
+def score_vs_cpu(board: Board) -> Figure:
+    """Per tier of the ranked track: score (95% CI) against mean CPU seconds per run, log scale, with the
+    Pareto front (the methods that no other method beats on both score and compute)."""
+    tables = [t for t in board.tiers if t.tier is not None and t.key.startswith("tier")] or [board.overall]
     colors = _colors([r.method.name for r in board.overall.rows])
-    fig = Figure(figsize=(6.0, 3.8))
+    fig = Figure(figsize=(min(12.0, 4.2 * len(tables) + 0.5), 3.8))
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    for i, r in enumerate(rows):  # rows are sorted by score: alternate label sides so neighbours do not collide
-        x = max(r.wall_time_s, 1e-4)
-        lo = r.score.mean - (r.score.low if r.score.low is not None else r.score.mean)
-        hi = (r.score.high if r.score.high is not None else r.score.mean) - r.score.mean
-        ax.errorbar(
-            [x],
-            [r.score.mean],
-            yerr=[[lo], [hi]],
-            fmt="s" if r.method.reference_row else "o",
-            color=colors[r.method.name],
-            mfc="white" if r.method.reference_row else colors[r.method.name],
-            capsize=2,
-            label=_label(r),
-        )
-        ax.annotate(
-            _label(r), (x, r.score.mean), textcoords="offset points", xytext=(5, 4 if i % 2 == 0 else -10), fontsize=7
-        )
-    ax.set_xscale("log")
-    ax.set_ylim(0, 1.05)
-    ax.set_xlabel(
-        "wall time per cell (s, log scale, floored at 1e-4)\nmean over toy models of the median over seeds", fontsize=8
-    )
-    ax.set_ylabel(f"overall {_text(board.headline)} (95% CI)")
-    ax.set_title("Score vs cost", loc="left")
+    for k, table in enumerate(tables):
+        ax = fig.add_subplot(1, len(tables), k + 1)
+        toys = [t.name for t in table.toys]
+        points = []
+        for i, r in enumerate(r for r in table.rows if r.score.mean is not None):
+            cpu = _cpu_per_run(board, r, toys)
+            if cpu is None:
+                continue
+            x = max(cpu, 1e-3)
+            points.append((x, r.score.mean))
+            lo = r.score.mean - (r.score.low if r.score.low is not None else r.score.mean)
+            hi = (r.score.high if r.score.high is not None else r.score.mean) - r.score.mean
+            ax.errorbar(
+                [x],
+                [r.score.mean],
+                yerr=[[lo], [hi]],
+                fmt="s" if r.method.reference_row else "o",
+                color=colors.get(r.method.name, "grey"),
+                mfc="white" if r.method.reference_row else colors.get(r.method.name, "grey"),
+                capsize=2,
+            )
+            ax.annotate(
+                _label(r),
+                (x, r.score.mean),
+                textcoords="offset points",
+                xytext=(5, 4 if i % 2 == 0 else -10),
+                fontsize=7,
+            )
+        front = _pareto(points)
+        if len(front) > 1:
+            ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="grey", lw=0.8, ls="--")
+        ax.set_xscale("log")
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel("CPU seconds per run (log scale, floored at 1e-3)", fontsize=8)
+        if k == 0:
+            ax.set_ylabel(f"{_text(board.headline)} (95% CI)")
+        ax.set_title(_text(table.title), loc="left", fontsize=8)
+    fig.suptitle("Score against compute (dashed: Pareto front)", x=0.01, ha="left", fontsize=9)
     fig.tight_layout()
     return fig
 
 
-FIGURES = {"score_by_tier": score_by_tier, "score_vs_time": score_vs_time}
+FIGURES = {"score_by_tier": score_by_tier, "score_vs_cpu": score_vs_cpu}
 
 
 def render_figures(board: Board) -> dict[str, bytes]:

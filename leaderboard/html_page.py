@@ -19,7 +19,15 @@ from functools import cache
 from pathlib import Path
 
 from leaderboard.data import Board, Cell, Row, Stat, Table, fmt, fmt_rank
-from leaderboard.markdown import CAP_MARK, ERR_MARK, beats_text, legend, vs_refs_text, wall_text
+from leaderboard.markdown import (
+    CAP_MARK,
+    ERR_MARK,
+    beats_text,
+    cpu_success_text,
+    legend,
+    vs_refs_text,
+    wall_text,
+)
 from leaderboard.markdown_metrics import (
     NA,
     criterion_cell,
@@ -165,6 +173,7 @@ def _overall(board: Board) -> Section:
         *[Th(f"T{k}", title=f"tier {k} score") for k in tiers],
         Th("errors"),
         Th("time/cell (s)"),
+        Th("CPU-s/success", title="CPU seconds of all the method's runs over its successful runs"),
     ]
     rows = [
         _row(
@@ -181,6 +190,7 @@ def _overall(board: Board) -> Section:
                     f"{ERR_MARK}{r.n_errors}" if r.n_errors else "0", v=str(r.n_errors), cls="err" if r.n_errors else ""
                 ),
                 Td(wall_text(r.wall_time_s), v=_v(r.wall_time_s)),
+                Td(cpu_success_text(r.cpu_per_success_s), v=_v(r.cpu_per_success_s)),
             ],
         )
         for r in t.rows

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from leaderboard.data import Board, Cell, Row, Stat, Table, fmt, fmt_rank
-from leaderboard.markdown import beats_text, vs_refs_text, wall_text
+from leaderboard.markdown import beats_text, cpu_success_text, vs_refs_text, wall_text
 
 LEGEND = (
     "Legend: $^\\dagger$ reference row; $\\times k$ k seeds failed (scored 0); $\\ddagger k$ k seeds stopped by "
@@ -92,7 +92,17 @@ def tabular(header: list[str], rows: list[list[str]], align: str, caption: str, 
 def overall_tex(board: Board) -> str:
     t = board.overall
     tiers = sorted({x.tier for x in t.toys})
-    header = ["Rank", "Method", "Score", "Vs refs", "Beats refs", "Success", *[f"T{k}" for k in tiers], "Time/cell (s)"]
+    header = [
+        "Rank",
+        "Method",
+        "Score",
+        "Vs refs",
+        "Beats refs",
+        "Success",
+        *[f"T{k}" for k in tiers],
+        "Time/cell (s)",
+        "CPU-s/success",
+    ]
     rows = []
     for r in t.rows:
         score = stat_tex(r.score) + ("" if r.complete else "$^\\ast$")
@@ -108,6 +118,7 @@ def overall_tex(board: Board) -> str:
                 f"{r.n_success}/{r.n_runs}",
                 *[f"${fmt(r.by_tier[k].mean)}$" if k in r.by_tier else "--" for k in tiers],
                 "--" if r.wall_time_s is None else f"${wall_text(r.wall_time_s)}$",
+                f"${cpu_success_text(r.cpu_per_success_s)}$" if r.cpu_per_success_s is not None else "never",
             ]
         )
     return tabular(

@@ -63,6 +63,11 @@ def wall_text(x: float | None) -> str:
     return "<0.01" if x < 0.01 else f"{x:.2f}" if x < 10 else f"{x:.0f}"
 
 
+def cpu_success_text(x: float | None) -> str:
+    """CPU seconds per successful run; "never" where no run succeeded."""
+    return "never" if x is None else wall_text(x)
+
+
 def overall_rows(board: Board) -> tuple[list[str], list[list[str]]]:
     table = board.overall
     tiers = sorted({t.tier for t in table.toys})
@@ -76,6 +81,7 @@ def overall_rows(board: Board) -> tuple[list[str], list[list[str]]]:
         *[f"T{k}" for k in tiers],
         "errors",
         "time/cell (s)",
+        "CPU-s/success",
     ]
     rows = []
     for r in table.rows:
@@ -91,6 +97,7 @@ def overall_rows(board: Board) -> tuple[list[str], list[list[str]]]:
                 *[fmt(r.by_tier[k].mean) if k in r.by_tier else "-" for k in tiers],
                 f"{ERR_MARK}{r.n_errors}" if r.n_errors else "0",
                 wall_text(r.wall_time_s),
+                cpu_success_text(r.cpu_per_success_s),
             ]
         )
     return header, rows
@@ -129,7 +136,9 @@ def legend(board: Board, esc: Callable[[str], str] = md_escape) -> str:
         f"that toy model (the oracle, which sees the ground truth, left out): 0 = as good as the best reference, "
         f"1 = perfect, below 0 = worse; N/A where b > 0.99 (a reference row already solves the toy model). "
         f"`beats refs`: the toy models on which the method's mean "
-        f"beats every reference row's (the oracle left out)."
+        f"beats every reference row's (the oracle left out). `CPU-s/success`: the CPU seconds of all the "
+        f"method's runs in the table over its successful runs, the compute one success costs (never: none "
+        f"succeeded)."
     )
 
 

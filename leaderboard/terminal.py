@@ -17,7 +17,17 @@ from typing import Any
 from tabulate import tabulate
 
 from leaderboard.data import Board, Cell, Row, Table, build_board, fmt, fmt_rank, replicate_label
-from leaderboard.markdown import CAP_MARK, ERR_MARK, REF_MARK, beats_text, legend, stat_text, vs_refs_text, wall_text
+from leaderboard.markdown import (
+    CAP_MARK,
+    ERR_MARK,
+    REF_MARK,
+    beats_text,
+    cpu_success_text,
+    legend,
+    stat_text,
+    vs_refs_text,
+    wall_text,
+)
 
 WIDTH = 120
 NAME_WIDTH = 22  # method names
@@ -100,6 +110,7 @@ def _overall(board: Board, width: int) -> list[str]:
         *[f"T{k}" for k in tiers],
         "err",
         "s/cell",
+        "CPU-s/ok",
     ]
     rows = [
         [
@@ -112,6 +123,7 @@ def _overall(board: Board, width: int) -> list[str]:
             *[fmt(r.by_tier[k].mean) if k in r.by_tier else "-" for k in tiers],
             f"{ERR_MARK}{r.n_errors}" if r.n_errors else "0",
             wall_text(r.wall_time_s),
+            cpu_success_text(r.cpu_per_success_s),
         ]
         for r in t.rows
     ]

@@ -150,7 +150,7 @@ MAX_BLIND_N_V = 100
 class L3D(Method):
     """Local Loss Landscape Decomposition (arXiv:2504.00194); hyperparameters from its App. B.3 and code."""
 
-    version = "2"  # 2: the blind rule n_v = the largest matrix side (was 10)
+    version = "1"  # the blind rule (n_v from the shapes) is a default, recorded resolved in every result
     paper = PAPER
     # App. B.3 (toy models): 1000 samples, batch 32, 1000 epochs, lr 0.01 decayed x0.8 every 100 epochs, k = 0.1.
     # Adam (the code) rather than the text's AdamW; loss, BatchTopK threshold, warm start: the code's.

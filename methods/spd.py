@@ -101,7 +101,9 @@ def output_mean_square(target: Target, seed: int, n: int = 4096) -> float:
 
 @METHODS.register("spd")
 class SPD(Method):
-    version = "3"  # 2: no own grouping (the engine groups every method alike); 3: the blind rule scales beta_3
+    # 2: no own grouping (the engine groups every method alike). The blind rule (C, beta_3 from the network) is a
+    # default, recorded resolved in every result; the cells it changed were re-run
+    version = "2"
     paper = "Bushnaq, Braun, Sharkey 2025, Stochastic Parameter Decomposition, arXiv:2506.20790"
     defaults: dict[str, Any] = {
         **SPDConfig().__dict__,

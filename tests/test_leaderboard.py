@@ -174,7 +174,7 @@ def test_regenerating_gives_identical_bytes_and_no_timestamps(files):
     a = files
     _, b = render_all(list(reversed(grid())))
     assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
-    assert {"figures/score_by_tier.png", "figures/score_vs_time.pdf", "index.html", "LEADERBOARD.md"} <= set(a)
+    assert {"figures/score_by_tier.png", "figures/score_vs_cpu.pdf", "index.html", "LEADERBOARD.md"} <= set(a)
     assert b"CreationDate" not in a["figures/score_by_tier.pdf"]
 
 
@@ -434,3 +434,22 @@ def test_terminal_table_fits_120_columns_and_keeps_markdown_rows():
     assert max(len(ln) for ln in lines) <= 120
     assert sum(ln.startswith("| rank") for ln in lines) >= 3
     assert "toy_with_a_rather_l…" in text  # long names are cut, not wrapped
+
+
+def test_cpu_seconds_per_success_count_every_run_over_the_successes():
+    rs = grid()
+    for r in rs:
+        r["cost"]["cpu_time_s"] = {"good": 4.0, "meh": 1.0}.get(r["cell"]["method"], 0.0)
+    board = build_board(rs)
+    rows = {r.method.name: r for r in board.overall.rows}
+    good = rows["good"]  # 3 toy models x 3 seeds at 4 CPU-s; successes: the runs at >= 0.9 (all nine)
+    assert good.n_success == good.n_runs and good.cpu_per_success_s == pytest.approx(4.0)
+    assert rows["meh"].n_success == 0 and rows["meh"].cpu_per_success_s is None  # "never" in the tables
+    assert "never" in "\n".join(render_markdown(board).splitlines())
+
+
+def test_the_pareto_front_keeps_the_points_no_other_beats_on_both_axes():
+    from leaderboard.figures import _pareto
+
+    pts = [(1.0, 0.2), (2.0, 0.1), (3.0, 0.5), (0.5, 0.05), (10.0, 0.5), (20.0, 0.9)]
+    assert _pareto(pts) == [(0.5, 0.05), (1.0, 0.2), (3.0, 0.5), (20.0, 0.9)]
