@@ -29,6 +29,7 @@ import torch
 
 from benchmark import __version__
 from benchmark.cache import WeightCache
+from benchmark.convergence import converged
 from benchmark.decomposition import Decomposition, DecompositionError, LowRank
 from benchmark.method import Budget, Method
 from benchmark.registry import METHODS
@@ -283,6 +284,7 @@ def run_method(
             "peak_memory_mb": peak,
             "steps": steps,
             "stopped_early": bool(getattr(dec.record, "stopped_early", False)),
+            "converged": converged(getattr(dec.record, "loss_curve", None) or ()),
             "n_components": len(dec.components) if isinstance(dec.components, list | tuple) else None,
             "memory_kind": "cuda_max_allocated" if cuda else "process_peak_rss",
         }

@@ -63,6 +63,8 @@ class RunRecord:
     steps: int | None = None  # optimisation steps actually taken
     stopped_early: bool = False  # stopped before its step budget because the budget's ``seconds`` ran out
     hparams: dict[str, Any] = field(default_factory=dict)
+    # (step, training loss) pairs in step order, for methods that train: the converged check (benchmark.convergence)
+    loss_curve: list[tuple[int, float]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -233,6 +233,7 @@ class APD(Method):
             steps=step + 1,
             stopped_early=stopped_early,
             hparams={**hp, "steps": steps},
+            loss_curve=[(e["step"], e["loss"]) for e in log],
             extra={
                 "log": log,
                 "component_norms": norms.tolist(),

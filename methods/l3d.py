@@ -217,10 +217,12 @@ class L3D(Method):
 
         curve = fit.loss_curve
         stride = max(1, len(curve) // 100)
+        per_epoch = fit.steps / max(1, len(curve))
         record = RunRecord(
             steps=fit.steps,
             stopped_early=fit.stopped_early,
             hparams=hp,
+            loss_curve=[(round((i + 1) * per_epoch), v) for i, v in enumerate(curve)],
             extra={
                 "final_loss": fit.final_loss,
                 "epochs_run": fit.epochs,

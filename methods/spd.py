@@ -118,7 +118,7 @@ class SPD(Method):
         "ci_threshold": 0.1,  # a subcomponent is active on an input where its CI exceeds this (spd configs)
         "min_norm": 0.01,  # ... and kept only if its norm is at least this x the largest in its matrix
         "n_eval": 20_000,  # inputs on which a subcomponent must be causally important to be kept
-        "log_every": 0,
+        "log_every": 50,  # steps between logged losses (the converged check reads them)
     }
     per_model_defaults = FAST
 
@@ -207,6 +207,10 @@ def _export(trainer: SPDTrainer, hp: dict[str, Any], log: Any, seed: int) -> Dec
         "faithfulness_mse": faith,
     }
     record = RunRecord(
-        steps=log.steps, stopped_early=log.stopped_early, hparams={**hp, "steps": trainer.cfg.steps}, extra=extra
+        steps=log.steps,
+        stopped_early=log.stopped_early,
+        hparams={**hp, "steps": trainer.cfg.steps},
+        loss_curve=[(e["step"], e["total"]) for e in log.history],
+        extra=extra,
     )
     return Decomposition(components, attributions=attributions, faithful=True, record=record)
