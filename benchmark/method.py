@@ -1,9 +1,10 @@
 """The method-adapter contract (docs/design.md, Core contracts).
 
 A method is a class registered in ``benchmark.registry.METHODS``. It is constructed with
-hyperparameter overrides and asked to ``decompose`` a :class:`~benchmark.toy.Target`. Its defaults
-come from ``defaults``, then ``per_model_defaults[toy name]`` (each from the method's paper, cited
-in the module), then the caller's overrides.
+hyperparameter overrides and asked to ``decompose`` a :class:`~benchmark.toy.Target`. Its hyperparameters
+are the fields of its ``Config`` dataclass (typed; ``defaults`` derive from it, :mod:`benchmark.hparams`),
+then ``per_model_defaults[toy name]`` (each from the method's paper, cited in the module; the reproduction
+track only), then the caller's overrides. A plugin may still give a plain ``defaults`` dict instead.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, ClassVar
 
 from benchmark.budget import Budget
 from benchmark.decomposition import Decomposition
+from benchmark.hparams import check_values, config_defaults
 from benchmark.names import TUNED
 from benchmark.registry import METHODS
 from benchmark.toy import Target
@@ -26,20 +28,23 @@ class Method(ABC):
     paper: ClassVar[str] = ""
     reference_row: ClassVar[bool] = False  # a baseline every leaderboard shows (oracle, random, ...)
     sees_ground_truth: ClassVar[bool] = False  # only the labelled oracle may set this
-    defaults: ClassVar[dict[str, Any]] = {}
+    Config: ClassVar[type | None] = None  # a dataclass: the hyperparameters, typed, with their defaults
+    defaults: ClassVar[dict[str, Any]] = {}  # derived from Config where the class has one
     per_model_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("Config") is not None:
+            cls.defaults = config_defaults(cls.Config)
+
     def __init__(self, **overrides: Any):
-        known = {TUNED, *self.defaults, *(k for d in self.per_model_defaults.values() for k in d)}
-        unknown = set(overrides) - known
-        if unknown:
-            raise ValueError(
-                f"method {self.name!r} has no hyperparameter(s) {sorted(unknown)}; known: {sorted(self.defaults)}"
-            )
-        for key, value in overrides.items():
-            problem = _type_problem(self.defaults.get(key, True if key == TUNED else None), value)
-            if problem:
-                raise TypeError(f"method {self.name!r}: hyperparameter {key!r} {problem}")
+        if not isinstance(overrides.get(TUNED, True), bool):
+            raise TypeError(f"method {self.name!r}: {TUNED!r} must be true or false, not {overrides[TUNED]!r}")
+        own = {k: v for k, v in overrides.items() if k != TUNED}
+        if self.Config is not None:
+            check_values(self.name, self.Config, own, "override")
+        else:
+            _check_untyped(self.name, self.defaults, self.per_model_defaults, own)
         self.overrides = dict(overrides)
 
     def hparams(self, toy_name: str) -> dict[str, Any]:
@@ -60,6 +65,18 @@ class Method(ABC):
     @abstractmethod
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
         """Split ``target``'s decomposed parameters into components."""
+
+
+def _check_untyped(name: str, defaults: dict, per_model: dict, overrides: dict[str, Any]) -> None:
+    """A plugin's plain ``defaults`` dict: unknown keys are errors, and each override must have its default's
+    type (:func:`_type_problem`)."""
+    unknown = set(overrides) - set(defaults) - {k for d in per_model.values() for k in d}
+    if unknown:
+        raise ValueError(f"method {name!r} has no hyperparameter(s) {sorted(unknown)}; known: {sorted(defaults)}")
+    for key, value in overrides.items():
+        problem = _type_problem(defaults.get(key), value)
+        if problem:
+            raise TypeError(f"method {name!r}: hyperparameter {key!r} {problem}")
 
 
 def _type_problem(default: Any, value: Any) -> str | None:
@@ -87,6 +104,9 @@ def _method_kind(name: str, obj: Any) -> None:
     if own is not None and own != name:
         raise TypeError(f"its class sets name = {own!r}; the registered name is the method's name (drop the attribute)")
     obj.name = name
+    if obj.Config is not None:  # each per-model setting names known hyperparameters with values of their types
+        for toy, table in obj.per_model_defaults.items():
+            check_values(name, obj.Config, table, f"per_model_defaults[{toy!r}]")
 
 
 METHODS.check = _method_kind

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -106,36 +107,38 @@ MAX_BLIND_C = 10
 class APD(Method):
     version = "1"
     paper = "Braun, Bushnaq, Heimersheim, Mendel, Sharkey 2025, arXiv:2501.14926"
-    defaults: dict[str, Any] = {
+
+    @dataclass
+    class Config:
         # number of components. None: the blind rule, min(largest matrix side, MAX_BLIND_C): the paper's TMS runs take
         # one component per feature, the larger side there; the cap bounds APD's cost, linear in C (docs/protocol.md)
-        "C": None,
-        "m": None,  # rank of each component in each matrix; None = full rank min(rows, cols)
-        "topk": 1.0,  # mean number of active components per input (batch top-k)
-        "batch_topk": True,
-        "batch_size": 2048,
-        "steps": 20_000,
-        "lr": 1e-3,
-        "lr_schedule": "cosine",  # constant | linear | cosine (quarter cosine, as the reference code)
-        "lr_warmup_pct": 0.05,
-        "faithfulness_coeff": 1.0,
-        "minimality_coeff": 1.0,
-        "simplicity_coeff": 1.0,
-        "schatten_p": 1.0,
-        "act_recon_coeff": 0.0,  # output of each decomposed matrix under top-k vs the target (resid MLP)
-        "act_recon_relu": False,  # compare ReLU of those outputs (the reference's resid-MLP choice)
-        "act_recon_params": None,  # restrict act recon to these parameters (None: first use of each)
-        "unit_norm": False,  # keep the input-side factor at unit norm (reference's resid MLP 1L)
-        "attribution_point": "target",  # gradients at the target's weights, or "apd": at sum_c P_c
-        "init": "xavier_normal",
-        "init_scale": 1.0,
-        "init_instances": None,  # reference fan convention with this many instances (see _apd_core.init_factors)
-        "attribution_chunk": None,  # vmap chunk size over components (memory bound); None: all at once
-        "log_every": 1000,
+        C: int | None = None
+        m: int | None = None  # rank of each component in each matrix; None = full rank min(rows, cols)
+        topk: float = 1.0  # mean number of active components per input (batch top-k)
+        batch_topk: bool = True
+        batch_size: int = 2048
+        steps: int = 20_000
+        lr: float = 1e-3
+        lr_schedule: str = "cosine"  # constant | linear | cosine (quarter cosine, as the reference code)
+        lr_warmup_pct: float = 0.05
+        faithfulness_coeff: float = 1.0
+        minimality_coeff: float = 1.0
+        simplicity_coeff: float = 1.0
+        schatten_p: float = 1.0
+        act_recon_coeff: float = 0.0  # output of each decomposed matrix under top-k vs the target (resid MLP)
+        act_recon_relu: bool = False  # compare ReLU of those outputs (the reference's resid-MLP choice)
+        act_recon_params: list[str] | None = None  # restrict act recon to these parameters (None: first use of each)
+        unit_norm: bool = False  # keep the input-side factor at unit norm (reference's resid MLP 1L)
+        attribution_point: str = "target"  # gradients at the target's weights, or "apd": at sum_c P_c
+        init: str = "xavier_normal"
+        init_scale: float = 1.0
+        init_instances: int | None = None  # reference fan convention with this many instances (_apd_core.init_factors)
+        attribution_chunk: int | None = None  # vmap chunk size over components (memory bound); None: all at once
+        log_every: int = 1000
         # intra-op threads while training (restored after): APD's per-step ops are tiny on the toy models, and
         # on a shared 2-core machine 2 threads made a block_mlp run 25x slower than 1; None leaves torch's setting
-        "num_threads": 1,
-    }
+        num_threads: int | None = 1
+
     per_model_defaults: dict[str, dict[str, Any]] = {
         "tms_5-2": _TMS_5_2,
         "tms_5-2-id": {**_TMS_5_2, "C": 7},  # the paper reports APD failing here; C = 5 + 2 mechanisms

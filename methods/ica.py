@@ -14,6 +14,7 @@ must keep this row near chance (the headroom gate of the toy-ladder issue).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -72,7 +73,14 @@ class ICA(Method):
     version = "1"
     paper = "reference row: FastICA of the activations each weight reads (Hyvarinen and Oja 2000), data only"
     reference_row = True
-    defaults = {"n_samples": 20_000, "rel_tol": 1e-10, "centred": False, "attribution": "activation", "max_floats": 1e7}
+
+    @dataclass
+    class Config:
+        n_samples: int = 20_000  # activations sampled per site
+        rel_tol: float = 1e-10  # whitening drops directions with variance below this x the largest
+        centred: bool = False  # subtract the mean before whitening
+        attribution: str = "activation"
+        max_floats: float = 1e7  # memory guard on the activations held at once
 
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
         hp = self.hparams(target.spec.name)

@@ -152,25 +152,27 @@ class L3D(Method):
 
     version = "1"  # the blind rule (n_v from the shapes) is a default, recorded resolved in every result
     paper = PAPER
+
     # App. B.3 (toy models): 1000 samples, batch 32, 1000 epochs, lr 0.01 decayed x0.8 every 100 epochs, k = 0.1.
     # Adam (the code) rather than the text's AdamW; loss, BatchTopK threshold, warm start: the code's.
-    defaults: dict[str, Any] = {
-        "n_v": None,  # None: the largest side of the decomposed matrices (the blind rule, docs/protocol.md)
-        "rank": 1,
-        "k": 0.1,
-        "epochs": 1000,
-        "batch_size": 32,
-        "n_samples": 1000,
-        "lr": 0.01,
-        "lr_step_epochs": 100,
-        "lr_gamma": 0.8,
-        "warm_start_epochs": 0,
-        "norm": "l2",
-        "reference": "random",
-        "jacobian_limit": 5e7,
-        "drop_zero_inputs": True,
-        "n_refs": 10,
-    }
+    @dataclass
+    class Config:
+        n_v: int | None = None  # None: the largest side of the decomposed matrices, at most MAX_BLIND_N_V (blind)
+        rank: int = 1
+        k: float = 0.1
+        epochs: int = 1000
+        batch_size: int = 32
+        n_samples: int = 1000
+        lr: float = 0.01
+        lr_step_epochs: int = 100
+        lr_gamma: float = 0.8
+        warm_start_epochs: int = 0
+        norm: str = "l2"
+        reference: str = "random"
+        jacobian_limit: float = 5e7
+        drop_zero_inputs: bool = True
+        n_refs: int = 10
+
     # n_v = the number of circuits, as the paper sets it for each toy (App. B.3, scripts/*): TMS 5-2 n_v 5 rank 1;
     # parallel TMS n_v 15 rank 1 (Fig S3); TMCS n_v 10 rank 1, warm start 1; higher-rank 30-10-30 n_v 8 rank 2 (the
     # code's main run, Fig 7); x -> x^2 n_v 5 rank 2, warm start 10. Models from other papers or ours: n_v = the

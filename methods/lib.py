@@ -121,20 +121,21 @@ class LIBFit:
 class LIB(Method):
     version = "1"
     paper = "Bushnaq et al. 2024, arXiv:2405.10928 (LIB) and arXiv:2405.10927 (interaction basis)"
+
     # Thresholds are relative (reference 2.14); the paper's absolute 1e-15 in float64 drops only
     # numerically zero directions, which these relative values also do on the toy models.
-    defaults = {
-        "n_samples": 20_000,
-        "rel_tol_var": 1e-10,
-        "rel_tol_lambda": 1e-10,
-        "n_edge_samples": 4096,
-        "group": True,
-        "edge_threshold": 0.1,
-        "granularity": "feature",
-        "attribution": "activation",
-        "section_rtol": 1e-4,
-        "max_floats": 1e7,
-    }
+    @dataclass
+    class Config:
+        n_samples: int = 20_000
+        rel_tol_var: float = 1e-10
+        rel_tol_lambda: float = 1e-10
+        n_edge_samples: int = 4096
+        group: bool = True
+        edge_threshold: float = 0.1
+        granularity: str = "feature"
+        attribution: str = "activation"
+        section_rtol: float = 1e-4
+        max_floats: float = 1e7
 
     def fit(self, target: Target, seed: int) -> LIBFit:
         """The basis of every node layer, the interaction edges and (with ``group``) the feature clusters."""

@@ -11,6 +11,8 @@ of its output side instead, where that is narrower, so that the row stays a hand
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from benchmark.decomposition import Decomposition
 from benchmark.method import Budget, Method
 from benchmark.registry import METHODS
@@ -24,7 +26,12 @@ class Neuron(Method):
     version = "1"
     paper = "reference row: standard (neuron) basis per layer (rib basis_formula: neuron, arXiv:2405.10928)"
     reference_row = True
-    defaults = {"side": "read", "attribution": "activation", "max_per_site": 256}
+
+    @dataclass
+    class Config:
+        side: str = "read"  # read | write: which side of each matrix the unit directions live on
+        attribution: str = "activation"
+        max_per_site: int = 256  # at most this many units per site
 
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
         hp = self.hparams(target.spec.name)

@@ -15,6 +15,7 @@ semantics) and faithful: a constant component (mean outside the variance span) a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 
 from benchmark.decomposition import Decomposition
@@ -30,7 +31,14 @@ class PCA(Method):
     version = "2"
     paper = "reference row: PCA/SVD per layer (APD arXiv:2501.14926 s3.1; LIB arXiv:2405.10928)"
     reference_row = True
-    defaults = {"n_samples": 20_000, "rel_tol": 1e-10, "side": "write", "attribution": "activation", "max_floats": 1e7}
+
+    @dataclass
+    class Config:
+        n_samples: int = 20_000  # activations sampled per site
+        rel_tol: float = 1e-10  # directions with variance below this x the largest are dropped
+        side: str = "write"  # read | write: which side of each matrix the basis lives on
+        attribution: str = "activation"
+        max_floats: float = 1e7  # memory guard on the activations held at once
 
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
         hp = self.hparams(target.spec.name)

@@ -10,6 +10,8 @@ per-input attribution is the APD-style gradient attribution (``methods._attribut
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from benchmark.decomposition import Decomposition, LowRank, RunRecord
@@ -24,7 +26,11 @@ class RandomComponents(Method):
     version = "2"
     paper = "reference row: chance level"
     reference_row = True
-    defaults = {"per_parameter": None, "max_per_parameter": 128}  # None: max(shape), at most max_per_parameter
+
+    @dataclass
+    class Config:
+        per_parameter: int | None = None  # None: max(shape), at most max_per_parameter
+        max_per_parameter: int = 128
 
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
         hp = self.hparams(target.spec.name)

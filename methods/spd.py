@@ -20,6 +20,7 @@ reports what each preset reaches.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -105,21 +106,31 @@ class SPD(Method):
     # default, recorded resolved in every result; the cells it changed were re-run
     version = "2"
     paper = "Bushnaq, Braun, Sharkey 2025, Stochastic Parameter Decomposition, arXiv:2506.20790"
-    defaults: dict[str, Any] = {
-        **SPDConfig().__dict__,
-        # toy models the paper does not cover: the fast TMS 5-2 recipe, scaled to the network (the blind rule):
-        # C = 2 x the largest matrix side, and beta_3 = IMP_PER_OUTPUT_MS x the output's mean square
-        "C": None,
-        "imp_coeff": None,
-        "lr": 1e-2,
-        "steps": 3_000,
-        "batch_size": 1024,
-        "preset": "fast",
-        "ci_threshold": 0.1,  # a subcomponent is active on an input where its CI exceeds this (spd configs)
-        "min_norm": 0.01,  # ... and kept only if its norm is at least this x the largest in its matrix
-        "n_eval": 20_000,  # inputs on which a subcomponent must be causally important to be kept
-        "log_every": 50,  # steps between logged losses (the converged check reads them)
-    }
+
+    @dataclass
+    class Config:
+        """The paper's loss (SPDConfig's fields) and what the adapter adds. The defaults are the fast TMS 5-2
+        recipe scaled to the network, the blind rule: None for C is 2 x the largest matrix side (at most 200),
+        None for imp_coeff (beta_3) is IMP_PER_OUTPUT_MS x the output's mean square."""
+
+        C: int | None = None
+        d_gate: int = 16
+        imp_coeff: float | None = None  # beta_3, importance minimality
+        pnorm: float = 1.0
+        faith_coeff: float = 1.0
+        stoch_coeff: float = 1.0  # beta_1
+        layerwise_coeff: float = 1.0  # beta_2
+        lr: float = 1e-2
+        schedule: str = "cosine"  # cosine | constant | linear
+        warmup: float = 0.0
+        steps: int = 3_000
+        batch_size: int = 1024
+        preset: str = "fast"  # fast | paper: which per-model table the reproduction track reads
+        ci_threshold: float = 0.1  # a subcomponent is active on an input where its CI exceeds this (spd configs)
+        min_norm: float = 0.01  # ... and kept only if its norm is at least this x the largest in its matrix
+        n_eval: int = 20_000  # inputs on which a subcomponent must be causally important to be kept
+        log_every: int = 50  # steps between logged losses (the converged check reads them)
+
     per_model_defaults = FAST
 
     def hparams(self, toy_name: str) -> dict[str, Any]:
