@@ -75,6 +75,16 @@ SUITES = {
         track="headline",
         instances=3,
     ),
+    "budget": Suite(
+        "budget",
+        3,
+        (0,),
+        Budget(scale=1.0, seconds=CELL_CPU_CAP_S),
+        f"the headline suite's cells with each cell capped at {CELL_CPU_CAP_S:.0f} CPU seconds: equal compute "
+        "rather than converged runs; the board puts them on their own 'budget' track, never the headline",
+        track="headline",
+        instances=3,
+    ),
     "paper": Suite(
         "paper",
         4,

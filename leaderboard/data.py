@@ -40,7 +40,8 @@ from leaderboard.stats import Stat
 CONFIDENCE = 0.95
 OVERALL = "overall"
 MIN_GAP = 0.05  # the smallest public/held-out gap the board flags (beside non-overlapping intervals)
-TRACKS = ("headline", "held-out", "reproduction", "diagnostic")  # the first present one is ranked
+# the first present one is ranked; "budget": headline toy models run under a CPU-time cap (never the headline)
+TRACKS = ("headline", "held-out", "budget", "reproduction", "diagnostic")
 Replicate = tuple[int, int]  # (toy instance, method seed): ResultRecord.replicate
 
 
@@ -87,6 +88,7 @@ class Cell:
     wall_time_s: float | None  # median over the seeds that ran
     capped: list[Replicate] = field(default_factory=list)  # runs stopped early by the budget's CPU-time cap
     cpu_time_s: float = 0.0  # the CPU seconds of all its runs, failed ones included
+    unconverged: list[Replicate] = field(default_factory=list)  # runs whose loss was still falling at the end
 
     @property
     def n(self) -> int:
@@ -170,6 +172,18 @@ def _headline_value(r: ResultRecord) -> float | None:
     return v if v is not None and math.isfinite(v) else None
 
 
+TRACK_SUFFIX = {"held-out": "held-out", "budget": "capped"}  # tracks whose toy models get their own rows
+
+
+def board_track(r: ResultRecord) -> str:
+    """The track a result counts on: its toy model's, except that a run on a headline toy model under a
+    CPU-time cap is on the budget track (a capped run never enters the headline; ``--suite budget``), and
+    one on a held-out instance is on the held-out track."""
+    if r.toy.track == "headline" and (r.budget or {}).get("seconds") is not None:
+        return "budget"
+    return "held-out" if heldout.is_heldout(r.replicate[0]) else r.toy.track
+
+
 def _collect(
     results: Iterable[ResultRecord],
 ) -> tuple[str, dict[str, ToyInfo], dict[str, MethodInfo], dict[tuple[str, str], list[ResultRecord]]]:
@@ -182,8 +196,9 @@ def _collect(
     builds: dict[str, tuple[str, str]] = {}  # toy instance -> (version, weights)
     for r in results:
         toy, method = r.family, r.cell.method
-        if heldout.is_heldout(r.replicate[0]):  # its own toy model on the board: public and held-out side by side
-            toy = f"{toy} (held-out)"
+        track = board_track(r)
+        if track in TRACK_SUFFIX:  # its own toy model on the board: e.g. public and held-out side by side
+            toy = f"{toy} ({TRACK_SUFFIX[track]})"
         headlines.add(r.headline)
         grouped[(method, toy)].append(r)
         m = r.method
@@ -195,7 +210,7 @@ def _collect(
                         "(pdbench validate says why)"
                     )
             run_as = json.dumps({"budget": r.budget, "overrides": m.overrides}, sort_keys=True)
-            budgets[(method, r.toy.track)][run_as].append(f"{r.cell.toy} seed {r.cell.seed}")
+            budgets[(method, track)][run_as].append(f"{r.cell.toy} seed {r.cell.seed}")
         t = r.toy
         if t.tier is not None:  # error rows from a toy that failed to load carry only its name
             build = (str(t.version or "?"), str(t.weights_sha256 or "?"))
@@ -206,7 +221,6 @@ def _collect(
                     f"{old_build[1][:12]} vs version {build[0]}, weights {build[1][:12]}); re-run the stale cells"
                 )
             if r.replicate[0] < instance_of.get(toy, 1 << 30):
-                track = "held-out" if heldout.is_heldout(r.replicate[0]) else t.track
                 toys[toy] = ToyInfo(toy, t.tier, str(t.gt_status or "?"), *build, track=track)
                 instance_of[toy] = r.replicate[0]
         if m.version is not None:
@@ -241,6 +255,7 @@ def _cell(method: str, toy: str, rs: list[ResultRecord]) -> Cell:
     errors: dict[Replicate, str] = {}
     na: list[Replicate] = []
     capped: list[Replicate] = []
+    unconverged: list[Replicate] = []
     walls = []
     cpu = 0.0
     for r in sorted(rs, key=lambda r: r.replicate):
@@ -256,13 +271,26 @@ def _cell(method: str, toy: str, rs: list[ResultRecord]) -> Cell:
         values[seed] = 0.0 if v is None else v
         if r.stopped_early:
             capped.append(seed)
+        if r.cost.get("converged") is False:
+            unconverged.append(seed)
         wall = r.cost.get("wall_time_s")
         if isinstance(wall, int | float):
             walls.append(float(wall))
     vals = list(values.values())
     success, k = _success(vals)
     return Cell(
-        toy, method, values, errors, na, _ci(vals), success, k, statistics.median(walls) if walls else None, capped, cpu
+        toy,
+        method,
+        values,
+        errors,
+        na,
+        _ci(vals),
+        success,
+        k,
+        statistics.median(walls) if walls else None,
+        capped,
+        cpu,
+        unconverged,
     )
 
 
@@ -340,6 +368,7 @@ TIER_NAMES = {
 TRACK_TITLES = {
     "headline": "Headline",
     "held-out": "Held-out",
+    "budget": "Capped (budget)",
     "reproduction": "Reproduction",
     "diagnostic": "Diagnostic",
 }

@@ -22,6 +22,7 @@ from leaderboard.data import Board, Cell, Row, Stat, Table, fmt, fmt_rank
 from leaderboard.markdown import (
     CAP_MARK,
     ERR_MARK,
+    UNCONVERGED_MARK,
     beats_text,
     cpu_success_text,
     legend,
@@ -131,6 +132,14 @@ def _cell_td(c: Cell | None) -> Td:
                 "capmark",
                 f"{len(c.capped)} of {c.n} seeds reached the CPU-time cap and stopped early",
                 f"{CAP_MARK}{len(c.capped)}",
+            )
+        )
+    if c.unconverged:
+        marks.append(
+            Mark(
+                "capmark",
+                f"{len(c.unconverged)} of {c.n} runs ended with the training loss still falling",
+                f"{UNCONVERGED_MARK}{len(c.unconverged)}",
             )
         )
     if c.all_failed:

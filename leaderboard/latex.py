@@ -62,6 +62,8 @@ def cell_tex(c: Cell | None) -> str:
         text += f" $\\times{len(c.errors)}/{c.n}$"
     if c.capped:
         text += f" $\\ddagger{len(c.capped)}$"
+    if c.unconverged:
+        text += f" $\\sim{len(c.unconverged)}$"
     return text
 
 

@@ -17,9 +17,18 @@ from tabulate import tabulate
 from leaderboard.data import MIN_GAP, Board, Cell, Row, Table, build_board, fmt, fmt_rank, replicate_label
 from leaderboard.markdown_metrics import metrics_markdown, robustness_markdown
 from leaderboard.stats import SUCCESS_THRESHOLD
-from leaderboard.text import CAP_MARK, ERR_MARK, REF_MARK, interval_text, md_escape, stat_text
+from leaderboard.text import CAP_MARK, ERR_MARK, REF_MARK, UNCONVERGED_MARK, interval_text, md_escape, stat_text
 
-__all__ = ["CAP_MARK", "ERR_MARK", "REF_MARK", "interval_text", "md_escape", "render_markdown", "stat_text"]
+__all__ = [
+    "CAP_MARK",
+    "ERR_MARK",
+    "REF_MARK",
+    "UNCONVERGED_MARK",
+    "interval_text",
+    "md_escape",
+    "render_markdown",
+    "stat_text",
+]
 
 
 def cell_text(c: Cell | None) -> str:
@@ -34,6 +43,8 @@ def cell_text(c: Cell | None) -> str:
         text += f" (N/A x{len(c.na)})"
     if c.capped:
         text += f" {CAP_MARK}{len(c.capped)}"
+    if c.unconverged:
+        text += f" {UNCONVERGED_MARK}{len(c.unconverged)}"
     return text
 
 
@@ -132,6 +143,8 @@ def legend(board: Board, esc: Callable[[str], str] = md_escape) -> str:
         f"tied. Only submitted methods are ranked; `{REF_MARK}` marks reference rows (oracle, random, whole, "
         f"pca, ...). `{ERR_MARK}k/n`: k of n runs failed; a failed run scores 0 and is never dropped. "
         f"`{CAP_MARK}k`: k seeds reached the suite's CPU-time cap and stopped before their default steps. "
+        f"`{UNCONVERGED_MARK}k`: k runs whose training loss was still falling at the end (the median over the "
+        f"last fifth of the logged losses more than 5% below the fifth before). "
         f"`vs refs`: the mean over toy models of (s - b) / (1 - b), where b is the best reference row's score on "
         f"that toy model (the oracle, which sees the ground truth, left out): 0 = as good as the best reference, "
         f"1 = perfect, below 0 = worse; N/A where b > 0.99 (a reference row already solves the toy model). "

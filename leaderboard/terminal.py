@@ -21,6 +21,7 @@ from leaderboard.markdown import (
     CAP_MARK,
     ERR_MARK,
     REF_MARK,
+    UNCONVERGED_MARK,
     beats_text,
     cpu_success_text,
     legend,
@@ -67,6 +68,8 @@ def _cell(c: Cell | None) -> str:
         text += f" N/Ax{len(c.na)}"
     if c.capped:
         text += f" {CAP_MARK}{len(c.capped)}"
+    if c.unconverged:
+        text += f" {UNCONVERGED_MARK}{len(c.unconverged)}"
     return text
 
 

@@ -11,6 +11,7 @@ from leaderboard.stats import Stat
 REF_MARK = "(ref)"
 ERR_MARK = "✗"
 CAP_MARK = "†"
+UNCONVERGED_MARK = "~"  # runs whose training loss was still falling at the end (benchmark.convergence)
 
 _MD_SPECIAL = {"\\": "\\\\", "|": "\\|", "<": "&lt;", ">": "&gt;"}
 _LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")

@@ -108,3 +108,29 @@ def test_generated_instances_beyond_the_public_ones_keep_the_oracle_at_one(famil
         t = load_toy(f"{family}@{k}", WeightCache(tmp_path))
         dec = METHODS.get("oracle")().decompose(t.target(with_ground_truth=True), Budget(), 0)
         assert score(t, dec, ["hungarian"])["hungarian"] == pytest.approx(1.0, abs=1e-9), k
+
+
+def test_a_capped_run_on_a_headline_toy_is_on_the_budget_track_never_the_headline() -> None:
+    """``--suite budget`` runs the headline cells under a CPU-time cap: those runs get their own toy rows on a
+    "budget" track, and the headline ranks only the uncapped ones; a run that was not uncapped never enters it."""
+    rs = [_tracked(f"toy_a@{k}", "slow", 0, 0.9, "headline") for k in range(3)]
+    for k in range(3):
+        capped = _tracked(f"toy_a@{k}", "slow", 0, 0.3, "headline")
+        capped["budget"]["seconds"] = 120.0
+        capped["cost"]["stopped_early"] = True
+        rs.append(capped)
+    board = build_board(rs)
+    assert board.overall.track == "headline" and [t.name for t in board.overall.toys] == ["toy_a"]
+    assert board.cell("slow", "toy_a").score.mean == pytest.approx(0.9)
+    assert board.cell("slow", "toy_a (capped)").capped == [(0, 0), (1, 0), (2, 0)]
+    assert any(t.track == "budget" for t in board.tiers)
+    assert "Capped (budget) track" in render_markdown(board)
+
+
+def test_runs_whose_loss_still_fell_are_marked_in_the_cell() -> None:
+    rs = [_tracked(f"toy_a@{k}", "m", 0, 0.5, "headline") for k in range(3)]
+    rs[1]["cost"]["converged"] = False
+    rs[2]["cost"]["converged"] = True
+    board = build_board(rs)
+    assert board.cell("m", "toy_a").unconverged == [(1, 0)]
+    assert "~1" in render_markdown(board)
