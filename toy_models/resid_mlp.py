@@ -78,6 +78,10 @@ class ResidMLPNet(nn.Module):
         return y
 
 
+#: A feature counts as computed where its one-hot gain over the bare residual is at least this x the median gain.
+COMPUTED_GAIN = 0.25
+
+
 class ResidMLP(ConfigKeyed, ToyModel):
     def __init__(
         self,
@@ -90,6 +94,7 @@ class ResidMLP(ConfigKeyed, ToyModel):
         batch_size: int = 2048,
         lr: float = 3e-3,
         seed: int = 0,
+        mixing: bool = True,
     ):
         super().__init__()
         defaults = {1: (100, 50, 1000), 2: (100, 25, 1000), 3: (102, 17, 2000)}
@@ -98,6 +103,11 @@ class ResidMLP(ConfigKeyed, ToyModel):
         f0, m0, s0 = defaults.get(n_layers, (0, 0, 0))
         self.n_layers, self.n_features, self.d_mlp = n_layers, n_features or f0, d_mlp or m0
         self.d_embed, self.p, self.steps, self.batch_size, self.lr = d_embed, p_active, steps or s0, batch_size, lr
+        self.mixing = mixing
+        # without the mixing term the label's linear part is what the residual stream carries, x W_E W_E^T, so
+        # the MLP is asked for ReLU(x) alone (Bhagat et al. 2025's control). W_E W_E^T is set from the model's
+        # embedding when it is fitted or loaded (fit, mechanisms)
+        self._mix: Tensor | None = None
         self.activation_rate = p_active  # independent features, all-zero inputs kept
         self.ablation_moved_share = 0.5  # a negative x_i mostly leaves the ReLU off: the MLP barely uses it
         if n_layers > 1:  # a later W_in also reads earlier MLP outputs: no exact locality
@@ -111,9 +121,10 @@ class ResidMLP(ConfigKeyed, ToyModel):
             "steps": self.steps,
             "batch_size": batch_size,
             "lr": lr,
+            **({} if mixing else {"mixing": False}),
         }
         self.spec = ToyModelSpec(
-            name=f"resid_mlp{n_layers}",
+            name=f"resid_mlp{n_layers}" + ("" if mixing else "-nomix"),
             tier=4,
             version="1",
             seed=seed,
@@ -122,7 +133,14 @@ class ResidMLP(ConfigKeyed, ToyModel):
             f"(p={p_active}, U[-1,1]) in a fixed random width-{d_embed} embedding, y = x + ReLU(x). Contested: its "
             "gain over a monosemantic baseline comes from correcting embedding noise (Bhagat et al. 2025), APD and "
             "SPD disagree on W_out (per feature vs one dense piece; SPD's dense view used)"
-            + (", and later layers' W_in also read earlier MLP outputs." if n_layers > 1 else "."),
+            + (", and later layers' W_in also read earlier MLP outputs." if n_layers > 1 else ".")
+            + (
+                ""
+                if mixing
+                else " Control: labels x W_E W_E^T + ReLU(x), without the mixing term W_E W_E^T - I (Bhagat et al. "
+                "2025); the MLP no longer beats the monosemantic baseline, and only the features it computes "
+                "(one-hot gain >= COMPUTED_GAIN x the median) are mechanisms."
+            ),
             paper="APD arXiv:2501.14926; SPD arXiv:2506.20790; caveat: Bhagat et al. 2025",
             decomposed=tuple(f"layers.{i}.{w}" for i in range(n_layers) for w in ("W_in", "W_out")),
         )
@@ -135,7 +153,13 @@ class ResidMLP(ConfigKeyed, ToyModel):
         return (torch.rand(n, self.n_features, generator=generator) * 2 - 1) * on
 
     def loss(self, output: Tensor, inputs: Tensor) -> Tensor:
-        return ((output - (inputs + torch.relu(inputs))) ** 2).mean()
+        if self.mixing:
+            linear = inputs
+        elif self._mix is None:
+            raise RuntimeError(f"{self.spec.name}: the labels need the embedding: build the toy model first")
+        else:
+            linear = inputs @ self._mix.to(inputs)
+        return ((output - (linear + torch.relu(inputs))) ** 2).mean()
 
     @staticmethod
     def embedding_duals(W_E: Tensor) -> tuple[Tensor, Tensor]:
@@ -149,6 +173,8 @@ class ResidMLP(ConfigKeyed, ToyModel):
         with torch.no_grad():
             E = torch.randn(self.n_features, self.d_embed, generator=g)
             model.W_E.copy_(E / E.norm(dim=1, keepdim=True))
+            if not self.mixing:
+                self._mix = model.W_E @ model.W_E.T
             _, proj = self.embedding_duals(model.W_E)
             for i, blk in enumerate(model.layers):  # nn.Linear's default init: U(+-1/sqrt(fan_in))
                 blk.W_in.copy_((torch.rand(blk.W_in.shape, generator=g) * 2 - 1) / math.sqrt(self.d_embed))
@@ -183,24 +209,42 @@ class ResidMLP(ConfigKeyed, ToyModel):
         n_missing = self.n_features - self.n_layers * self.d_mlp
         return n_missing * self.p / 6 / self.n_features
 
-    def health(self, model: nn.Module, info: dict[str, Any]) -> str | None:
-        """Every feature's one-hot output (label 2) must beat the bare residual's 1 by a quarter of the median
-        gain: a feature the MLP ignores is a lost mechanism."""
+    def computed(self, model: nn.Module) -> Tensor:
+        """``[n_features]`` bool: the features whose one-hot output beats the bare residual's (W_E W_E^T)_ii = 1
+        by at least COMPUTED_GAIN x the median gain."""
         with torch.no_grad():
             gain = model(torch.eye(self.n_features)).diagonal() - 1
-        worst = int(gain.argmin())
-        if gain[worst] < 0.25 * gain.median():
-            return f"feature {worst} ignored: one-hot gain {gain[worst]:.3f}, median {gain.median():.3f}"
+        return gain >= COMPUTED_GAIN * gain.median()
+
+    def health(self, model: nn.Module, info: dict[str, Any]) -> str | None:
+        """Every feature's one-hot output (label 2) must beat the bare residual's 1 by a quarter of the median
+        gain: a feature the MLP ignores is a lost mechanism. The no-mixing control is expected to ignore some
+        (it does no better than a monosemantic MLP): there, at least a quarter of the features must be computed."""
+        done = self.computed(model)
+        if self.mixing and not done.all():
+            return f"feature {int((~done).nonzero()[0])} ignored: one-hot gain below {COMPUTED_GAIN} x the median"
+        if not self.mixing and done.float().mean() < 0.25:
+            return f"only {int(done.sum())} of {self.n_features} features computed"
         return None
 
     def mechanisms(self, model: nn.Module) -> list[Mechanism]:
+        """One W_in mechanism per computed feature, and the dense always-on rest (W_out, later layers' W_in
+        outside the embedding span, and in the no-mixing control the W_in pieces of the features it ignores)."""
         D, proj = self.embedding_duals(model.W_E)
         eye = torch.eye(self.d_embed)
+        if not self.mixing:
+            self._mix = model.W_E @ model.W_E.T
+        self._computed = self.computed(model)
         out = []
+        ignored: dict[str, Tensor] = {}
         for i in range(self.n_features):
             comps = {
                 f"layers.{l}.W_in": torch.outer(blk.W_in @ model.W_E[i], D[i]) for l, blk in enumerate(model.layers)
             }
+            if not self._computed[i]:
+                for k, v in comps.items():
+                    ignored[k] = ignored.get(k, 0) + v
+                continue
             out.append(
                 Mechanism(
                     name=f"feature{i}",
@@ -213,6 +257,8 @@ class ResidMLP(ConfigKeyed, ToyModel):
             dense[f"layers.{l}.W_out"] = blk.W_out.detach().clone()
             if l > 0:
                 dense[f"layers.{l}.W_in"] = blk.W_in.detach() @ (eye - proj)
+        for k, v in ignored.items():
+            dense[k] = dense.get(k, 0) + v
         out.append(
             Mechanism(
                 name="W_out_dense",
@@ -225,7 +271,7 @@ class ResidMLP(ConfigKeyed, ToyModel):
 
     def active(self, inputs: Tensor) -> Tensor:
         on = torch.ones(inputs.shape[0], 1, dtype=torch.bool, device=inputs.device)
-        return torch.cat([inputs != 0, on], dim=1)
+        return torch.cat([(inputs != 0)[:, self._computed.to(inputs.device)], on], dim=1)
 
     def sites(self, model: nn.Module, inputs: Tensor) -> list[LinearSite]:
         out = []
@@ -238,3 +284,4 @@ class ResidMLP(ConfigKeyed, ToyModel):
 TOY_MODELS.register("resid_mlp1", lambda seed=0: ResidMLP(1, seed=seed))
 TOY_MODELS.register("resid_mlp2", lambda seed=0: ResidMLP(2, seed=seed))
 TOY_MODELS.register("resid_mlp3", lambda seed=0: ResidMLP(3, seed=seed))
+TOY_MODELS.register("resid_mlp1-nomix", lambda seed=0: ResidMLP(1, seed=seed, mixing=False))
