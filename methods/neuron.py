@@ -31,7 +31,7 @@ class Neuron(Method):
     class Config:
         side: str = "read"  # read | write: which side of each matrix the unit directions live on
         attribution: str = "activation"
-        max_per_site: int = 256  # at most this many units per site
+        max_per_site: int | None = 256  # at most this many units per site (None: no limit)
 
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
         hp = self.hparams(target.spec.name)

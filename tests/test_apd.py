@@ -274,10 +274,12 @@ def test_bad_hyperparameters_get_clear_errors(toy) -> None:
         ({"topk": 1e-5}, "selects no component"),
         ({"lr_schedule": "step"}, "lr_schedule"),
         ({"num_threads": 0}, "num_threads"),
-        ({"init_instances": 0.5}, "init_instances"),
+        ({"init_instances": 0}, "init_instances"),
     ]:
         with pytest.raises(ValueError, match=match):
             APD(**bad).decompose(t, Budget(steps=2), seed=0)
+    with pytest.raises(TypeError, match="'init_instances' must be a int | None"):  # refused by the typed Config
+        APD(init_instances=0.5)
 
 
 def test_diverging_run_raises_instead_of_returning_nan(toy) -> None:

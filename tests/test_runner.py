@@ -167,7 +167,7 @@ def test_suites_cover_what_they_promise() -> None:
     assert models and {c.toy for c in headline} == {f"{t}@{i}" for t in models for i in range(suite.instances)}
     assert suite.instances >= 3 and suite.budget == Budget(scale=1.0)  # 3 instances, uncapped
     assert len(headline) == len(models) * suite.instances * len(METHODS.names()) * len(suite.seeds)
-    with pytest.raises(KeyError, match="unknown suite 'huge'; known suites: quick, full, contested, headline, paper"):
+    with pytest.raises(KeyError, match="unknown suite 'huge'; known suites: quick, full, contested, headline, budget, paper"):
         suite_cells("huge")
 
 
@@ -256,3 +256,10 @@ def test_reference_rows_build_a_toy_model_first() -> None:
         Cell("b", "oracle", 0),
         Cell("b", "spd", 0),
     ]
+
+
+def test_the_budget_suite_is_the_headline_cells_capped() -> None:
+    headline, _ = suite_cells("headline", methods=["pca"])
+    budget, suite = suite_cells("budget", methods=["pca"])
+    assert {c.toy for c in budget} == {c.toy for c in headline} and suite.track == "headline"
+    assert suite.budget == SUITES["full"].budget  # the full suite's CPU-time cap
