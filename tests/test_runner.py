@@ -167,7 +167,9 @@ def test_suites_cover_what_they_promise() -> None:
     assert models and {c.toy for c in headline} == {f"{t}@{i}" for t in models for i in range(suite.instances)}
     assert suite.instances >= 3 and suite.budget == Budget(scale=1.0)  # 3 instances, uncapped
     assert len(headline) == len(models) * suite.instances * len(METHODS.names()) * len(suite.seeds)
-    with pytest.raises(KeyError, match="unknown suite 'huge'; known suites: quick, full, contested, headline, budget, paper"):
+    with pytest.raises(
+        KeyError, match="unknown suite 'huge'; known suites: quick, full, contested, headline, budget, paper"
+    ):
         suite_cells("huge")
 
 
