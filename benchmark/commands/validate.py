@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmark import __version__
+from benchmark import __version__, heldout
 from benchmark.registry import METRICS, TOY_MODELS, RegistryError
 
 if TYPE_CHECKING:
@@ -202,6 +202,8 @@ def validate_folder(
         if not (path.name.startswith("seed") and path.suffix == ".json"):
             if path.name.endswith(".tmp"):
                 report.errors.append(f"{path}: a temporary file left by an interrupted writer; delete it")
+            elif rel == Path(heldout.RECORD):
+                continue  # the held-out seed's hash (benchmark.heldout)
             elif not path.name.startswith("."):
                 report.warnings.append(f"{path}: not a result file (expected <toy>/<method>/seed<k>.json)")
             continue
