@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -34,21 +34,7 @@ from methods._l3d_grads import directional, outputs
 from methods._l3d_train import L3DConfig, L3DFit, train_l3d
 
 PAPER = "Chrisman, Bushnaq, Sharkey 2025, Local Loss Landscape Decomposition, arXiv:2504.00194"
-_CFG_KEYS = (
-    "n_v",
-    "rank",
-    "k",
-    "epochs",
-    "batch_size",
-    "n_samples",
-    "lr",
-    "lr_step_epochs",
-    "lr_gamma",
-    "warm_start_epochs",
-    "norm",
-    "reference",
-    "jacobian_limit",
-)
+_CFG_KEYS = tuple(f.name for f in fields(L3DConfig))
 
 
 def intervene(model: nn.Module, component: Component, delta: float, inputs: Tensor) -> Tensor:
@@ -156,22 +142,15 @@ class L3D(Method):
     # App. B.3 (toy models): 1000 samples, batch 32, 1000 epochs, lr 0.01 decayed x0.8 every 100 epochs, k = 0.1.
     # Adam (the code) rather than the text's AdamW; loss, BatchTopK threshold, warm start: the code's.
     @dataclass
-    class Config:
+    class Config(L3DConfig):
+        """The training config (:class:`L3DConfig`) and what the adapter adds; validated once n_v is resolved."""
+
         n_v: int | None = None  # None: the largest side of the decomposed matrices, at most MAX_BLIND_N_V (blind)
-        rank: int = 1
-        k: float = 0.1
-        epochs: int = 1000
-        batch_size: int = 32
-        n_samples: int = 1000
-        lr: float = 0.01
-        lr_step_epochs: int = 100
-        lr_gamma: float = 0.8
-        warm_start_epochs: int = 0
-        norm: str = "l2"
-        reference: str = "random"
-        jacobian_limit: float = 5e7
         drop_zero_inputs: bool = True
         n_refs: int = 10
+
+        def __post_init__(self) -> None:
+            pass  # n_v may still be None here: decompose builds the checked L3DConfig
 
     # n_v = the number of circuits, as the paper sets it for each toy (App. B.3, scripts/*): TMS 5-2 n_v 5 rank 1;
     # parallel TMS n_v 15 rank 1 (Fig S3); TMCS n_v 10 rank 1, warm start 1; higher-rank 30-10-30 n_v 8 rank 2 (the

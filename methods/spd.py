@@ -111,21 +111,14 @@ class SPD(Method):
     paper = "Bushnaq, Braun, Sharkey 2025, Stochastic Parameter Decomposition, arXiv:2506.20790"
 
     @dataclass
-    class Config:
-        """The paper's loss (SPDConfig's fields) and what the adapter adds. The defaults are the fast TMS 5-2
+    class Config(SPDConfig):
+        """The paper's loss (:class:`SPDConfig`) and what the adapter adds. The defaults are the fast TMS 5-2
         recipe scaled to the network, the blind rule: None for C is 2 x the largest matrix side (at most 200),
         None for imp_coeff (beta_3) is min(BLIND_IMP_COEFF, IMP_PER_OUTPUT_MS x the output's mean square)."""
 
         C: int | None = None
-        d_gate: int = 16
         imp_coeff: float | None = None  # beta_3, importance minimality
-        pnorm: float = 1.0
-        faith_coeff: float = 1.0
-        stoch_coeff: float = 1.0  # beta_1
-        layerwise_coeff: float = 1.0  # beta_2
         lr: float = 1e-2
-        schedule: str = "cosine"  # cosine | constant | linear
-        warmup: float = 0.0
         steps: int = 3_000
         batch_size: int = 1024
         preset: str = "fast"  # fast | paper: which per-model table the reproduction track reads
@@ -133,6 +126,9 @@ class SPD(Method):
         min_norm: float = 0.01  # ... and kept only if its norm is at least this x the largest in its matrix
         n_eval: int = 20_000  # inputs on which a subcomponent must be causally important to be kept
         log_every: int = 50  # steps between logged losses (the converged check reads them)
+
+        def __post_init__(self) -> None:
+            pass  # C and imp_coeff may still be None here: decompose builds the checked SPDConfig
 
     per_model_defaults = FAST
 
