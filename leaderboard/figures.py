@@ -117,7 +117,8 @@ def _pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 def score_vs_cpu(board: Board) -> Figure:
     """Per tier of the ranked track: score (95% CI) against mean CPU seconds per run, log scale, with the
-    Pareto front (the methods that no other method beats on both score and compute)."""
+    Pareto front (the methods that no other method beats on both score and compute; the oracle, which sees the
+    ground truth, is drawn but not on the front)."""
     tables = [t for t in board.tiers if t.tier is not None and t.key.startswith("tier")] or [board.overall]
     colors = _colors([r.method.name for r in board.overall.rows])
     fig = Figure(figsize=(min(12.0, 4.2 * len(tables) + 0.5), 3.8))
@@ -131,7 +132,8 @@ def score_vs_cpu(board: Board) -> Figure:
             if cpu is None:
                 continue
             x = max(cpu, 1e-3)
-            points.append((x, r.score.mean))
+            if not r.method.sees_ground_truth:  # the oracle is a reference, not a point on the trade-off
+                points.append((x, r.score.mean))
             lo = r.score.mean - (r.score.low if r.score.low is not None else r.score.mean)
             hi = (r.score.high if r.score.high is not None else r.score.mean) - r.score.mean
             ax.errorbar(
