@@ -40,12 +40,11 @@ class Method(ABC):
     def __init__(self, **overrides: Any):
         if not isinstance(overrides.get(TUNED, True), bool):
             raise TypeError(f"method {self.name!r}: {TUNED!r} must be true or false, not {overrides[TUNED]!r}")
-        own = {k: v for k, v in overrides.items() if k != TUNED}
-        if self.Config is not None:
-            check_values(self.name, self.Config, own, "override")
-        else:
-            _check_untyped(self.name, self.defaults, self.per_model_defaults, own)
         self.overrides = dict(overrides)
+        if self.Config is not None:
+            check_values(self.name, self.Config, self.own_overrides, "override")
+        else:
+            _check_untyped(self.name, self.defaults, self.per_model_defaults, self.own_overrides)
 
     def hparams(self, toy_name: str) -> dict[str, Any]:
         """The hyperparameters used on ``toy_name``: defaults < per-model defaults < overrides. With the

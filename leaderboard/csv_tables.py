@@ -148,7 +148,7 @@ def summary_csv(board: Board) -> str:
                 "",
                 "",
                 _num(c.wall_time_s),
-                _num(c.cpu_time_s / c.n_success) if c.n_success else "",
+                _num(c.cpu_per_success_s),
                 "",
                 "",
                 "",

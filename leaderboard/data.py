@@ -95,6 +95,11 @@ class Cell:
         return len(self.values)
 
     @property
+    def cpu_per_success_s(self) -> float | None:
+        """CPU seconds of all its runs over its successful runs (None: no success)."""
+        return self.cpu_time_s / self.n_success if self.n_success else None
+
+    @property
     def all_failed(self) -> bool:
         return bool(self.values) and len(self.errors) == len(self.values)
 
