@@ -87,10 +87,10 @@ SUITES = {
     ),
     "paper": Suite(
         "paper",
-        4,
+        5,
         (0, 1, 2),
         Budget(scale=1.0),
-        "every tier (0-4), every method, three seeds, each method's default steps with no time cap "
+        "every tier (0-5), every method, three seeds, each method's default steps with no time cap "
         "(hours on 2 CPU cores: for a GPU machine or a cluster)",
     ),
 }

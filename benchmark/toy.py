@@ -28,6 +28,7 @@ from benchmark.registry import TOY_MODELS
 GTStatus = Literal["exact", "strong", "contested"]
 Locality = Literal["exact", "readout", "ratio", "perturb"]  # see ToyModel.locality
 Track = Literal["reproduction", "headline", "diagnostic"]  # see ToyModel.track
+MAX_TIER = 5  # tiers: 0 exact, 1 superposition, 2 extra structure, 3 higher rank, 4 contested, 5 transformers
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class ToyModelSpec:
     """What a toy model is, independent of its weights."""
 
     name: str
-    tier: int  # 0 = exact by construction ... 4 = contested
+    tier: int  # 0 = exact by construction ... 4 = contested, 5 = transformers
     version: str
     seed: int
     gt_status: GTStatus
@@ -46,8 +47,8 @@ class ToyModelSpec:
     def __post_init__(self) -> None:
         if self.gt_status not in ("exact", "strong", "contested"):
             raise ValueError(f"gt_status must be exact, strong or contested, not {self.gt_status!r}")
-        if not 0 <= self.tier <= 4:
-            raise ValueError(f"tier must be in 0..4, not {self.tier}")
+        if not 0 <= self.tier <= MAX_TIER:
+            raise ValueError(f"tier must be in 0..{MAX_TIER}, not {self.tier}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -123,12 +124,25 @@ class GroundTruth:
 class LinearSite:
     """One use of a weight matrix in the forward pass: ``out = inputs @ W.T`` (or ``inputs @ W``).
 
-    Activation-space methods (PCA, LIB) read a network's layers through these.
+    Activation-space methods (PCA, LIB) read a network's layers through these. A sequence model's weight
+    reads one row per position: ``inputs`` is then ``[batch * k, d_in]``, the k rows of each input together
+    (input-major); :func:`per_input` turns such per-row values into per-input ones.
     """
 
     param: str
-    inputs: Tensor  # [batch, d_in] activations that the weight reads
+    inputs: Tensor  # [batch * k, d_in] activations that the weight reads (k = 1 but for sequence models)
     transposed: bool = False  # True where the forward pass uses the parameter's transpose
+
+
+def per_input(values: Tensor, batch: int) -> Tensor:
+    """Per-row values ``[batch * k, ...]`` (k rows per input, input-major: a sequence model's positions) as
+    per-input ones ``[batch, ...]``: the largest over each input's rows, so that a component counts as used
+    on an input where it is used at any position."""
+    if values.shape[0] == batch:
+        return values
+    if batch == 0 or values.shape[0] % batch:
+        raise ValueError(f"{values.shape[0]} rows do not split into {batch} inputs")
+    return values.reshape(batch, values.shape[0] // batch, *values.shape[1:]).amax(dim=1)
 
 
 @dataclass

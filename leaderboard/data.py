@@ -367,6 +367,7 @@ TIER_NAMES = {
     2: "superposition with extra structure",
     3: "higher-rank circuits",
     4: "contested ground truth",
+    5: "transformers",
 }
 
 

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from benchmark.decomposition import Component, Decomposition, LowRank, RunRecord
+from benchmark.toy import per_input
 from methods._activation_bases import Basis
 from methods._attribution import gradient_attributions
 
@@ -207,7 +208,7 @@ def per_site_decomposition(
             with torch.no_grad():
                 new = target.sites(inputs)
             acts = {s: _site_acts(new[s], weights[s], sides[s]) for s in bases}
-            return activity(infos, bases, acts)
+            return per_input(activity(infos, bases, acts), inputs.shape[0])
 
         dec.attributions = attributions
     return dec

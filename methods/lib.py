@@ -28,7 +28,7 @@ from torch import Tensor
 from benchmark.decomposition import Component, Decomposition, RunRecord
 from benchmark.method import Budget, Method
 from benchmark.registry import METHODS
-from benchmark.toy import Target
+from benchmark.toy import Target, per_input
 from methods._activation_bases import Basis
 from methods._attribution import gradient_attributions
 from methods._basis_components import (
@@ -216,8 +216,8 @@ class LIB(Method):
             def attributions(inputs: Tensor) -> Tensor:
                 with torch.no_grad():
                     sites = target.sites(inputs)
-                acts = {s: sites[s].inputs.reshape(inputs.shape[0], -1) for s in site_basis}
-                per = activity(feature_infos, site_basis, acts)
+                acts = {s: sites[s].inputs.reshape(sites[s].inputs.shape[0], -1) for s in site_basis}
+                per = per_input(activity(feature_infos, site_basis, acts), inputs.shape[0])
                 return torch.stack([per[:, m].sum(1) for m in members], dim=1)
 
             dec.attributions = attributions

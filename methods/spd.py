@@ -29,7 +29,7 @@ from torch import Tensor
 from benchmark.decomposition import Decomposition, LowRank, RunRecord
 from benchmark.method import Budget, Method
 from benchmark.registry import METHODS
-from benchmark.toy import Target
+from benchmark.toy import Target, per_input
 from methods._spd_core import SPDConfig, SPDTrainer, lower_leaky_hard_sigmoid
 
 _TMS_SMALL = {
@@ -176,7 +176,8 @@ def _export(trainer: SPDTrainer, hp: dict[str, Any], log: Any, seed: int) -> Dec
             raise ValueError("spd attributions: inputs contain NaN or infinite values")
         with torch.no_grad():
             _, inner = trainer.target_pass(inputs.to(trainer.device))
-            g = lower_leaky_hard_sigmoid(spd.ci_raw(inner)).clamp(0, 1)  # [batch, S, C]
+            g = lower_leaky_hard_sigmoid(spd.ci_raw(inner)).clamp(0, 1)  # [rows, S, C], rows = batch * positions
+            g = per_input(g, inputs.shape[0])
             return torch.cat([g[:, ks].amax(dim=1) for ks in sites_of], dim=1).float().cpu()
 
     x = trainer.sample_fn(int(hp["n_eval"]), torch.Generator().manual_seed(seed + 2))
