@@ -45,6 +45,7 @@ function is unchanged; no basis of the residual stream or of a head gives the pi
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -52,11 +53,12 @@ from torch import Tensor, nn
 
 from benchmark.registry import TOY_MODELS
 from benchmark.toy import LinearSite, Mechanism, ToyModel, ToyModelSpec
-from toy_models._common import ConfigKeyed
+from toy_models._common import ConfigKeyed, train
 from toy_models.rotated import haar_orthogonal
 
 SCALE = 20.0  # attention score of a match: the softmax leaks about T e^-20 elsewhere
 GAIN = 10.0  # the logit of the predicted token
+ABLATED_ACCURACY = 0.75  # the trained toy's health: removing a mechanism leaves at most this accuracy
 HEADS = ("Q0", "K0", "V0", "O0", "Q1", "K1", "V1", "O1")
 
 
@@ -286,3 +288,103 @@ def _make(rotate: bool, name: str):  # noqa: ANN202
 
 TOY_MODELS.register("induction", _make(False, "induction"))
 TOY_MODELS.register("induction-rot", _make(True, "induction-rot"))
+
+
+class TrainedInduction(Induction):
+    """The same architecture and data, the eight head matrices trained (strong ground truth).
+
+    The embedding, positions and unembedding are the compiled ones, frozen; ``W_Q0 .. W_O1`` start from
+    N(0, 0.1^2) (seed) and are trained with Adam on the cross-entropy to M, as the SPD repository trains its
+    induction-head toy (arXiv:2511.08854), at our size. The rotations of ``induction-rot`` are then folded in.
+    What the trained heads do is not known piece by piece, so the ground truth is per head and per circuit
+    (each pair's direction in parameter space, a span rather than an exact split, as strong toys give it),
+    checked by ablation in ``health``: the previous-token head's QK pair (``W_Q0, W_K0``) and OV pair
+    (``W_V0, W_O0``), the induction head's QK and OV pairs; each is used on every input (always on), and
+    removing any one drops the accuracy from at least 0.99 to at most ``ABLATED_ACCURACY`` (chance is 1/V;
+    without the previous-token QK pair each position averages its prefix, which still finds about half of
+    the matches).
+    """
+
+    track = "reproduction"
+    steps, batch, lr = 3000, 256, 1e-2
+
+    def __init__(self, seed: int = 0, name: str = "induction_trained"):
+        super().__init__(rotate=True, seed=seed, name=name)
+        self._config["trained"] = (self.steps, self.batch, self.lr)
+        self.activation_rate, self.always_on_only = None, True
+        self.spec = replace(
+            self.spec,
+            gt_status="strong",
+            description=f"2-layer attention-only transformer, trained: predict M after [BOS ... S M ... S] "
+            f"({self.V} tokens, {self.T} positions, d_model {self.d}; embeddings frozen). Mechanisms: each "
+            f"head's QK pair and OV pair, always on, checked by ablation. Behind random rotations.",
+        )
+
+    def fit(self, model: nn.Module, seed: int) -> dict[str, Any]:
+        plain = Induction(self.V, self.T, rotate=False)
+        weights, _ = plain._pieces()
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name in ("E", "P", "U"):
+                getattr(model, name).copy_(weights[name].float())
+            for name in self.spec.decomposed:
+                p = getattr(model, name)
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+        heads = [getattr(model, n) for n in self.spec.decomposed]
+        for name in ("E", "P", "U"):
+            getattr(model, name).requires_grad_(False)
+        opt = torch.optim.Adam(heads, lr=self.lr)
+        data = torch.Generator().manual_seed(seed + 1)
+
+        def batches(step: int) -> tuple[Tensor, Tensor]:
+            x = self.sample(self.batch, data)
+            return x, self.decode(x)[1]
+
+        last = train(model, batches, nn.functional.cross_entropy, self.steps, opt)
+        rot = self._rotations(self.spec.seed)
+        R, folds = rot["R"].float(), {"Q": "A", "K": "A", "V": "B"}
+        with torch.no_grad():
+            for layer in (0, 1):
+                for kind, side in folds.items():
+                    W = getattr(model, f"W_{kind}{layer}")
+                    W.copy_(rot[f"{side}{layer}"].float() @ W @ R.T)
+                W = getattr(model, f"W_O{layer}")
+                W.copy_(R @ W @ rot[f"B{layer}"].float().T)
+            model.E.copy_(R @ model.E)
+            model.P.copy_(R @ model.P)
+            model.U.copy_(model.U @ R.T)
+        return {"final_loss": last, "accuracy": self._accuracy(model, {})}
+
+    def _accuracy(self, model: nn.Module, zeroed: dict[str, Tensor]) -> float:
+        x = self.sample(4096, torch.Generator().manual_seed(12345))
+        params = {**dict(model.named_parameters()), **zeroed}
+        with torch.no_grad():
+            y = torch.func.functional_call(model, params, (x,))
+        return float((y.argmax(dim=1) == self.decode(x)[1]).float().mean())
+
+    def health(self, model: nn.Module, info: dict[str, Any]) -> str | None:
+        if info["accuracy"] < 0.99:
+            return f"accuracy {info['accuracy']:.3f} < 0.99 after training"
+        for mech in self.mechanisms(model):
+            acc = self._accuracy(model, {k: torch.zeros_like(v) for k, v in mech.components.items()})
+            info[f"accuracy_without_{mech.name}"] = acc
+            if acc > ABLATED_ACCURACY:
+                return f"removing {mech.name} leaves accuracy {acc:.3f}: the circuit hardly needs it"
+        return None
+
+    def mechanisms(self, model: nn.Module) -> list[Mechanism]:
+        out = []
+        for label, layer in (("prev", 0), ("induction", 1)):
+            for circuit, pair in (("qk", "QK"), ("ov", "VO")):
+                ws = {f"W_{k}{layer}": getattr(model, f"W_{k}{layer}").detach() for k in pair}
+                norm = torch.cat([w.reshape(-1) for w in ws.values()]).norm()
+                span = {k: (w / norm).unsqueeze(0) for k, w in ws.items()}  # the pair's direction, rank 1
+                support = {k: torch.ones_like(w, dtype=torch.bool) for k, w in ws.items()}
+                out.append(Mechanism(f"{label}_{circuit}", support, subspace=span, always_on=True))
+        return out
+
+    def active(self, inputs: Tensor) -> Tensor:
+        return torch.ones(inputs.shape[0], 4, dtype=torch.bool)
+
+
+TOY_MODELS.register("induction_trained", lambda seed=0: TrainedInduction(seed=seed))
