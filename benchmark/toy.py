@@ -224,8 +224,6 @@ class ToyModel(ABC):
     """P(a mechanism that is not always-on is active on one input from ``sample``): p for independent
     features, p / (1 - (1 - p)^units) when all-zero inputs are redrawn. None: not stated, so not checked
     (every built-in toy states it)."""
-    always_on_only: bool = False
-    """True where every mechanism is always on (a per-head ground truth): then there is no rate to state."""
     drops_zero_inputs: bool = False
     """True where ``sample`` redraws every all-zero input (L3D's generator, docs/reference/l3d.md 2)."""
 

@@ -97,3 +97,14 @@ def test_activation_methods_give_per_sequence_attributions(pair, method) -> None
     dec = METHODS.get(method)().decompose(t.target(), Budget(), 0)
     a = dec.attributions(_inputs(t, 64))
     assert a.shape == (64, len(dec.components)) and torch.isfinite(a).all()
+
+
+def test_the_trained_variant_learned_the_circuit_its_ground_truth_names(toy) -> None:  # noqa: ANN001
+    """Trained to (near) perfect accuracy; projecting out any mechanism's span breaks the inputs that use it
+    and leaves the others (``health`` checks this at build and records it)."""
+    t = toy("induction_trained")
+    info = t.build_info.extra
+    assert info["accuracy"] >= 0.99
+    assert info["ablated_accuracy_worst_on"] <= 0.75 and info["ablated_accuracy_worst_off"] >= 0.95
+    assert t.spec.gt_status == "strong" and all(m.subspace is not None for m in t.ground_truth.mechanisms)
+    assert len(t.ground_truth.mechanisms) == 2 * t.V
