@@ -147,6 +147,7 @@ class APD(Method):
         # run's 40-10 settings made it worse at the leaderboard's cap (MMCS 0.82-0.85 against 0.91-0.94)
         "tms_40-10-id": {**_TMS_40_10_CONFIG, "C": 50},
         "resid_mlp1": _RESID_MLP1,
+        "resid_mlp1-nomix": _RESID_MLP1,  # a control runs with the settings of the toy it controls
         # Toy models outside the paper: its TMS 5-2 recipe with its rule C = number of features and
         # topk = p_active x number of features (docs/reference/apd_spd.md 3.1); our choice, not the paper's.
         "parallel_tms": {**_TMS_5_2, "C": 15, "m": 7, "topk": 1.4},  # all-zero inputs dropped: 0.75 / (1 - 0.95^15)

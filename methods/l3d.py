@@ -169,6 +169,7 @@ class L3D(Method):
         "square_mlp": {"n_v": 5, "rank": 2, "warm_start_epochs": 10},
         # ours, for cost: 100k decomposed parameters make a step ~100x dearer than on the small toys
         "resid_mlp1": {"n_v": 100, "rank": 1, "epochs": 50},
+        "resid_mlp1-nomix": {"n_v": 100, "rank": 1, "epochs": 50},  # as the toy it controls
         "resid_mlp2": {"n_v": 100, "rank": 1, "epochs": 50},
         "resid_mlp3": {"n_v": 102, "rank": 1, "epochs": 50},
     }

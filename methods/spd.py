@@ -78,6 +78,7 @@ FAST: dict[str, dict[str, Any]] = {
     # this schedule, DenseCIPattern error 26; 1e-5 gave 0, seed 0, 2,786 s on one core). resid_mlp3 was not
     # measured: 2.1 s per step on one core, it needs a GPU.
     "resid_mlp1": {**PAPER["resid_mlp1"], "batch_size": 256, "steps": 20_000},
+    "resid_mlp1-nomix": {**PAPER["resid_mlp1"], "batch_size": 256, "steps": 20_000},  # as the toy it controls
     "resid_mlp2": {**PAPER["resid_mlp2"], "batch_size": 256, "steps": 20_000, "imp_coeff": 1e-5},
     "resid_mlp3": {**PAPER["resid_mlp3"], "batch_size": 256, "steps": 20_000},
 }

@@ -152,7 +152,8 @@ def test_suites_cover_what_they_promise() -> None:
     assert {c.toy for c in quick} == {t for t, tier in tiers.items() if tier <= 1}
     assert {c.method for c in quick} == set(METHODS.names())
     full, suite = suite_cells("full")
-    board_toys = {t for t, tier in tiers.items() if tier <= 3}
+    board_toys = {t for t, tier in tiers.items() if tier != 4}  # tier 4 (contested) is its own suite
+    assert 5 in {tiers[t] for t in board_toys}  # the transformers
     assert len(suite.seeds) >= 3 and {c.toy for c in full} == board_toys
     assert len(full) == len(board_toys) * len(METHODS.names()) * len(suite.seeds)
     assert suite.budget.scale == 1.0 and suite.budget.seconds is not None  # default steps, capped in CPU time
