@@ -108,3 +108,16 @@ def test_the_trained_variant_learned_the_circuit_its_ground_truth_names(toy) -> 
     assert info["ablated_accuracy_worst_on"] <= 0.75 and info["ablated_accuracy_worst_off"] >= 0.95
     assert t.spec.gt_status == "strong" and all(m.subspace is not None for m in t.ground_truth.mechanisms)
     assert len(t.ground_truth.mechanisms) == 2 * t.V
+
+
+@pytest.mark.parametrize(
+    ("method", "hp"), [("spd", {"C": 4, "batch_size": 8, "n_eval": 64}), ("apd", {"C": 3, "batch_size": 8}),
+                       ("l3d", {"n_v": 3})],
+)  # fmt: skip
+def test_training_methods_run_on_attention_and_attribute_per_sequence(pair, method, hp) -> None:  # noqa: ANN001
+    """Every decomposed matrix is a plain linear site, so the parameter-space methods need nothing special:
+    two steps each, and per-sequence attributions (SPD's per-position importances reduced by ``per_input``)."""
+    t = pair[1]
+    dec = METHODS.get(method)(**hp).decompose(t.target(), Budget(steps=2), 0)
+    a = dec.attributions(_inputs(t, 16))
+    assert a.shape == (16, len(dec.components)) and torch.isfinite(a).all()
