@@ -6,7 +6,7 @@ for every method, so that no adapter's own heuristic decides its score:
 
 - ``raw``: every component on its own;
 - ``engine``: components whose active sets on the evaluation inputs overlap with Jaccard >= tau form one
-  mechanism (union-find over the pairs, as SPD's and APD's authors group subcomponents that fire
+  mechanism (connected components over the pairs, as SPD's and APD's authors group subcomponents that fire
   together); tau is swept over ``SWEEP`` and a metric is averaged over the sweep (as MIB integrates over
   circuit sizes), so no threshold is chosen per method. A method without attributions has nothing to
   co-activate: its engine level is its raw level;
@@ -19,6 +19,8 @@ for every method, so that no adapter's own heuristic decides its score:
 from __future__ import annotations
 
 import torch
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
 from torch import Tensor
 
 SWEEP = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # Jaccard thresholds of the engine level, averaged over
@@ -32,20 +34,11 @@ def coactivation_groups(active: Tensor, threshold: float) -> list[list[int]]:
     count = a.sum(0)
     union = count[:, None] + count[None, :] - inter
     jac = torch.where(union > 0, inter / union.clamp_min(1), torch.zeros_like(inter))
-    parent = list(range(a.shape[1]))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j in (jac >= threshold - 1e-12).nonzero().tolist():
-        if i < j:
-            parent[find(i)] = find(j)
+    linked = torch.triu(jac >= threshold - 1e-12, diagonal=1).numpy()  # the pairs i < j to join
+    _, label = connected_components(csr_matrix(linked), directed=False)
     groups: dict[int, list[int]] = {}
-    for i in range(a.shape[1]):
-        groups.setdefault(find(i), []).append(i)
+    for i, g in enumerate(label.tolist()):
+        groups.setdefault(g, []).append(i)
     return sorted(groups.values())
 
 

@@ -342,10 +342,12 @@ class ComponentSpace(_Memo):
         g = self.gram[idx][:, idx]
         if float(g.diagonal().max()) <= 0:
             return overlap, 1.0
-        ginv = torch.linalg.pinv(g, rtol=1e-10, hermitian=True)
-        rank = float(torch.linalg.matrix_rank(g, rtol=1e-10, hermitian=True))
-        p = self.component_projections[:, idx]  # [K, n]
-        return overlap.index_add_(0, self.basis_owner, (p @ ginv * p).sum(dim=1)), rank
+        w, v = torch.linalg.eigh(g)  # one eigendecomposition for both the pseudo-inverse and the rank
+        keep = w.abs() > 1e-10 * w.abs().max()
+        vk = v[:, keep] / w[keep].sqrt().where(w[keep] > 0, w[keep].abs().sqrt())
+        sign = torch.where(w[keep] > 0, 1.0, -1.0).to(g.dtype)
+        p = self.component_projections[:, idx] @ vk  # [K, rank]: p G^+ p^T = sum_j sign_j (p v_j / sqrt|w_j|)^2
+        return overlap.index_add_(0, self.basis_owner, (p.pow(2) * sign).sum(dim=1)), float(keep.sum())
 
     def credit_sq(self, purity: Tensor, overlap: Tensor | None, rank: Tensor, as_span: Tensor) -> Tensor:
         """``[M, U]`` squared credit from each unit's purity (its summed vector's share along the mechanism),
