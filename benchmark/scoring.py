@@ -344,8 +344,8 @@ class ComponentSpace(_Memo):
             return overlap, 1.0
         w, v = torch.linalg.eigh(g)  # one eigendecomposition for both the pseudo-inverse and the rank
         keep = w.abs() > 1e-10 * w.abs().max()
-        vk = v[:, keep] / w[keep].sqrt().where(w[keep] > 0, w[keep].abs().sqrt())
-        sign = torch.where(w[keep] > 0, 1.0, -1.0).to(g.dtype)
+        vk = v[:, keep] / w[keep].abs().sqrt()
+        sign = w[keep].sign()
         p = self.component_projections[:, idx] @ vk  # [K, rank]: p G^+ p^T = sum_j sign_j (p v_j / sqrt|w_j|)^2
         return overlap.index_add_(0, self.basis_owner, (p.pow(2) * sign).sum(dim=1)), float(keep.sum())
 

@@ -105,6 +105,24 @@ class Mechanism:
         q, _ = torch.linalg.qr(b.T)  # re-orthonormalise against rounding
         return q.T
 
+    def removed_from(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``params`` without this mechanism: its exact components subtracted or, for a span, the projection of
+        the parameters it covers onto the span removed (in float64)."""
+        out = dict(params)
+        if self.components is not None:
+            for k, c in self.components.items():
+                out[k] = out[k] - c
+            return out
+        assert self.subspace is not None
+        names = tuple(self.subspace)
+        shapes = {k: params[k].shape for k in names}
+        flat = flatten({k: params[k].unsqueeze(0) for k in names}, names, shapes, 1)[0]
+        basis = self.basis(names, shapes)
+        flat = flat - basis.T @ (basis @ flat)
+        for k, piece in zip(names, flat.split([params[k].numel() for k in names]), strict=True):
+            out[k] = piece.reshape(shapes[k]).to(params[k])
+        return out
+
     def support_flat(self, names: tuple[str, ...], shapes: dict[str, torch.Size]) -> Tensor:
         parts = [self.support.get(n, torch.zeros(shapes[n], dtype=torch.bool)).reshape(-1).cpu() for n in names]
         return torch.cat(parts)

@@ -137,20 +137,8 @@ def zoo(toy, request) -> Callable[[str], ToyModel]:
 
 
 def ablated_params(toy: ToyModel, mech: Mechanism) -> dict[str, Tensor]:
-    """The weights with mechanism ``mech`` removed: its exact components subtracted, or (subspace only)
-    the projection of the decomposed weights onto its span removed."""
-    params = {k: v.detach().clone() for k, v in toy.model.named_parameters()}
-    if mech.components is not None:
-        for k, c in mech.components.items():
-            params[k] = params[k] - c
-        return params
-    names = toy.spec.decomposed
-    flat = torch.cat([params[k].reshape(-1).double() for k in names])
-    basis = mech.basis(names, toy.param_shapes())
-    flat = flat - basis.T @ (basis @ flat)
-    for k, piece in zip(names, flat.split([params[k].numel() for k in names]), strict=True):
-        params[k] = piece.reshape(params[k].shape).to(params[k].dtype)
-    return params
+    """The weights with mechanism ``mech`` removed (``Mechanism.removed_from``)."""
+    return mech.removed_from({k: v.detach().clone() for k, v in toy.model.named_parameters()})
 
 
 def run(toy: ToyModel, params: dict[str, Tensor], x: Tensor) -> Tensor:

@@ -160,24 +160,15 @@ class Induction(ConfigKeyed, ToyModel):
 
     def _pieces(self) -> tuple[dict[str, Tensor], list[tuple[str, dict[str, Tensor], bool]]]:
         """The float64 weights (rotated) and the mechanisms as ``(name, {param: piece}, always_on)``."""
-        V, T, d = self.V, self.T, self.d
+        V, T = self.V, self.T
         s = self._slots()
         rot = self._rotations(self.spec.seed)
         R = rot["R"]
 
         def resid(slot: str, i: int) -> Tensor:  # unit vector i of a slot, rotated
-            e = torch.zeros(d, dtype=torch.float64)
-            e[s[slot].start + i] = 1.0
-            return R @ e
+            return R[:, s[slot].start + i]
 
-        def unit(n: int, i: int) -> Tensor:
-            e = torch.zeros(n, dtype=torch.float64)
-            e[i] = 1.0
-            return e
-
-        def outer(a: Tensor, b: Tensor) -> Tensor:
-            return torch.outer(a, b)
-
+        outer = torch.outer
         A0, B0, A1, B1 = rot["A0"], rot["B0"], rot["A1"], rot["B1"]
         mechs: list[tuple[str, dict[str, Tensor], bool]] = []
         for t in range(V):
@@ -185,10 +176,10 @@ class Induction(ConfigKeyed, ToyModel):
                 (
                     f"match_{t}",
                     {
-                        "W_V0": outer(B0 @ unit(V, t), resid("tok", t)),
-                        "W_O0": outer(resid("prev", t), B0 @ unit(V, t)),
-                        "W_Q1": outer(A1 @ unit(V, t), resid("tok", t)),
-                        "W_K1": SCALE * outer(A1 @ unit(V, t), resid("prev", t)),
+                        "W_V0": outer(B0[:, t], resid("tok", t)),
+                        "W_O0": outer(resid("prev", t), B0[:, t]),
+                        "W_Q1": outer(A1[:, t], resid("tok", t)),
+                        "W_K1": SCALE * outer(A1[:, t], resid("prev", t)),
                     },
                     False,
                 )
@@ -197,12 +188,12 @@ class Induction(ConfigKeyed, ToyModel):
             mechs.append(
                 (
                     f"copy_{m}",
-                    {"W_V1": outer(B1 @ unit(V, m), resid("tok", m)), "W_O1": outer(resid("out", m), B1 @ unit(V, m))},
+                    {"W_V1": outer(B1[:, m], resid("tok", m)), "W_O1": outer(resid("out", m), B1[:, m])},
                     False,
                 )
             )
-        q0 = sum(outer(A0 @ unit(T, i), resid("pos", i)) for i in range(T))
-        k0 = SCALE * sum(outer(A0 @ unit(T, j + 1), resid("pos", j)) for j in range(T - 1))
+        q0 = sum(outer(A0[:, i], resid("pos", i)) for i in range(T))
+        k0 = SCALE * sum(outer(A0[:, j + 1], resid("pos", j)) for j in range(T - 1))
         mechs.append(("prev_attn", {"W_Q0": q0, "W_K0": k0}, True))
         weights: dict[str, Tensor] = {}
         for _, pieces, _ in mechs:
@@ -379,7 +370,7 @@ class TrainedInduction(Induction):
             return f"accuracy {info['accuracy']:.3f} < 0.99 after training"
         worst_on, worst_off = 0.0, 1.0
         for m, mech in enumerate(self.mechanisms(model)):
-            ok = correct(project_out(params, mech))
+            ok = correct(mech.removed_from(params))
             on, off = float(ok[act[:, m]].float().mean()), float(ok[~act[:, m]].float().mean())
             worst_on, worst_off = max(worst_on, on), min(worst_off, off)
         info["ablated_accuracy_worst_on"], info["ablated_accuracy_worst_off"] = worst_on, worst_off
@@ -412,17 +403,6 @@ class TrainedInduction(Induction):
 
     def active(self, inputs: Tensor) -> Tensor:
         return super().active(inputs)[:, :-1]  # no prev_attn mechanism
-
-
-def project_out(params: dict[str, Tensor], mech: Mechanism) -> dict[str, Tensor]:
-    """``params`` with ``mech``'s span removed (each of its orthonormal vectors projected out)."""
-    assert mech.subspace is not None
-    out = dict(params)
-    for i in range(mech.rank):
-        dot = sum((params[k] * v[i]).sum() for k, v in mech.subspace.items())
-        for k, v in mech.subspace.items():
-            out[k] = out[k] - dot * v[i]
-    return out
 
 
 TOY_MODELS.register("induction_trained", lambda seed=0: TrainedInduction(seed=seed))
