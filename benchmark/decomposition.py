@@ -74,6 +74,10 @@ class Decomposition:
     attributions: Callable[[Tensor], Tensor] | None = None  # inputs [batch, ...] -> float [batch, C]
     groups: list[list[int]] | None = None  # components that together form one mechanism
     faithful: bool = False  # True where the method claims the components sum to the weights
+    # True where the attributions are causal importances in [0, 1] (the mask m = g + (1 - g) r of SPD and VPD):
+    # the adversarial faithfulness metric then applies (benchmark.metrics.adversarial)
+    importances: bool = False
+    importance_scale: float = 1.0  # attributions x this are the importances (a stored decomposition's are relative)
     record: RunRecord = field(default_factory=RunRecord)
 
     def __len__(self) -> int:

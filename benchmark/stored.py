@@ -49,6 +49,9 @@ class StoredDecomposition:
     faithful: bool
     attributions: Tensor | None
     precision: str = "float32"  # of the component values in the file: "float32", or "float16" (compacted)
+    # where the attributions are causal importances (Decomposition.importances): the largest one, by which the
+    # stored attributions were divided; None otherwise (and in files stored before the flag existed)
+    importance_scale: float | None = None
 
     @property
     def component_numel(self) -> int:
@@ -61,18 +64,25 @@ class StoredDecomposition:
         every metric moved from the float32 scores (``decomposition.metric_shift`` in the result)."""
         if self.precision == "float16" or 4 * self.component_numel <= COMPACT_ABOVE_BYTES:
             return self
-        return StoredDecomposition(self.components, self.groups, self.faithful, self.attributions, "float16")
+        return StoredDecomposition(
+            self.components, self.groups, self.faithful, self.attributions, "float16", self.importance_scale
+        )
 
     @classmethod
     def capture(cls, dec: Decomposition, eval_inputs: Tensor) -> StoredDecomposition:
         """The data of a (validated) decomposition; the method's attribution function runs here, once."""
         comps = [{n: _to_storage(v) for n, v in c.items()} for c in dec.components]
         attr = dec.attributions_on(eval_inputs)
+        scale = None
         if attr is not None:
             top = float(attr.max()) if attr.numel() else 0.0
+            if dec.importances:
+                if top > 1 + 1e-6:
+                    raise DecompositionError(f"importances must lie in [0, 1]; the largest is {top:.6g}")
+                scale = top
             attr = (attr / top if top > 0 else attr).to(ATTRIBUTION_DTYPE).contiguous()
         groups = None if dec.groups is None else [[int(i) for i in g] for g in dec.groups]
-        return cls(comps, groups, bool(dec.faithful), attr)
+        return cls(comps, groups, bool(dec.faithful), attr, importance_scale=scale)
 
     def decomposition(self, eval_inputs: Tensor | None = None) -> Decomposition:
         """A :class:`Decomposition` whose attributions answer the evaluation inputs from the stored tensor."""
@@ -89,6 +99,8 @@ class StoredDecomposition:
             attributions=None if stored is None else attributions,
             groups=None if self.groups is None else [list(g) for g in self.groups],
             faithful=self.faithful,
+            importances=self.importance_scale is not None,
+            importance_scale=1.0 if self.importance_scale is None else self.importance_scale,
         )
 
     # -- bytes ----------------------------------------------------------------------------------------
@@ -136,6 +148,8 @@ class StoredDecomposition:
             "attributions": json.dumps(attr_kind),
             "precision": self.precision,
         }
+        if self.importance_scale is not None:  # absent otherwise, so that files without importances stay byte-identical
+            meta["importance_scale"] = json.dumps(self.importance_scale)
         return _save(tensors, meta)
 
     @classmethod
@@ -210,7 +224,15 @@ class StoredDecomposition:
         precision = meta.get("precision", "float32")
         if precision not in ("float32", "float16"):
             raise StoredDecompositionError(f"{where}: unknown precision {precision!r}")
-        return cls(comps, groups, faithful, attr, precision)
+        try:
+            scale = json.loads(meta["importance_scale"]) if "importance_scale" in meta else None
+        except ValueError:
+            scale = "unreadable"
+        if scale is not None and (
+            attr is None or isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 <= scale <= 1 + 1e-6
+        ):
+            raise StoredDecompositionError(f"{where}: importance scale {scale!r} is not a number in [0, 1]")
+        return cls(comps, groups, faithful, attr, precision, None if scale is None else float(scale))
 
 
 def sha256(data: bytes) -> str:

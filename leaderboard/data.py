@@ -463,8 +463,8 @@ def build_board(results: Iterable[ResultRecord], problems: Sequence[str] = ()) -
                 [t for t in theirs if not t.contested],
                 methods,
                 cells,
-                "not the overall ranking; the papers' own toys, where each adapter shows it is faithful; tuned: "
-                "apd, l3d and spd run their papers' per-model settings where one exists (docs/protocol.md)"
+                "not the overall ranking; the papers' own toys, where each adapter shows it is faithful; tuned: apd, "
+                "l3d, spd, spd-main and vpd run their papers' per-model settings where one exists (docs/protocol.md)"
                 if tr == "reproduction"
                 else "",
                 tr,

@@ -71,6 +71,21 @@ class SPDConfig:
         return lr_at(step, self.steps, self.lr, self.schedule, self.warmup, warmup_from_zero=False, clamp=True)
 
 
+def init_factors(weights: dict[str, Tensor], C: int, generator: torch.Generator) -> tuple[list[Tensor], list[Tensor]]:
+    """spd-paper ``init_As_and_Bs_``: per matrix, unit-norm random factors ``U [d0, C]``, ``V [C, d1]``, U's
+    columns scaled by the projection of W on each rank-1 direction."""
+    Us, Vs = [], []
+    for W in weights.values():
+        W64 = W.detach().cpu().double()
+        U = torch.randn(W.shape[0], C, generator=generator, dtype=torch.float64)
+        V = torch.randn(C, W.shape[1], generator=generator, dtype=torch.float64)
+        U, V = U / U.norm(dim=0, keepdim=True), V / V.norm(dim=1, keepdim=True)
+        U = U * torch.einsum("ic,ij,cj->c", U, W64, V)
+        Us.append(U.to(W.dtype))
+        Vs.append(V.to(W.dtype))
+    return Us, Vs
+
+
 class SPDModel(nn.Module):
     """Subcomponents ``U [d0, C]``, ``V [C, d1]`` per matrix and batched CI MLPs per site."""
 
@@ -79,16 +94,9 @@ class SPDModel(nn.Module):
         self.names = list(weights)
         self.sites = sites
         self.site_param = [self.names.index(s.param) for s in sites]
-        Us, Vs = [], []
-        for W in weights.values():  # spd-paper init_As_and_Bs_: unit-norm factors scaled by projection
-            W64 = W.detach().cpu().double()
-            U = torch.randn(W.shape[0], C, generator=generator, dtype=torch.float64)
-            V = torch.randn(C, W.shape[1], generator=generator, dtype=torch.float64)
-            U, V = U / U.norm(dim=0, keepdim=True), V / V.norm(dim=1, keepdim=True)
-            U = U * torch.einsum("ic,ij,cj->c", U, W64, V)
-            Us.append(nn.Parameter(U.to(W.dtype)))
-            Vs.append(nn.Parameter(V.to(W.dtype)))
-        self.U, self.V = nn.ParameterList(Us), nn.ParameterList(Vs)
+        Us, Vs = init_factors(weights, C, generator)
+        self.U = nn.ParameterList([nn.Parameter(U) for U in Us])
+        self.V = nn.ParameterList([nn.Parameter(V) for V in Vs])
         S = len(sites)
         dt = next(iter(weights.values())).dtype
         # spd-paper init_param_: kaiming normal, mlp_in fan 1 with ReLU gain, mlp_out fan d_gate, biases 0
@@ -183,6 +191,11 @@ class SPDTrainer:
         _, inner = self.target_pass(x)
         raw = self.spd.ci_raw(inner)
         return lower_leaky_hard_sigmoid(raw), upper_leaky_hard_sigmoid(raw)
+
+    def ci_values(self, x: Tensor) -> Tensor:
+        """Causal importances clipped to [0, 1], ``[rows, S, C]`` (the exported attributions)."""
+        _, inner = self.target_pass(x)
+        return lower_leaky_hard_sigmoid(self.spd.ci_raw(inner)).clamp(0, 1)
 
     def masked_forward(self, x: Tensor, masks: dict[int, Tensor]) -> Tensor:
         """The network with site k replaced by its subcomponents under ``masks[k]`` (others keep W)."""

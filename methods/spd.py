@@ -30,7 +30,7 @@ from benchmark.decomposition import Decomposition, LowRank, RunRecord
 from benchmark.method import Budget, Method
 from benchmark.registry import METHODS
 from benchmark.toy import Target, per_input
-from methods._spd_core import SPDConfig, SPDTrainer, lower_leaky_hard_sigmoid
+from methods._spd_core import SPDConfig, SPDTrainer
 
 _TMS_SMALL = {
     "C": 20,
@@ -158,14 +158,15 @@ class SPD(Method):
             raise ValueError("spd: needs at least one step")
         log = trainer.train(log_every=int(hp["log_every"]), out_of_time=out_of_time)
         trainer.spd.eval()
-        return _export(trainer, hp, log, seed)
+        return export_subcomponents(trainer, hp, log, seed)
 
 
-def _export(trainer: SPDTrainer, hp: dict[str, Any], log: Any, seed: int) -> Decomposition:
+def export_subcomponents(trainer: Any, hp: dict[str, Any], log: Any, seed: int) -> Decomposition:
     """Keep the subcomponents that are causally important (CI > ci_threshold) on some input, SPD's own
     notion of an alive subcomponent, and whose norm is not negligible (>= min_norm x the largest in the
     same matrix; the paper's TMS figure separates the few non-negligible subcomponents from the ~0 rest).
-    The others can be ablated on every input, or change nothing, and are dropped."""
+    The others can be ablated on every input, or change nothing, and are dropped. The attributions are the
+    causal importances in [0, 1] (``importances=True``). Shared by the SPD, SPD-main and VPD adapters."""
     spd = trainer.spd
     n_par = len(spd.names)
     C = spd.U[0].shape[1]
@@ -176,8 +177,7 @@ def _export(trainer: SPDTrainer, hp: dict[str, Any], log: Any, seed: int) -> Dec
         if not torch.isfinite(inputs).all():
             raise ValueError("spd attributions: inputs contain NaN or infinite values")
         with torch.no_grad():
-            _, inner = trainer.target_pass(inputs.to(trainer.device))
-            g = lower_leaky_hard_sigmoid(spd.ci_raw(inner)).clamp(0, 1)  # [rows, S, C], rows = batch * positions
+            g = trainer.ci_values(inputs.to(trainer.device))  # [rows, S, C], rows = batch * positions
             g = per_input(g, inputs.shape[0])
             return torch.cat([g[:, ks].amax(dim=1) for ks in sites_of], dim=1).float().cpu()
 
@@ -225,4 +225,4 @@ def _export(trainer: SPDTrainer, hp: dict[str, Any], log: Any, seed: int) -> Dec
         loss_curve=[(e["step"], e["total"]) for e in log.history],
         extra=extra,
     )
-    return Decomposition(components, attributions=attributions, faithful=True, record=record)
+    return Decomposition(components, attributions=attributions, faithful=True, importances=True, record=record)

@@ -17,7 +17,7 @@ import torch
 from benchmark.method import Budget
 from benchmark.registry import METHODS
 
-NOT_BLIND = {"apd", "l3d", "spd"}  # per_model_defaults keyed by toy name (the papers' configs)
+NOT_BLIND = {"apd", "l3d", "spd", "spd-main", "vpd"}  # per_model_defaults keyed by toy name (the papers' configs)
 TOY = "tms_5-2"
 
 

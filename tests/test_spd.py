@@ -344,7 +344,7 @@ def test_reproduces_resid_mlp(toy, name: str) -> None:  # noqa: ANN001
 
 def test_export_keeps_alive_subcomponents_of_non_negligible_norm(toy) -> None:  # noqa: ANN001
     from methods._spd_core import TrainLog
-    from methods.spd import _export
+    from methods.spd import export_subcomponents
 
     tms = toy("tms_5-2")
     tr = _trainer(tms, C=7)
@@ -362,7 +362,7 @@ def test_export_keeps_alive_subcomponents_of_non_negligible_norm(toy) -> None:  
         tr.spd.b_out.fill_(2.0)  # CI = 1 everywhere ...
         tr.spd.b_out[:, 6] = -2.0  # ... except subcomponent 6
     hp = {**SPD().hparams("tms_5-2"), "n_eval": 500}
-    dec = _export(tr, hp, TrainLog(), seed=0)
+    dec = export_subcomponents(tr, hp, TrainLog(), seed=0)
     assert len(dec) == 5
     assert torch.allclose(torch.stack([dec.dense(i)["W"] for i in range(5)]).sum(0), W)
     assert dec.record.extra["dropped_norm"] == pytest.approx(float(W[:, 1].norm()), rel=1e-4)
