@@ -64,8 +64,9 @@ _CPU_RESID = {"batch_size": 256, "steps": 10_000}
 FAST: dict[str, dict[str, Any]] = {
     "tms_5-2": {**_TMS, **_CPU},
     "tms_5-2-id": {**_TMS, **_CPU},
-    "tms_40-10": {**_TMS_LARGE, **_CPU},
-    "tms_40-10-id": {**_TMS_LARGE, **_CPU},
+    # lr 5e-3 and 5,000 steps (as spd's TMS 40-10 preset): at lr 1e-2 and 3,000 steps seed 0 merged two features
+    "tms_40-10": {**_TMS_LARGE, **_CPU, "lr": 5e-3, "steps": 5_000},
+    "tms_40-10-id": {**_TMS_LARGE, **_CPU, "lr": 5e-3, "steps": 5_000},
     "resid_mlp1": {**_RESID1, **_CPU_RESID},
     "resid_mlp1-nomix": {**_RESID1, **_CPU_RESID},  # as the toy it controls
     "resid_mlp2": {**_RESID23, **_CPU_RESID},
