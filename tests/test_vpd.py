@@ -88,7 +88,7 @@ def test_minimality_and_faithfulness_terms_match_hand_computation() -> None:
         assert float(terms["freq"].detach()) == pytest.approx(float((s * torch.log2(1 + s)).sum() / 8), rel=1e-5)
     n = net.W1.numel() + net.W2.numel()
     faith = sum(((W - U @ V) ** 2).sum() for W, U, V in zip(tr.W, tr.spd.U, tr.spd.V, strict=True)) / n
-    assert float(terms["faith"].detach()) == pytest.approx(float(faith), rel=1e-5)
+    assert float(terms["faith"].detach()) == pytest.approx(float(faith.detach()), rel=1e-5)
 
 
 def test_adversary_raises_the_loss_it_maximises_and_sources_stay_in_range() -> None:
