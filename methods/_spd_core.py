@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from methods._schedules import lr_at
-from methods._spd_sites import Site, run_sites
+from methods._spd_sites import Site, decomposed_sites, run_sites
 
 LEAK = 0.01  # slope of the leaky hard sigmoids (paper section 2; spd-paper code)
 CI_CHUNK = 1 << 25  # elements of the CI MLPs' hidden layer computed at once (128 MiB in float32)
@@ -164,15 +164,7 @@ class SPDTrainer:
         self.net, self.params, self.sample_fn, self.cfg, self.device = model, params, sample, cfg, device
         self.g_data = torch.Generator().manual_seed(seed)
         self.g_mask = torch.Generator(device=device).manual_seed(seed + 1)
-        probe = self.sample(8)
-        _, self.sites, _ = run_sites(model, params, probe)
-        if not self.sites:
-            raise RuntimeError("spd: the network's forward pass uses none of the decomposed parameters")
-        for n, p in params.items():
-            if p.dim() != 2:
-                raise ValueError(f"spd decomposes matrices only; parameter {n!r} has shape {tuple(p.shape)}")
-            if not any(s.param == n for s in self.sites):
-                raise RuntimeError(f"spd: decomposed parameter {n!r} is never used by the forward pass")
+        self.sites = decomposed_sites(model, params, self.sample(8), "spd")
         self.spd = SPDModel(params, self.sites, cfg.C, cfg.d_gate, torch.Generator().manual_seed(seed)).to(device)
         self.n_weights = sum(p.numel() for p in params.values())
 

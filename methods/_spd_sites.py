@@ -110,3 +110,17 @@ def run_sites(
     with mode:
         out = model(x)
     return out, mode.sites, mode.inputs
+
+
+def decomposed_sites(model: nn.Module, params: dict[str, Tensor], probe: Tensor, who: str) -> list[Site]:
+    """The sites of ``model`` on ``probe``, checked: every decomposed parameter is a matrix used by the forward
+    pass, and some site exists (``who`` names the method in the errors)."""
+    _, sites, _ = run_sites(model, params, probe)
+    if not sites:
+        raise RuntimeError(f"{who}: the network's forward pass uses none of the decomposed parameters")
+    for n, p in params.items():
+        if p.dim() != 2:
+            raise ValueError(f"{who} decomposes matrices only; parameter {n!r} has shape {tuple(p.shape)}")
+        if not any(s.param == n for s in sites):
+            raise RuntimeError(f"{who}: decomposed parameter {n!r} is never used by the forward pass")
+    return sites

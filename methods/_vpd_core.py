@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods._spd_core import LEAK, SPDModel, TrainLog, upper_leaky_hard_sigmoid
-from methods._spd_sites import run_sites
+from methods._spd_sites import decomposed_sites, run_sites
 
 EPS = 1e-12  # added to g_up before the power p < 1 (VPD; its gradient is unbounded at 0)
 ADAM_EPS = 1e-8  # the adversary's Adam, added after the square root
@@ -171,14 +171,7 @@ class VPDTrainer:
         self.net, self.params, self.sample_fn, self.cfg, self.device = model, params, sample, cfg, device
         self.g_data = torch.Generator().manual_seed(seed)
         self.g_mask = torch.Generator(device=device).manual_seed(seed + 1)
-        _, self.sites, _ = run_sites(model, params, self.sample(8))
-        if not self.sites:
-            raise RuntimeError("vpd: the network's forward pass uses none of the decomposed parameters")
-        for n, p in params.items():
-            if p.dim() != 2:
-                raise ValueError(f"vpd decomposes matrices only; parameter {n!r} has shape {tuple(p.shape)}")
-            if not any(s.param == n for s in self.sites):
-                raise RuntimeError(f"vpd: decomposed parameter {n!r} is never used by the forward pass")
+        self.sites = decomposed_sites(model, params, self.sample(8), "vpd")
         self.spd = VPDModel(params, self.sites, cfg, torch.Generator().manual_seed(seed)).to(device)
         self.W = [p.detach() for p in params.values()]
         self.n_weights = sum(p.numel() for p in params.values())
