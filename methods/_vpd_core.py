@@ -179,6 +179,7 @@ class VPDTrainer:
         self.adam_m: Tensor | None = None
         self.adam_v: Tensor | None = None
         self.adv_t = 0
+        self._src: Tensor | None = None  # this step's sources in the main loss (their gradient is the third ascent)
 
     def sample(self, n: int) -> Tensor:
         return self.sample_fn(n, self.g_data).to(self.device)
@@ -247,9 +248,11 @@ class VPDTrainer:
         raw = self.raw(inputs)
         g, g_up = lower_leaky(raw), upper_leaky_hard_sigmoid(raw)
         rows, S, C = g.shape
+        # the penalty's residuals are computed apart from the masked channel's: sharing them reorders the
+        # backward's sums and changes the trained decompositions in the last bits (the committed cells' numbers)
         resid = self.spd.residuals(self.W) if cfg.delta else None
         out: dict[str, Tensor] = {}
-        faith = sum((R**2).sum() for R in self.spd.residuals(self.W)) / self.n_weights
+        faith = self.faithfulness(self.spd.residuals(self.W))
         out["faith"] = faith
         if cfg.adv_coeff:
             if self.sources is None:
@@ -295,6 +298,10 @@ class VPDTrainer:
         )
         return out
 
+    def faithfulness(self, residuals: list[Tensor]) -> Tensor:
+        """``sum ||W - U V||^2 / N`` over the decomposed matrices."""
+        return sum((R**2).sum() for R in residuals) / self.n_weights
+
     def faithfulness_warmup(self) -> None:
         """Factor-only AdamW steps on ``||W - U V||^2 / N`` (SPD main PR #169); the optimiser is discarded."""
         cfg = self.cfg
@@ -303,7 +310,7 @@ class VPDTrainer:
         factors = [*self.spd.U, *self.spd.V]
         opt = torch.optim.AdamW(factors, lr=cfg.warmup_lr, weight_decay=cfg.warmup_wd)
         for _ in range(cfg.warmup_steps):
-            loss = sum((R**2).sum() for R in self.spd.residuals(self.W)) / self.n_weights
+            loss = self.faithfulness(self.spd.residuals(self.W))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -325,6 +332,7 @@ class VPDTrainer:
             opt.zero_grad(set_to_none=True)
             terms["total"].backward()
             if cfg.adv_coeff:  # the third ascent: the main backward's source gradient, pre-update parameters
+                assert self._src is not None and self._src.grad is not None
                 self._ascend(self._src.grad / cfg.adv_coeff, step)
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
