@@ -21,7 +21,7 @@ import math
 import sys
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -240,28 +240,48 @@ def run_method(
 ) -> dict[str, Any]:
     """Run the method of one cell; an 'ok' result carries the stored decomposition's bytes under
     :data:`PAYLOAD` and no metrics yet (:func:`score_result` adds them)."""
+    return run_methods([cell], budget, device, cache, hparams, memory_limit_mb)[0]
+
+
+def run_methods(
+    cells: Sequence[Cell],
+    budget: Budget | None = None,
+    device: str = "cpu",
+    cache: WeightCache | None = None,
+    hparams: dict[str, Any] | None = None,
+    memory_limit_mb: float | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`run_method` for cells of one (toy model, method) that differ only in seed, trained together by
+    :meth:`~benchmark.method.Method.decompose_seeds` where there are several. Each cell's cost is its share of
+    the group's (``cost.trained_with`` lists the group's seeds, "0,1,2"); one cell's failure is its own error row."""
     budget = budget or Budget()
-    result = base_record(cell, budget, device)
+    first = cells[0]
+    if any((c.toy, c.method) != (first.toy, first.method) for c in cells) or len({c.seed for c in cells}) < len(cells):
+        raise ValueError(f"cells trained together must share a toy model and a method, with distinct seeds: {cells}")
+    results = [base_record(c, budget, device) for c in cells]
     stage = "loading the toy model"
     t0 = time.perf_counter()
+    n = len(cells)
     try:
-        toy = load_toy(cell.toy, cache)
-        result["toy"] = {**toy_record(toy), "name": cell.toy}  # "name@k" for an instance (spec: family, seed)
+        toy = load_toy(first.toy, cache)
+        for r in results:
+            r["toy"] = {**toy_record(toy), "name": first.toy}  # "name@k" for an instance (spec: family, seed)
         stage = "loading the method"
-        method_cls = METHODS.get(cell.method)
+        method_cls = METHODS.get(first.method)
         if not (isinstance(method_cls, type) and issubclass(method_cls, Method)):
-            raise TypeError(f"method {cell.method!r} is {method_cls!r}, not a subclass of benchmark.method.Method")
+            raise TypeError(f"method {first.method!r} is {method_cls!r}, not a subclass of benchmark.method.Method")
         method: Method = method_cls(**(hparams or {}))
-        result["method"] = {**method_record(cell.method, method_cls), "hparams": jsonable(method.hparams(cell.toy))}
-        if hparams:
-            result["method"]["overrides"] = jsonable(hparams)
+        for r in results:
+            r["method"] = {**method_record(first.method, method_cls), "hparams": jsonable(method.hparams(first.toy))}
+            if hparams:
+                r["method"]["overrides"] = jsonable(hparams)
         stage = "decomposing"
-        sees = bool(result["method"]["sees_ground_truth"])
+        sees = bool(results[0]["method"]["sees_ground_truth"])
         target = toy.target(with_ground_truth=sees)
         inputs = eval_inputs(toy)
         if not sees:
             toy.drop_ground_truth()
-        torch.manual_seed(cell.seed)
+        torch.manual_seed(first.seed)
         cuda = device.startswith("cuda")
         if cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -269,14 +289,49 @@ def run_method(
         dtype, grad = torch.get_default_dtype(), torch.is_grad_enabled()
         c0 = time.process_time()
         try:
-            dec = method.decompose(target, budget, cell.seed, device)
+            if n == 1:
+                decs: list[Any] = [method.decompose(target, budget, first.seed, device)]
+            else:
+                decs = list(method.decompose_seeds(target, budget, [c.seed for c in cells], device))
         finally:  # a method's global torch settings must not leak into scoring or the next cell
             torch.set_default_dtype(dtype)
             torch.set_grad_enabled(grad)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        wall, cpu = (time.perf_counter() - t0) / n, (time.process_time() - c0) / n
+        if len(decs) != n:
+            raise TypeError(f"decompose_seeds() returned {len(decs)} results for {n} seeds")
+        peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else peak_rss_mb()
+    except (Exception, SystemExit) as exc:
+        for r in results:
+            _fail(r, stage, exc, memory_limit_mb)
+            r["cost"].setdefault("wall_time_s", (time.perf_counter() - t0) / n)
+        return results
+    for r, dec in zip(results, decs, strict=True):
+        _finish_cell(r, dec, toy, inputs, device, memory_limit_mb, wall, cpu, peak)
+        if n > 1:
+            r["cost"]["trained_with"] = ",".join(str(c.seed) for c in cells)
+    return results
+
+
+def _finish_cell(
+    result: dict[str, Any],
+    dec: Any,
+    toy: ToyModel,
+    inputs: Any,
+    device: str,
+    memory_limit_mb: float | None,
+    wall: float,
+    cpu: float,
+    peak: float,
+) -> None:
+    """Record one decomposition's cost, check it and store it as data in ``result`` (or make it an error row)."""
+    stage = "decomposing"
+    cuda = device.startswith("cuda")
+    result["cost"] = {"wall_time_s": wall, "cpu_time_s": cpu}
+    try:
+        if isinstance(dec, BaseException):
+            raise dec
         if not isinstance(dec, Decomposition):
             raise TypeError(f"decompose() returned {type(dec).__name__}, not a Decomposition")
-        peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else peak_rss_mb()
         steps = dec.record.steps if isinstance(dec.record.steps, int) else None
         result["cost"] = {
             "wall_time_s": wall,
@@ -298,8 +353,6 @@ def run_method(
         result["status"] = "ok"
     except (Exception, SystemExit) as exc:
         _fail(result, stage, exc, memory_limit_mb)
-        result["cost"].setdefault("wall_time_s", time.perf_counter() - t0)
-    return result
 
 
 def score_result(

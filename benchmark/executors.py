@@ -32,7 +32,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from benchmark.cell import decode_result, encode_result, error_result, reset_peak_rss, run_method
+from benchmark.cell import decode_result, encode_result, error_result, reset_peak_rss, run_methods
 from benchmark.method import Budget
 from benchmark.results import Cell
 
@@ -76,10 +76,18 @@ class Limits:
 
 @dataclass(frozen=True)
 class CellTask:
+    """One cell to run, or with ``seeds`` a group: the cell and the same (toy model, method) at those seeds too,
+    trained together (:meth:`~benchmark.method.Method.decompose_seeds`); a group sends one result per cell."""
+
     cell: Cell
     budget: Budget = field(default_factory=Budget)
     device: str = "cpu"
     hparams: dict[str, Any] = field(default_factory=dict)
+    seeds: tuple[int, ...] = ()  # more seeds trained together with cell.seed
+
+    @property
+    def cells(self) -> list[Cell]:
+        return [self.cell] + [replace(self.cell, seed=s) for s in self.seeds]
 
 
 @dataclass(frozen=True)
@@ -175,8 +183,9 @@ def init_worker(config: WorkerConfig) -> None:
                 pass
 
 
-def run_task(task: CellTask, config: WorkerConfig) -> dict[str, Any]:
-    """Run one cell's method inside a worker, then restore the global torch state a method may have changed."""
+def run_task(task: CellTask, config: WorkerConfig) -> list[dict[str, Any]]:
+    """Run a task's method inside a worker (one result per cell), then restore the global torch state a method
+    may have changed."""
     import torch
 
     from benchmark.cache import WeightCache
@@ -185,7 +194,7 @@ def run_task(task: CellTask, config: WorkerConfig) -> dict[str, Any]:
     cache = WeightCache(config.cache_root) if config.cache_root else None
     dtype, grad = torch.get_default_dtype(), torch.is_grad_enabled()
     try:
-        return run_method(task.cell, task.budget, task.device, cache, task.hparams, config.memory_mb)
+        return run_methods(task.cells, task.budget, task.device, cache, task.hparams, config.memory_mb)
     finally:
         torch.set_default_dtype(dtype)
         torch.set_grad_enabled(grad)
@@ -233,10 +242,11 @@ def _worker_main(conn: Connection, config: WorkerConfig) -> None:
         if task is None:
             return
         if init_error is not None:
-            result = error_result(task.cell, task.budget, task.device, "loading plugins", *init_error)
+            results = [error_result(c, task.budget, task.device, "loading plugins", *init_error) for c in task.cells]
         else:
-            result = run_task(task, config)
-        _send(conn, "result", result)
+            results = run_task(task, config)
+        for result in results:
+            _send(conn, "result", result)
 
 
 # -- the parent's side -------------------------------------------------------------------------------------
@@ -284,6 +294,7 @@ class _Worker:
         child.close()
         self.ready = False
         self.task: CellTask | None = None
+        self.reported: set[Cell] = set()  # the task's cells whose results arrived
         self.started = 0.0
         self.born = time.monotonic()
         self.n_done = 0
@@ -367,7 +378,7 @@ class LocalExecutor:
                 task = self._next_task()
                 if task is None:
                     break
-                w.task, w.started = task, time.monotonic()
+                w.task, w.started, w.reported = task, time.monotonic(), set()
                 w.conn.send(task)
 
     def _next_task(self) -> CellTask | None:
@@ -403,18 +414,22 @@ class LocalExecutor:
             w.ready, self._failed_starts = True, 0
         elif w.task is not None:
             self._finish(w, value)
-            if self.cells_per_worker and w.n_done >= self.cells_per_worker:
+            if w.task is None and self.cells_per_worker and w.n_done >= self.cells_per_worker:
                 w.conn.send(None)  # it exits on its own; reaped at the end
                 self._workers.remove(w)
                 self._retiring.append(w)
         return True
 
     def _finish(self, w: _Worker, result: dict[str, Any]) -> None:
-        assert w.task is not None
-        self._building.discard(w.task.cell.toy)
-        self._built.add(w.task.cell.toy)
-        w.task = None
-        w.n_done += 1
+        """One cell's result; the worker is free once every cell of its task has reported."""
+        task = w.task
+        assert task is not None
+        w.reported.add(Cell(**result["cell"]) if isinstance(result.get("cell"), dict) else task.cell)
+        if w.reported >= set(task.cells):
+            self._building.discard(task.cell.toy)
+            self._built.add(task.cell.toy)
+            w.task = None
+            w.n_done += 1
         self._on_result(result)
 
     # -- failures -----------------------------------------------------------------------------------------
@@ -435,12 +450,13 @@ class LocalExecutor:
                 )
         elif w.task is not None:
             rss = rss_mb(w.proc.pid)
-            if self.limits.time_s is not None and now - w.started > self.limits.time_s:
+            n = len(w.task.cells)
+            if self.limits.time_s is not None and now - w.started > self.limits.time_s * n:
                 self._fail(
                     w,
                     "TimeLimitExceeded",
                     f"the cell ran longer than its time limit of {self.limits.time_s:g} s and was stopped "
-                    "(set with --time-limit)",
+                    f"(set with --time-limit){f'; {n} seeds trained together had {n} x the limit' if n > 1 else ''}",
                 )
             elif rss is not None and rss > self.memory_mb:
                 self._fail(
@@ -453,6 +469,7 @@ class LocalExecutor:
             raise RuntimeError(f"a worker process did not start within {self.startup_timeout_s:g} s")
 
     def _fail(self, w: _Worker, kind: str, message: str) -> None:
+        """Kill the worker; every cell of its task that has not reported becomes an error row."""
         task = w.task
         assert task is not None
         wall, rss = time.monotonic() - w.started, rss_mb(w.proc.pid)
@@ -460,9 +477,12 @@ class LocalExecutor:
         self._workers.remove(w)
         cost = {"wall_time_s": wall, "peak_memory_mb": rss}
         where = "running the cell (worker process)"
-        self._finish(
-            w, error_result(task.cell, task.budget, task.device, where, kind, message, "", cost, self.config.cache_root)
-        )
+        for cell in task.cells:
+            if cell not in w.reported:
+                row = error_result(
+                    cell, task.budget, task.device, where, kind, message, "", cost, self.config.cache_root
+                )
+                self._finish(w, row)
 
     def _shutdown(self) -> None:
         for w in self._workers:
@@ -517,7 +537,8 @@ class SerialExecutor:
                 ):
                     self.announce(f"training {t.cell.toy} (not in the weight cache; {t.cell} builds it)")
                 seen.add(t.cell.toy)
-                on_result(run_method(t.cell, t.budget, t.device, cache, t.hparams))
+                for result in run_methods(t.cells, t.budget, t.device, cache, t.hparams):
+                    on_result(result)
         finally:
             torch.set_num_threads(before)
 
@@ -530,7 +551,7 @@ def _alarm(signum: int, frame: Any) -> None:
     raise TimeLimitExceeded("the cell ran longer than its time limit and was stopped (set with --time-limit)")
 
 
-def _ray_cell(task: CellTask, config: WorkerConfig, time_s: float | None) -> tuple[bytes, bytes | None]:
+def _ray_cell(task: CellTask, config: WorkerConfig, time_s: float | None) -> list[tuple[bytes, bytes | None]]:
     """A Ray task: the time limit is an alarm started after the worker's start-up, so a busy cluster's
     scheduling and process start-up do not count against the cell; the driver keeps a backstop."""
     init_worker(config)
@@ -538,12 +559,12 @@ def _ray_cell(task: CellTask, config: WorkerConfig, time_s: float | None) -> tup
     if time_s is not None:
         try:
             signal.signal(signal.SIGALRM, _alarm)
-            signal.setitimer(signal.ITIMER_REAL, time_s)
+            signal.setitimer(signal.ITIMER_REAL, time_s * len(task.cells))
             armed = True
         except (ValueError, AttributeError, OSError):  # not the main thread, or no SIGALRM (Windows)
             pass
     try:
-        return encode_result(run_task(task, config))  # JSON and bytes, decoded as data by the driver
+        return [encode_result(r) for r in run_task(task, config)]  # JSON and bytes, decoded as data by the driver
     finally:
         if armed:
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -607,11 +628,11 @@ class RayExecutor:
             for ref in ready:
                 task, t0 = inflight.pop(ref)
                 try:
-                    on_result(decode_result(*ray.get(ref)))
+                    results = [decode_result(*r) for r in ray.get(ref)]
                 except RayError as exc:
-                    on_result(
+                    results = [
                         error_result(
-                            task.cell,
+                            cell,
                             task.budget,
                             task.device,
                             "running the cell (Ray task)",
@@ -621,26 +642,30 @@ class RayExecutor:
                             {"wall_time_s": time.monotonic() - t0},
                             config.cache_root,
                         )
-                    )
+                        for cell in task.cells
+                    ]
+                for result in results:
+                    on_result(result)
             now = time.monotonic()
             for ref, (task, t0) in list(inflight.items()):
-                if self.limits.time_s is not None and now - t0 > self.limits.time_s + self.backstop_s:
+                if self.limits.time_s is not None and now - t0 > self.limits.time_s * len(task.cells) + self.backstop_s:
                     ray.cancel(ref, force=True)
                     del inflight[ref]
-                    on_result(
-                        error_result(
-                            task.cell,
-                            task.budget,
-                            task.device,
-                            "running the cell (Ray task)",
-                            "TimeLimitExceeded",
-                            f"the cell ran longer than its time limit of "
-                            f"{self.limits.time_s:g} s and was stopped (set with --time-limit)",
-                            "",
-                            {"wall_time_s": now - t0},
-                            config.cache_root,
+                    for cell in task.cells:
+                        on_result(
+                            error_result(
+                                cell,
+                                task.budget,
+                                task.device,
+                                "running the cell (Ray task)",
+                                "TimeLimitExceeded",
+                                f"the cell ran longer than its time limit of "
+                                f"{self.limits.time_s:g} s and was stopped (set with --time-limit)",
+                                "",
+                                {"wall_time_s": now - t0},
+                                config.cache_root,
+                            )
                         )
-                    )
 
 
 def make_executor(

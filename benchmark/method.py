@@ -10,7 +10,10 @@ track only), then the caller's overrides. A plugin may still give a plain ``defa
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar
+
+import torch
 
 from benchmark.budget import Budget
 from benchmark.decomposition import Decomposition
@@ -31,6 +34,7 @@ class Method(ABC):
     Config: ClassVar[type | None] = None  # a dataclass: the hyperparameters, typed, with their defaults
     defaults: ClassVar[dict[str, Any]] = {}  # derived from Config where the class has one
     per_model_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    trains_seeds_together: ClassVar[bool] = False  # decompose_seeds trains several seeds as one batched model
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -64,6 +68,22 @@ class Method(ABC):
     @abstractmethod
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
         """Split ``target``'s decomposed parameters into components."""
+
+    def decompose_seeds(
+        self, target: Target, budget: Budget, seeds: Sequence[int], device: str = "cpu"
+    ) -> list[Decomposition | Exception]:
+        """One decomposition per seed, or the exception that seed's run raised. A method that sets
+        ``trains_seeds_together`` trains them as one batched model, each bit for bit what :meth:`decompose`
+        gives alone (``pdbench run --seeds-together`` then runs a (toy, method)'s uncapped seeds as one task);
+        this default runs them one after another, each under ``budget``."""
+        out: list[Decomposition | Exception] = []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            try:
+                out.append(self.decompose(target, budget, seed, device))
+            except Exception as exc:  # noqa: BLE001 - this seed's error row; the others stand
+                out.append(exc)
+        return out
 
 
 def _check_untyped(name: str, defaults: dict, per_model: dict, overrides: dict[str, Any]) -> None:

@@ -58,7 +58,9 @@ class RunOptions:
     'ray'. ``jobs``: parallel workers (default: one per CPU core). ``limits``: time limit and memory guard.
     ``budgets``: per-method budgets that override ``budget``. ``hparams``: per-method hyperparameter
     overrides (recorded in each result). ``cells_per_worker``: restart a local worker after that many cells
-    (1: a fresh process per cell). ``threads``: torch intra-op threads per worker (default 1). ``plugins``:
+    (1: a fresh process per cell). ``threads``: torch intra-op threads per worker (default 1). ``seed_groups``:
+    a (toy model, method)'s seeds run as one task, trained together where the method can (:func:`seed_tasks`).
+    ``plugins``:
     files that register methods or toy models, imported by the workers (and by this process only for a toy
     model it does not know otherwise)."""
 
@@ -76,6 +78,7 @@ class RunOptions:
     cells_per_worker: int | None = None
     threads: int | None = None
     progress: bool = True
+    seed_groups: bool = False
 
 
 DEFAULT_CELL_S = 20.0  # a cell's expected wall time when nothing better is known
@@ -240,6 +243,32 @@ def cheap_first(cells: list[Cell]) -> list[Cell]:
     return [c for _, c in sorted(enumerate(cells), key=lambda ic: (first[ic[1].toy], not ref[ic[1].method], ic[0]))]
 
 
+def seed_tasks(cells: list[Cell], o: RunOptions) -> list[CellTask]:
+    """The tasks for ``cells`` in their order. The seeds of one (toy model, method) form one task where the
+    method trains seeds together (``Method.trains_seeds_together``, built-in methods only), its budget has no
+    time cap (a capped cell's steps depend on the time it gets) and ``o.seed_groups`` is on."""
+
+    def together(method: str) -> bool:
+        cls = METHODS.builtin(method) if ":" not in method else None
+        budget = o.budgets.get(method, o.budget)
+        return o.seed_groups and bool(getattr(cls, "trains_seeds_together", False)) and budget.seconds is None
+
+    grouped = {m: together(m) for m in {c.method for c in cells}}
+    groups: dict[tuple[Any, ...], list[Cell]] = {}
+    for c in cells:
+        groups.setdefault((c.toy, c.method) if grouped[c.method] else (c.toy, c.method, c.seed), []).append(c)
+    return [
+        CellTask(
+            g[0],
+            o.budgets.get(g[0].method, o.budget),
+            o.device,
+            dict(o.hparams.get(g[0].method, {})),
+            tuple(c.seed for c in g[1:]),
+        )
+        for g in groups.values()
+    ]
+
+
 def run_grid(
     cells: Iterable[Cell],
     results_dir: Path,
@@ -283,7 +312,7 @@ def _run_locked(cells: list[Cell], results_dir: Path, o: RunOptions, log: Log) -
     if not todo:
         return []
     todo = cheap_first(todo)
-    tasks = [CellTask(c, o.budgets.get(c.method, o.budget), o.device, dict(o.hparams.get(c.method, {}))) for c in todo]
+    tasks = seed_tasks(todo, o)
     ex = make_executor(
         o.executor,
         jobs=o.jobs,
@@ -294,7 +323,7 @@ def _run_locked(cells: list[Cell], results_dir: Path, o: RunOptions, log: Log) -
         cells_per_worker=o.cells_per_worker,
         threads=o.threads,
     )
-    bar = Progress(len(tasks), log, costs=expected_seconds(todo, results_dir))
+    bar = Progress(len(todo), log, costs=expected_seconds(todo, results_dir))
     if hasattr(ex, "announce"):
         ex.announce = bar.note
     written: list[Path] = []
@@ -316,7 +345,9 @@ def _run_locked(cells: list[Cell], results_dir: Path, o: RunOptions, log: Log) -
             bar.update(result)
 
     if o.progress:
-        bar.emit(bar.line(f"running {len(tasks)} cells with the {o.executor} executor"))
+        grouped = sum(len(t.cells) for t in tasks if t.seeds)
+        together = f" ({grouped} of them in groups of seeds trained together)" if grouped else ""
+        bar.emit(bar.line(f"running {len(todo)} cells{together} with the {o.executor} executor"))
     if o.executor == "serial":  # the method runs in this process: never score beside it
         ex.run(tasks, finish)
         return written

@@ -41,11 +41,17 @@ class Suite:
         return {m: self.budget_for(m, steps) for m in methods}
 
 
+QUICK_CPU_CAP_S = 20.0  # the quick suite's cap: TMS 40-10's APD, SPD, SPD-main cells took 45-95 s at 10% of the steps
 CELL_CPU_CAP_S = 120.0  # the full suite's soft cap on one cell's decomposition, in CPU seconds of one core
 
 SUITES = {
     "quick": Suite(
-        "quick", 1, (0,), Budget(scale=0.1), "tiers 0-1, every method, one seed, 10% of each method's default steps"
+        "quick",
+        1,
+        (0,),
+        Budget(scale=0.1, seconds=QUICK_CPU_CAP_S),
+        f"tiers 0-1, every method, one seed, 10% of each method's default steps or {QUICK_CPU_CAP_S:.0f} CPU "
+        "seconds per cell, whichever comes first (a smoke run: the README's first command)",
     ),
     "full": Suite(
         "full",

@@ -20,6 +20,7 @@ reports what each preset reaches.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ from benchmark.method import Budget, Method
 from benchmark.registry import METHODS
 from benchmark.toy import Target, per_input
 from methods._spd_core import SPDConfig, SPDTrainer
+from methods._spd_group import can_train_together, train_together
 
 _TMS_SMALL = {
     "C": 20,
@@ -132,6 +134,7 @@ class SPD(Method):
             pass  # C and imp_coeff may still be None here: decompose builds the checked SPDConfig
 
     per_model_defaults = FAST
+    trains_seeds_together = True
 
     def hparams(self, toy_name: str) -> dict[str, Any]:
         preset = self.overrides.get("preset", self.defaults["preset"])
@@ -142,6 +145,36 @@ class SPD(Method):
 
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
         out_of_time = budget.timer()
+        trainer, hp = self.trainer(target, budget, seed, device)
+        log = trainer.train(log_every=int(hp["log_every"]), out_of_time=out_of_time)
+        trainer.spd.eval()
+        return export_subcomponents(trainer, hp, log, seed)
+
+    def decompose_seeds(
+        self, target: Target, budget: Budget, seeds: Sequence[int], device: str = "cpu"
+    ) -> list[Decomposition | Exception]:
+        """The seeds trained as one batched model (:mod:`methods._spd_group`), each the same decomposition, bit
+        for bit, as :meth:`decompose` gives alone; one after another where they cannot train together."""
+        out_of_time = budget.timer()
+        runs = [self.trainer(target, budget, seed, device) for seed in seeds]
+        trainers = [t for t, _ in runs]
+        if not can_train_together(trainers):
+            return super().decompose_seeds(target, budget, seeds, device)
+        logs = train_together(trainers, int(runs[0][1]["log_every"]), out_of_time)
+        out: list[Decomposition | Exception] = []
+        for (trainer, hp), log, seed in zip(runs, logs, seeds, strict=True):
+            if isinstance(log, Exception):
+                out.append(log)
+                continue
+            trainer.spd.eval()
+            try:
+                out.append(export_subcomponents(trainer, hp, log, seed))
+            except Exception as exc:  # noqa: BLE001 - this seed's error row; the others stand
+                out.append(exc)
+        return out
+
+    def trainer(self, target: Target, budget: Budget, seed: int, device: str) -> tuple[SPDTrainer, dict[str, Any]]:
+        """A run's trainer, set up as for :meth:`decompose`, and its resolved hyperparameters."""
         hp = self.hparams(target.spec.name)
         if hp["C"] is None:
             hp["C"] = min(200, 2 * target.largest_side())
@@ -156,9 +189,7 @@ class SPD(Method):
         trainer = SPDTrainer(model, params, target.sample, cfg, seed, device)
         if trainer.cfg.steps < 1:
             raise ValueError("spd: needs at least one step")
-        log = trainer.train(log_every=int(hp["log_every"]), out_of_time=out_of_time)
-        trainer.spd.eval()
-        return export_subcomponents(trainer, hp, log, seed)
+        return trainer, hp
 
 
 def export_subcomponents(trainer: Any, hp: dict[str, Any], log: Any, seed: int) -> Decomposition:

@@ -162,7 +162,9 @@ def test_suites_cover_what_they_promise() -> None:
     assert suite.budget == SUITES["full"].budget and len(suite.seeds) == 3  # tier 4 as full runs the others
     paper, suite = suite_cells("paper")
     assert set(paper) == set(full) | set(contested) and suite.budget == Budget(scale=1.0)  # every tier, uncapped
-    assert SUITES["quick"].budget_for("pca", steps=7) == Budget(steps=7, scale=SUITES["quick"].budget.scale)
+    quick_budget = SUITES["quick"].budget
+    assert quick_budget.seconds is not None  # a smoke run: capped per cell
+    assert SUITES["quick"].budget_for("pca", steps=7) == Budget(steps=7, scale=quick_budget.scale, seconds=20.0)
     headline, suite = suite_cells("headline")
     models = set(toy_tiers("headline"))
     assert models and {c.toy for c in headline} == {f"{t}@{i}" for t in models for i in range(suite.instances)}

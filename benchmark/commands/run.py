@@ -101,6 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             cells_per_worker=args.cells_per_worker,
             threads=args.threads,
             hparams=hparams,
+            seed_groups=args.seeds_together,
         )
     except KeyboardInterrupt:
         print("\ninterrupted: every finished cell is stored; run the same command again to resume", file=sys.stderr)
@@ -181,6 +182,12 @@ def add_parser(sub, common) -> None:
         metavar="MIB",
         help="memory guard: the most resident memory one worker may use "
         "(default: 80%% of the machine's memory shared among the workers)",
+    )
+    p.add_argument(
+        "--seeds-together",
+        action="store_true",
+        help="train an uncapped (toy, method)'s seeds as one batched model where the method can (spd): the same "
+        "decompositions, bit for bit, in one worker; saves time only on the smallest toys (docs/running.md)",
     )
     p.add_argument(
         "--cells-per-worker",

@@ -114,3 +114,27 @@ def test_ci_forward_backward(benchmark, ci_case, impl):
 
     out = benchmark(run)
     torch.testing.assert_close(out, _ci_loop(spd, inner).detach(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.benchmark(group="spd-seeds-tms5-2")
+@pytest.mark.parametrize("how", ["1 seed", "3 seeds one after another", "3 seeds together"])
+def test_seeds_together(benchmark, heavy, how):
+    """100 training steps of the TMS 5-2 fast preset (batch 1024) for one seed, three in turn and three as one
+    batched model (:mod:`methods._spd_group`, the same bits as alone). At this batch the step is dominated by
+    the CI MLPs' arithmetic, not by overhead, so three together cost about 2.6 one-seed steps, not one."""
+    from methods._spd_group import train_together
+
+    toy = load_toy("tms_5-2")
+    target = toy.target()
+    spd = SPD(steps=100)
+    seeds = [0] if how == "1 seed" else [0, 1, 2]
+
+    def run() -> None:
+        trainers = [spd.trainer(target, Budget(), s, DEVICE)[0] for s in seeds]
+        if how == "3 seeds together":
+            train_together(trainers)
+        else:
+            for t in trainers:
+                t.train()
+
+    benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
