@@ -93,16 +93,14 @@ def group_losses(trainers: Sequence[SPDTrainer], xs: Sequence[Tensor]) -> dict[s
     raw = p.ci_raw(inner)
     g, g_up = lower_leaky_hard_sigmoid(raw), upper_leaky_hard_sigmoid(raw)
     S = g.shape[2]
-    # each run draws its masks from its own generator in the order it does alone: all sites, then one per site
+    # each run draws its masks from its own generator in the order it does alone: all sites (the stochastic
+    # term), then one per site (the layerwise term), each only where its term is on
+    n_draws = S * (bool(cfg.stoch_coeff) + bool(cfg.layerwise_coeff))
     draws = [
-        [torch.rand(g[j, :, k].shape, generator=t.g_mask, device=t.device, dtype=g.dtype) for k in range(S)]
+        [torch.rand(g[j, :, i % S].shape, generator=t.g_mask, device=t.device, dtype=g.dtype) for i in range(n_draws)]
         for j, t in enumerate(trainers)
     ]
-    if cfg.layerwise_coeff:
-        for j, t in enumerate(trainers):
-            draws[j] += [
-                torch.rand(g[j, :, k].shape, generator=t.g_mask, device=t.device, dtype=g.dtype) for k in range(S)
-            ]
+    first_layerwise = S if cfg.stoch_coeff else 0
 
     def mask(k: int, which: int) -> Tensor:
         r = torch.stack([d[which] for d in draws])
@@ -122,7 +120,7 @@ def group_losses(trainers: Sequence[SPDTrainer], xs: Sequence[Tensor]) -> dict[s
     if stoch is not None:
         out["stoch"] = stoch
     if cfg.layerwise_coeff:
-        out["layerwise"] = sum(masked({k: mask(k, S + k)}) for k in range(S)) / S
+        out["layerwise"] = sum(masked({k: mask(k, first_layerwise + k)}) for k in range(S)) / S
     imp_coeff = torch.tensor([t.cfg.imp_coeff for t in trainers], dtype=faith.dtype, device=faith.device)
     out["total"] = (
         cfg.faith_coeff * faith

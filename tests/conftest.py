@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import pytest
@@ -11,6 +12,9 @@ import torch
 from benchmark.toy import ToyModel, load_toy
 
 _built: dict[str, ToyModel] = {}
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # the test command's workers share the cores: one torch thread each
+    torch.set_num_threads(1)
 
 
 def get_toy(name: str) -> ToyModel:

@@ -30,10 +30,13 @@ def _fingerprint(dec, x: torch.Tensor) -> tuple[bytes, ...]:  # noqa: ANN001
     return (*parts, dec.attributions(x).numpy().tobytes())
 
 
-@pytest.mark.parametrize(("name", "kw"), [("tms_5-2", {}), ("gated_circuits-rot@0", {"tuned": False})])
+@pytest.mark.parametrize(
+    ("name", "kw"),
+    [("tms_5-2", {}), ("tms_5-2", {"stoch_coeff": 0.0}), ("gated_circuits-rot@0", {"tuned": False})],
+)
 def test_spd_seeds_together_are_bit_identical(toy, name: str, kw: dict) -> None:  # noqa: ANN001
-    """Three seeds in one batched model against each alone: the stored decompositions' SHA-256 agree. The
-    headline toy runs the blind rule, whose beta_3 differs per seed."""
+    """Three seeds in one batched model against each alone: the same bits. The headline toy runs the blind rule,
+    whose beta_3 differs per seed; without the stochastic term the masks are drawn in another order."""
     t = toy(name)
     spd = METHODS.get("spd")(steps=25, n_eval=500, batch_size=128, **kw)
     target = t.target()
