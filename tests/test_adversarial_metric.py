@@ -97,3 +97,16 @@ def _with_meta(data: bytes, key: str, value: str) -> bytes:
     raw = json.dumps(header).encode()
     raw += b" " * (-len(raw) % 8)
     return len(raw).to_bytes(8, "little") + raw + data[8 + n :]
+
+
+def test_chunked_inputs_give_the_same_error(monkeypatch) -> None:  # noqa: ANN001
+    """Large networks are searched over chunks of inputs, one backward per chunk (resid_mlp1 once failed here
+    with a graph shared across chunks); the error is the one the whole batch gives."""
+    import benchmark.metrics.adversarial as adv
+
+    toy = _toy()
+    active = lambda x: toy.ground_truth.active(x).double()  # noqa: E731
+    dec = _oracle(toy, lambda x: 0.5 * active(x))
+    whole = _stored_error(toy, dec)
+    monkeypatch.setattr(adv, "MAX_ELEMENTS", 24 * 100)  # 24 weights: chunks of 100 inputs
+    assert _stored_error(toy, dec) == pytest.approx(whole, rel=1e-9)

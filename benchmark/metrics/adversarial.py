@@ -68,10 +68,10 @@ def adversarial_error(ctx: ScoringContext, steps: int = STEPS, step_size: float 
     def error(r: torch.Tensor, grad: bool) -> float:
         """Mean squared output change at sources ``r`` (``C + P``); accumulates r.grad where ``grad``."""
         total = 0.0
-        r_c, r_d = r[: comps.shape[0]], r[comps.shape[0] :]
-        delta = torch.cat([r_d[i] * part for i, part in enumerate(resid.split(sizes))])  # [D]
-        for lo in range(0, B, chunk):
+        for lo in range(0, B, chunk):  # each chunk builds its own graph from r: one backward per chunk
             sl = slice(lo, lo + chunk)
+            r_c, r_d = r[: comps.shape[0]], r[comps.shape[0] :]
+            delta = torch.cat([r_d[i] * part for i, part in enumerate(resid.split(sizes))])  # [D]
             masks = g[sl] + (1 - g[sl]) * r_c  # [b, C]
             flat = masks @ comps + delta  # [b, D]
             out = vmap(run)(flat, x[sl])
