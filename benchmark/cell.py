@@ -264,17 +264,19 @@ def run_methods(
     n = len(cells)
     try:
         toy = load_toy(first.toy, cache)
+        toy_rec = {**toy_record(toy), "name": first.toy}  # "name@k" for an instance (spec: family, seed)
         for r in results:
-            r["toy"] = {**toy_record(toy), "name": first.toy}  # "name@k" for an instance (spec: family, seed)
+            r["toy"] = dict(toy_rec)
         stage = "loading the method"
         method_cls = METHODS.get(first.method)
         if not (isinstance(method_cls, type) and issubclass(method_cls, Method)):
             raise TypeError(f"method {first.method!r} is {method_cls!r}, not a subclass of benchmark.method.Method")
         method: Method = method_cls(**(hparams or {}))
+        method_rec = {**method_record(first.method, method_cls), "hparams": jsonable(method.hparams(first.toy))}
+        if hparams:
+            method_rec["overrides"] = jsonable(hparams)
         for r in results:
-            r["method"] = {**method_record(first.method, method_cls), "hparams": jsonable(method.hparams(first.toy))}
-            if hparams:
-                r["method"]["overrides"] = jsonable(hparams)
+            r["method"] = dict(method_rec)  # each result's own: a cell records its run's resolved hparams
         stage = "decomposing"
         sees = bool(results[0]["method"]["sees_ground_truth"])
         target = toy.target(with_ground_truth=sees)

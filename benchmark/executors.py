@@ -89,6 +89,10 @@ class CellTask:
     def cells(self) -> list[Cell]:
         return [self.cell] + [replace(self.cell, seed=s) for s in self.seeds]
 
+    def time_limit(self, per_cell: float | None) -> float | None:
+        """The task's wall-clock limit: a group has the per-cell limit once for each of its seeds."""
+        return None if per_cell is None else per_cell * len(self.cells)
+
 
 @dataclass(frozen=True)
 class WorkerConfig:
@@ -450,8 +454,8 @@ class LocalExecutor:
                 )
         elif w.task is not None:
             rss = rss_mb(w.proc.pid)
-            n = len(w.task.cells)
-            if self.limits.time_s is not None and now - w.started > self.limits.time_s * n:
+            n, limit = len(w.task.cells), w.task.time_limit(self.limits.time_s)
+            if limit is not None and now - w.started > limit:
                 self._fail(
                     w,
                     "TimeLimitExceeded",
@@ -559,7 +563,7 @@ def _ray_cell(task: CellTask, config: WorkerConfig, time_s: float | None) -> lis
     if time_s is not None:
         try:
             signal.signal(signal.SIGALRM, _alarm)
-            signal.setitimer(signal.ITIMER_REAL, time_s * len(task.cells))
+            signal.setitimer(signal.ITIMER_REAL, task.time_limit(time_s))
             armed = True
         except (ValueError, AttributeError, OSError):  # not the main thread, or no SIGALRM (Windows)
             pass
@@ -648,7 +652,8 @@ class RayExecutor:
                     on_result(result)
             now = time.monotonic()
             for ref, (task, t0) in list(inflight.items()):
-                if self.limits.time_s is not None and now - t0 > self.limits.time_s * len(task.cells) + self.backstop_s:
+                limit = task.time_limit(self.limits.time_s)
+                if limit is not None and now - t0 > limit + self.backstop_s:
                     ray.cancel(ref, force=True)
                     del inflight[ref]
                     for cell in task.cells:
