@@ -242,6 +242,24 @@ def test_on_a_terminal_tqdm_draws_the_bar() -> None:
     assert "training t (not in the weight cache)" in text and "2/2" in text and "0 errors" in text
 
 
+def test_toy_models_to_train_start_before_the_cells_of_built_ones() -> None:
+    """The local executor hands out the first cell of every toy model still to train before any other cell, in
+    the tasks' order; the other cells of a toy model wait for its build."""
+    from collections import deque
+
+    from benchmark.executors import CellTask, LocalExecutor
+
+    ex = LocalExecutor(jobs=2)
+    tasks = [CellTask(Cell(toy, m, 0), Budget()) for toy in ("a", "b", "c") for m in ("whole", "pca")]
+    ex._pending, ex._built, ex._building, ex._to_train = deque(tasks), {"a"}, set(), {"b", "c"}
+    got = [ex._next_task().cell for _ in range(4)]
+    assert got == [Cell("b", "whole", 0), Cell("c", "whole", 0), Cell("a", "whole", 0), Cell("a", "pca", 0)]
+    assert ex._next_task() is None  # b and c are still building: their other cells wait
+    ex._building.discard("b")
+    ex._built.add("b")
+    assert ex._next_task().cell == Cell("b", "pca", 0)
+
+
 def test_reference_rows_build_a_toy_model_first() -> None:
     """A toy model's first cell trains its weights while other workers wait: it should be a cheap one."""
     from benchmark.runner import cheap_first
