@@ -327,6 +327,7 @@ class LocalExecutor:
     startup_timeout_s = 600.0
     max_failed_starts = 3
     announce: Callable[[str], None] | None = None  # told when a cell will train a toy model's weights
+    tick: Callable[[], None] | None = None  # called at every poll (a progress heartbeat between results)
 
     def __init__(
         self,
@@ -369,6 +370,8 @@ class LocalExecutor:
                 for w in list(self._workers):
                     if not self._poll(w):
                         self._police(w)
+                if self.tick is not None:
+                    self.tick()
         finally:
             self._shutdown()
 
@@ -527,6 +530,7 @@ class SerialExecutor:
         self.threads = threads or 1
         self.plugins = tuple(plugins)
         self.announce: Callable[[str], None] | None = None
+        self.tick: Callable[[], None] | None = None
 
     def run(self, tasks: Sequence[CellTask], on_result: OnResult) -> None:
         import torch
@@ -637,6 +641,8 @@ class RayExecutor:
                 t = pending.popleft()
                 inflight[remote.remote(t, config, self.limits.time_s)] = (t, time.monotonic())
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=self.limits.poll_s * 5)
+            if self.tick is not None:
+                self.tick()
             for ref in ready:
                 task, t0 = inflight.pop(ref)
                 try:

@@ -81,19 +81,22 @@ class RunOptions:
     seed_groups: bool = False
 
 
+HEARTBEAT_S = 60.0  # the progress line is written again after this long without any other output
 DEFAULT_CELL_S = 20.0  # a cell's expected wall time when nothing better is known
 
 
-def expected_seconds(cells: Sequence[Cell], results_dir: Path) -> dict[Cell, float]:
-    """Each cell's expected wall time, for the progress estimate: the median over stored results of the
-    same (toy model, method) (other seeds, or an earlier run), else of the same method on any toy model,
-    else ``DEFAULT_CELL_S``."""
+#: The leaderboard committed with this checkout, where there is one: a fresh results folder's cells are
+#: estimated from its stored costs (same toy model and method) before falling back to ``DEFAULT_CELL_S``.
+COMMITTED_RESULTS = Path(__file__).resolve().parents[1] / "leaderboard" / "results"
+
+
+def _stored_walls(root: Path, methods: set[str]) -> tuple[dict[tuple[str, str], list[float]], dict[str, list[float]]]:
+    """Wall times of the stored results under ``root``, by (toy model, method) and by method."""
     by_pair: dict[tuple[str, str], list[float]] = {}
     by_method: dict[str, list[float]] = {}
-    wanted = {c.method for c in cells}
-    for path in results_dir.glob("*/*/seed*.json") if results_dir.is_dir() else []:
+    for path in root.glob("*/*/seed*.json") if root.is_dir() else []:
         method = path.parent.name
-        if method not in wanted:
+        if method not in methods:
             continue
         try:
             wall = json.loads(path.read_text()).get("cost", {}).get("wall_time_s")
@@ -102,9 +105,22 @@ def expected_seconds(cells: Sequence[Cell], results_dir: Path) -> dict[Cell, flo
         if isinstance(wall, int | float) and wall >= 0:
             by_pair.setdefault((path.parent.parent.name, method), []).append(float(wall))
             by_method.setdefault(method, []).append(float(wall))
+    return by_pair, by_method
+
+
+def expected_seconds(
+    cells: Sequence[Cell], results_dir: Path, committed: Path | None = COMMITTED_RESULTS
+) -> dict[Cell, float]:
+    """Each cell's expected wall time, for the progress estimate: the median over stored results of the
+    same (toy model, method) in ``results_dir`` (other seeds, or an earlier run), else in the ``committed``
+    leaderboard, else of the same method on any toy model in either, else ``DEFAULT_CELL_S``."""
+    wanted = {c.method for c in cells}
+    own = _stored_walls(results_dir, wanted)
+    board = _stored_walls(committed, wanted) if committed is not None and committed != results_dir else ({}, {})
     out = {}
     for c in cells:
-        known = by_pair.get((c.toy, c.method)) or by_method.get(c.method)
+        pair, method = (c.toy, c.method), c.method
+        known = own[0].get(pair) or board[0].get(pair) or own[1].get(method) or board[1].get(method)
         out[c] = statistics.median(known) if known else DEFAULT_CELL_S
     return out
 
@@ -123,7 +139,7 @@ class Progress:
         self.costs = dict(costs or {})  # a cell it does not name counts as an average one
         self.total_cost = (sum(self.costs.values()) if self.costs else total) or 1.0
         self.done_cost = 0.0
-        self.t0 = time.perf_counter()
+        self.t0 = self.last_output = time.perf_counter()
         self.stream = stream if stream is not None else sys.stderr
         self.tty = log in (None, stderr_log) and hasattr(self.stream, "isatty") and self.stream.isatty()
         self.log = None if self.tty else log
@@ -157,8 +173,15 @@ class Progress:
             f"~{eta_s} left" + (f" | {last}" if last else "")
         )
 
+    def tick(self) -> None:
+        """A heartbeat between results: after ``HEARTBEAT_S`` with nothing written, the line again with the
+        time elapsed (a long cell, a toy model training), so that a run never goes silent."""
+        if time.perf_counter() - self.last_output >= HEARTBEAT_S:
+            self.emit(self.line("still running"))
+
     def note(self, text: str) -> None:
         """An announcement between updates (it does not count as a finished cell)."""
+        self.last_output = time.perf_counter()
         if self.bar is not None:
             self.bar.write(text, file=self.stream)
         elif self.log is not None:
@@ -182,6 +205,7 @@ class Progress:
         self.emit(self.line(last))
 
     def emit(self, text: str) -> None:
+        self.last_output = time.perf_counter()
         if self.bar is not None:
             eta = self.eta()
             self.bar.n = self.done
@@ -326,6 +350,8 @@ def _run_locked(cells: list[Cell], results_dir: Path, o: RunOptions, log: Log) -
     bar = Progress(len(todo), log, costs=expected_seconds(todo, results_dir))
     if hasattr(ex, "announce"):
         ex.announce = bar.note
+    if hasattr(ex, "tick"):
+        ex.tick = bar.tick
     written: list[Path] = []
     scorer = _Scorer(o, log)
 

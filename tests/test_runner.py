@@ -212,7 +212,15 @@ def test_the_estimate_weighs_cells_by_their_expected_cost(tmp_path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"cost": {"wall_time_s": wall}}))
     asked = [Cell("t", "cheap", 2), Cell("u", "cheap", 0), Cell("t", "new", 0)]
-    assert [expected_seconds(asked, tmp_path)[c] for c in asked] == [4.0, 4.0, DEFAULT_CELL_S]
+    assert [expected_seconds(asked, tmp_path, None)[c] for c in asked] == [4.0, 4.0, DEFAULT_CELL_S]
+    # a fresh folder falls back on a committed leaderboard's costs, its own results first
+    board = tmp_path / "board"
+    for toy, method, wall in (("t", "new", 7.0), ("t", "cheap", 100.0)):
+        path = board / toy / method / "seed0.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"cost": {"wall_time_s": wall}}))
+    assert [expected_seconds(asked, tmp_path, board)[c] for c in asked] == [4.0, 4.0, 7.0]
+    assert expected_seconds([Cell("t", "new", 0)], tmp_path / "fresh", board)[Cell("t", "new", 0)] == 7.0
 
 
 def test_training_a_toy_model_is_announced(tmp_path) -> None:
@@ -223,6 +231,19 @@ def test_training_a_toy_model_is_announced(tmp_path) -> None:
     lines.clear()
     run_grid([Cell("block_mlp", "whole", 1)], tmp_path / "results", jobs=1, cache=cache, log=lines.append)
     assert not any(line.startswith("training") for line in lines)  # cached now: nothing to announce
+
+
+def test_a_long_wait_between_results_writes_a_heartbeat() -> None:
+    from benchmark.runner import HEARTBEAT_S
+
+    lines: list[str] = []
+    bar = Progress(2, lines.append)
+    bar.tick()
+    assert lines == []  # nothing yet: the run has just started
+    bar.last_output -= HEARTBEAT_S
+    bar.tick()
+    bar.tick()  # the line just written resets the wait
+    assert len(lines) == 1 and lines[0].startswith("[....") and lines[0].endswith("| still running"), lines
 
 
 def test_on_a_terminal_tqdm_draws_the_bar() -> None:

@@ -234,12 +234,16 @@ def test_committed_leaderboard_results_pass_validation(capsys):
     assert rc == 0, out
 
 
-def test_validate_can_rescore_only_small_decompositions(capsys):
-    """``--max-rescore-mb``: larger stored decompositions are SHA-checked, not re-scored, and the report says so."""
-    committed = ROOT / "leaderboard" / "results"
+def test_validate_can_rescore_only_small_decompositions(tmp_path, capsys):
+    """``--max-rescore-mb``: larger stored decompositions are SHA-checked, not re-scored, and the report says so.
+    On a copy of one committed toy model's cells (block_mlp: stored decompositions on both sides of 0.05 MB)."""
+    import shutil
+
+    committed = ROOT / "leaderboard" / "results" / "block_mlp"
     if not any(committed.rglob("seed*.json")):
-        pytest.skip("no results committed under leaderboard/results yet")
-    rc = main(["validate", str(committed), "--no-artefacts", "--max-rescore-mb", "0.05"])
+        pytest.skip("no block_mlp results committed under leaderboard/results yet")
+    shutil.copytree(committed, tmp_path / "block_mlp")
+    rc = main(["validate", str(tmp_path), "--no-artefacts", "--max-rescore-mb", "0.05"])
     out = capsys.readouterr().out
     assert rc == 0 and "checked against their SHA-256 but not re-scored" in out, out
 
