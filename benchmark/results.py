@@ -112,6 +112,9 @@ def _environment() -> dict[str, str]:
         "numpy": numpy.__version__,
         "scipy": scipy.__version__,
         "platform": platform.platform(),
+        # the vector instructions torch's CPU kernels use (AVX2, AVX512, ...): training that is chaotic in float
+        # rounding (SPD and its successors) gives other decompositions under other ones; same machine, same bits
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "benchmark": __version__,
     }
 
