@@ -58,7 +58,12 @@ def test_results_record_what_is_needed_to_reproduce_them(quick_run) -> None:
     assert r["schema_version"] == SCHEMA_VERSION
     assert len(r["toy"]["weights_sha256"]) == 64 and r["toy"]["train_seed"] >= 0
     assert r["method"]["version"] and "n_samples" in r["method"]["hparams"]
-    assert r["env"]["torch"] and r["env"]["cpu_capability"] and r["cost"]["wall_time_s"] >= 0 and r["cost"]["peak_memory_mb"] > 0
+    assert (
+        r["env"]["torch"]
+        and r["env"]["cpu_capability"]
+        and r["cost"]["wall_time_s"] >= 0
+        and r["cost"]["peak_memory_mb"] > 0
+    )
 
 
 def test_pca_cannot_exceed_the_rank_bound_on_tms(toy) -> None:
