@@ -530,7 +530,6 @@ class SerialExecutor:
         self.threads = threads or 1
         self.plugins = tuple(plugins)
         self.announce: Callable[[str], None] | None = None
-        self.tick: Callable[[], None] | None = None
 
     def run(self, tasks: Sequence[CellTask], on_result: OnResult) -> None:
         import torch
@@ -593,6 +592,7 @@ class RayExecutor:
     than ``backstop_s`` (a hang in native code that the alarm cannot interrupt)."""
 
     backstop_s = 300.0
+    tick: Callable[[], None] | None = None  # called at every wait (a progress heartbeat between results)
 
     def __init__(
         self,

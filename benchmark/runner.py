@@ -114,9 +114,10 @@ def expected_seconds(
     """Each cell's expected wall time, for the progress estimate: the median over stored results of the
     same (toy model, method) in ``results_dir`` (other seeds, or an earlier run), else in the ``committed``
     leaderboard, else of the same method on any toy model in either, else ``DEFAULT_CELL_S``."""
-    wanted = {c.method for c in cells}
-    own = _stored_walls(results_dir, wanted)
-    board = _stored_walls(committed, wanted) if committed is not None and committed != results_dir else ({}, {})
+    own = _stored_walls(results_dir, {c.method for c in cells})
+    missing = {c.method for c in cells if (c.toy, c.method) not in own[0]}  # only these read the committed board
+    other = committed is not None and committed.resolve() != Path(results_dir).resolve()
+    board = _stored_walls(committed, missing) if missing and other else ({}, {})
     out = {}
     for c in cells:
         pair, method = (c.toy, c.method), c.method
