@@ -157,7 +157,7 @@ def plugin_source(obj: Any) -> dict[str, str] | None:
 
 def describe(cell: Cell, cache_root: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Best-effort toy and method records for an error row made outside the cell. Nothing is built: the toy
-    record is filled only where the toy's weights are in the cache (so it names the same build as the ok
+    record is filled only where the toy's weights are shipped or in the cache (so it names the same build as the ok
     rows); otherwise it carries just the name."""
     from benchmark.registry import TOY_MODELS
 
@@ -165,15 +165,15 @@ def describe(cell: Cell, cache_root: str | None = None) -> tuple[dict[str, Any],
     method: dict[str, Any] = {"name": cell.method}
     try:
         model = TOY_MODELS.get(cell.toy)()
-        _, meta_path = WeightCache(cache_root).paths(model.cache_key)
-        meta = json.loads(meta_path.read_text())
-        toy = {
-            **model.spec.to_dict(),
-            "track": model.track,
-            "name": cell.toy,
-            "weights_sha256": str(meta["weights_sha256"]),
-            "train_seed": int(meta["train_seed"]),
-        }
+        meta = model.stored_meta(WeightCache(cache_root))
+        if meta is not None:
+            toy = {
+                **model.spec.to_dict(),
+                "track": model.track,
+                "name": cell.toy,
+                "weights_sha256": str(meta["weights_sha256"]),
+                "train_seed": int(meta["train_seed"]),
+            }
     except Exception:
         pass
     try:

@@ -161,7 +161,7 @@ class StoredDecomposition:
             raise StoredDecompositionError(f"{where}: {len(data)} bytes is larger than any decomposition stored here")
         try:
             tensors = load(data)
-            meta = _metadata(data)
+            meta = safetensors_metadata(data)
         except (SafetensorError, ValueError, OSError, RuntimeError) as exc:
             raise StoredDecompositionError(f"{where}: not a readable safetensors file ({exc})") from None
         if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
@@ -316,7 +316,7 @@ def _save(tensors: dict[str, Tensor], metadata: dict[str, str]) -> bytes:
     return len(head).to_bytes(8, "little") + head + b"".join(blobs)
 
 
-def _metadata(data: bytes) -> dict[str, str]:
+def safetensors_metadata(data: bytes) -> dict[str, str]:
     """The safetensors header's ``__metadata__`` (read as JSON, never executed)."""
     if len(data) < 8:
         raise ValueError("file too short")

@@ -4,7 +4,9 @@ A subclass of :class:`ToyModel` says how to build the network (``make_model``), 
 (``fit``: train deterministically from the seed on CPU, or set them by hand), how to sample inputs,
 which mechanisms exist (``mechanisms``) and which of them an input uses (``active``). The base class
 caches the weights on disk with a SHA-256 (:mod:`benchmark.cache`), checks the trained model's health
-and retrains with the next seed when a mechanism was lost.
+and retrains with the next seed when a mechanism was lost. A toy model whose training is not bit-reproducible
+across CPUs ships its weights instead (:meth:`ToyModel.shipped_weights_path`): ``build`` loads them and trains
+only when asked to (``shipped=False``).
 
 The decomposed parameters are ``spec.decomposed``; every other parameter (a bias, say) stays fixed at
 its trained value and is not part of any component.
@@ -12,16 +14,18 @@ its trained value and is not part of any component.
 
 from __future__ import annotations
 
+import inspect
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from benchmark.cache import WeightCache, weights_sha256
+from benchmark.cache import WeightCache, read_shipped, weights_sha256
 from benchmark.decomposition import flatten
 from benchmark.registry import TOY_MODELS
 
@@ -288,12 +292,27 @@ class ToyModel(ABC):
     def cache_key(self) -> str:
         return f"{self.spec.name}-v{self.spec.version}-seed{self.spec.seed}"
 
-    def build(self, cache: WeightCache | None = None) -> ToyModel:
-        """Load the weights from the cache, or fit them (retrying unhealthy seeds) and cache them."""
+    def shipped_weights_path(self) -> Path:
+        """Where this toy model's shipped weights lie, if it ships any: ``weights/<cache_key>.safetensors``
+        beside the module that defines its class (written with :func:`benchmark.cache.write_shipped`)."""
+        return Path(inspect.getfile(type(self))).parent / "weights" / f"{self.cache_key}.safetensors"
+
+    def stored_meta(self, cache: WeightCache | None = None) -> dict[str, Any] | None:
+        """The build metadata of the weights ``build`` would load (shipped ones, marked ``shipped``, else the
+        cached ones), without building; None when there are none."""
+        path = self.shipped_weights_path()
+        if path.exists():
+            return dict(read_shipped(path)[1], shipped=True)
+        return (cache or WeightCache()).read_meta(self.cache_key)
+
+    def build(self, cache: WeightCache | None = None, shipped: bool = True) -> ToyModel:
+        """Load the shipped weights (unless ``shipped`` is False) or the cached ones, or fit them (retrying
+        unhealthy seeds) and cache them."""
         cache = cache or WeightCache()
         model = self.make_model()
         t0 = time.perf_counter()
-        cached = cache.load(self.cache_key)
+        path = self.shipped_weights_path()
+        cached = read_shipped(path) if shipped and path.exists() else cache.load(self.cache_key)
         if cached is not None:
             state, meta = cached
             model.load_state_dict(state)

@@ -157,3 +157,67 @@ def test_other_hyperparameters_get_their_own_cache_key():
     assert TMS(steps=100).cache_key != TMS(steps=200).cache_key
     assert CircuitSuperposition(epochs=1).cache_key != CircuitSuperposition().cache_key
     assert TMSId(40, 10, batch_size=8192).cache_key == "tms_40-10-id-v1-seed0"
+
+
+def _shipped_at(monkeypatch, toy, path):
+    monkeypatch.setattr(type(toy), "shipped_weights_path", lambda self: path)
+
+
+def test_shipped_weights_are_loaded_before_the_cache_and_training_is_on_request(tmp_path, monkeypatch):
+    """A toy model that ships weights builds from them on every machine (the cache is not read); with
+    ``shipped=False`` it is trained (or read from the cache) as any other."""
+    from benchmark.cache import weights_sha256, write_shipped
+
+    cache = WeightCache(tmp_path / "cache")
+    trained = load_toy("tmcs_10-5-10", cache=cache, epochs=1, n_data=512)
+    other = {k: v + 0.5 for k, v in trained.model.state_dict().items()}  # weights another CPU might have trained
+    toy = CircuitSuperposition(epochs=1, n_data=512)
+    path = tmp_path / "weights" / f"{toy.cache_key}.safetensors"
+    path.parent.mkdir()
+    sha = write_shipped(path, other, 3, {"accuracy": 1.0})
+    assert sha == weights_sha256(other) != trained.build_info.weights_sha256
+    _shipped_at(monkeypatch, toy, path)
+    shipped = toy.build(cache)
+    assert shipped.build_info.weights_sha256 == sha and shipped.build_info.train_seed == 3
+    assert torch.equal(shipped.model.A, other["A"]) and shipped.build_info.extra == {"accuracy": 1.0}
+    meta = {"weights_sha256": sha, "train_seed": 3, "extra": {"accuracy": 1.0}, "shipped": True}
+    assert toy.stored_meta(cache) == meta
+    own = CircuitSuperposition(epochs=1, n_data=512).build(cache, shipped=False)
+    assert own.build_info.weights_sha256 == trained.build_info.weights_sha256
+
+
+@pytest.mark.parametrize("damage", ["flip a byte", "truncate"])
+def test_a_damaged_shipped_file_is_an_error_naming_it(tmp_path, monkeypatch, damage):
+    """Never a silent retrain: weights trained here could differ from the shipped ones the results record."""
+    from benchmark.cache import ShippedWeightsError, write_shipped
+
+    toy = CircuitSuperposition(epochs=1, n_data=512)
+    path = tmp_path / "shipped.safetensors"
+    write_shipped(path, {n: torch.ones(p.shape) for n, p in toy.make_model().state_dict().items()}, 0, {})
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncate" else data[:-3] + bytes([data[-3] ^ 1]) + data[-2:])
+    _shipped_at(monkeypatch, toy, path)
+    with pytest.raises(ShippedWeightsError, match="shipped.safetensors.*reinstall pdbench"):
+        toy.build(WeightCache(tmp_path))
+    assert not any(tmp_path.glob("*.pt")), "nothing trained or cached in its place"
+
+
+def test_every_shipped_file_belongs_to_a_registered_toy_model_and_is_packaged():
+    from pathlib import Path
+
+    import toy_models
+    from benchmark.cache import read_shipped
+    from benchmark.registry import TOY_MODELS
+
+    shipped = sorted((Path(toy_models.__file__).parent / "weights").glob("*.safetensors"))
+    keys = {}
+    for name in TOY_MODELS.names():
+        t = TOY_MODELS.get(name)()
+        keys[t.shipped_weights_path()] = t
+    assert shipped, "induction_trained ships its weights"
+    for path in shipped:
+        assert path in keys, f"{path.name} is no registered toy model's weights"
+        state, meta = read_shipped(path)
+        assert set(state) == set(keys[path].make_model().state_dict())
+    pyproject = (Path(toy_models.__file__).parent.parent / "pyproject.toml").read_text()
+    assert 'toy_models = ["weights/*.safetensors"]' in pyproject

@@ -28,9 +28,11 @@ def toy_rows(cache: WeightCache | None = None) -> list[list]:
         named = dict(net.named_parameters())
         n_dec = sum(named[k].numel() for k in spec.decomposed if k in named)
         n_all = sum(p.numel() for p in named.values())
-        meta = _read_meta(cache, toy.cache_key)
+        meta = toy.stored_meta(cache)
         if meta is None:
             trained = "not built"
+        elif meta.get("shipped"):
+            trained = f"shipped (seed {meta['train_seed']})"
         else:
             secs = meta.get("extra", {}).get("train_seconds")
             trained = (
@@ -48,16 +50,6 @@ def toy_rows(cache: WeightCache | None = None) -> list[list]:
         )
     order = {"headline": 0, "reproduction": 1, "diagnostic": 2}
     return sorted(rows, key=lambda r: (order.get(r[2], 3), r[1], r[0]))
-
-
-def _read_meta(cache: WeightCache, key: str) -> dict | None:
-    import json
-
-    _, meta_path = cache.paths(key)
-    try:
-        return json.loads(meta_path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def better(m) -> str:

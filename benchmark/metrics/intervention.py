@@ -10,6 +10,10 @@ of the ratios over those mechanisms, each clipped to [1e-6, 1e6]; a mechanism wi
 counts as ratio 1 (no specificity). delta = 0.1 ||W||_F / sqrt(M), a small step on the scale of one
 mechanism. The oracle's value is the reference for each toy model (it is not 'infinite': changing a
 mechanism's weights also moves outputs it shares with others).
+
+The outputs are computed in float64 (version 3): a change on inputs that do not use the mechanism can be
+tiny, and in float32 the difference ``f(x; W + d) - f(x; W)`` is then mostly rounding, which differs from one
+CPU's kernels to another's by up to 1% of the ratio, more than ``pdbench validate`` accepts.
 """
 
 from __future__ import annotations
@@ -32,13 +36,14 @@ def _output_changes(ctx: ScoringContext, directions: torch.Tensor, x: torch.Tens
     """``[K, B]``: ||f(x_k; W + d_k) - f(x_k; W)|| for each flattened weight change d_k (``[K, D]``) and
     its own inputs x_k (``[K, B, ...]``)."""
     model = ctx.toy.model
-    params = {n: p.detach() for n, p in model.named_parameters()}
-    buffers = dict(model.named_buffers())
+    params = {n: _wide(p.detach()) for n, p in model.named_parameters()}
+    buffers = {n: _wide(b) for n, b in model.named_buffers()}
+    directions, x = directions.to(torch.float64), _wide(x)
     deltas, offset = {}, 0
     for n in ctx.names:
         numel = math.prod(ctx.shapes[n])
         p = params[n]
-        deltas[n] = directions[:, offset : offset + numel].reshape(-1, *p.shape).to(p.dtype)
+        deltas[n] = directions[:, offset : offset + numel].reshape(-1, *p.shape)
         offset += numel
 
     def run(delta: dict[str, torch.Tensor], xk: torch.Tensor) -> torch.Tensor:
@@ -50,13 +55,18 @@ def _output_changes(ctx: ScoringContext, directions: torch.Tensor, x: torch.Tens
     with torch.no_grad():
         width = functional_call(model, (params, buffers), (x[0],)).numel()
         chunk = max(1, MAX_ELEMENTS // max(1, width))
-        return vmap(run, chunk_size=chunk)(deltas, x).to(torch.float64)
+        return vmap(run, chunk_size=chunk)(deltas, x)
+
+
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """Floating tensors in float64 (token ids and masks as they are)."""
+    return t.to(torch.float64) if t.is_floating_point() else t
 
 
 @metric(
     "intervention_specificity",
     bounds=(0.0, None),
-    version="2",
+    version="3",  # 3: outputs in float64
     higher_is_better=True,
     description="Geometric mean over not-always-on mechanisms of (mean output change on inputs using the mechanism) "
     "/ (mean change on other inputs) when the weights move +-delta along the matched unit (L3D's perturbation test).",
