@@ -255,12 +255,12 @@ def _worker_main(conn: Connection, config: WorkerConfig) -> None:
 
 # -- the parent's side -------------------------------------------------------------------------------------
 def toy_is_cached(name: str, cache_root: str | None) -> bool:
-    """True when toy model ``name``'s weights are in the cache (its cells need not wait for a build)."""
+    """True when toy model ``name``'s weights are shipped or in the cache (its cells need not wait for a build)."""
     try:
         from benchmark.cache import WeightCache
         from benchmark.registry import TOY_MODELS
 
-        return WeightCache(cache_root).paths(TOY_MODELS.get(name)().cache_key)[1].exists()
+        return TOY_MODELS.get(name)().stored_meta(WeightCache(cache_root)) is not None
     except Exception:
         return False
 

@@ -115,3 +115,14 @@ def test_scores_do_not_depend_on_the_callers_torch_threads():
     finally:
         torch.set_num_threads(before)
     assert scores[0] == scores[1]
+
+
+def test_validate_allows_rounding_of_a_large_ratio_and_refuses_an_edited_score():
+    """1e-6, plus 1e-9 of the value: another CPU's float64 rounding of a ratio near 1e5 passes, an edit of the
+    last printed digit of a [0, 1] score does not."""
+    from benchmark.rescore import compare
+
+    ok = {"intervention_specificity": 78779.55712, "hungarian": 0.5}
+    assert compare(ok, {"intervention_specificity": 78779.55712 + 3e-5, "hungarian": 0.5 + 5e-7}) == []
+    problems = compare(ok, {"intervention_specificity": 78779.5573, "hungarian": 0.5 + 2e-6})
+    assert len(problems) == 2 and all("recomputed from the stored decomposition" in p for p in problems)

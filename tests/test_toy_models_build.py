@@ -202,11 +202,12 @@ def test_a_damaged_shipped_file_is_an_error_naming_it(tmp_path, monkeypatch, dam
     assert not any(tmp_path.glob("*.pt")), "nothing trained or cached in its place"
 
 
-def test_every_shipped_file_belongs_to_a_registered_toy_model_and_is_packaged():
+def test_every_shipped_file_belongs_to_a_registered_toy_model_and_is_packaged(tmp_path):
     from pathlib import Path
 
     import toy_models
     from benchmark.cache import read_shipped
+    from benchmark.executors import toy_is_cached
     from benchmark.registry import TOY_MODELS
 
     shipped = sorted((Path(toy_models.__file__).parent / "weights").glob("*.safetensors"))
@@ -219,5 +220,26 @@ def test_every_shipped_file_belongs_to_a_registered_toy_model_and_is_packaged():
         assert path in keys, f"{path.name} is no registered toy model's weights"
         state, meta = read_shipped(path)
         assert set(state) == set(keys[path].make_model().state_dict())
+        assert toy_is_cached(keys[path].spec.name, str(tmp_path)), "its cells need not wait for a build"
     pyproject = (Path(toy_models.__file__).parent.parent / "pyproject.toml").read_text()
     assert 'toy_models = ["weights/*.safetensors"]' in pyproject
+
+
+def _shipped_toys() -> list[str]:
+    from benchmark.registry import TOY_MODELS
+
+    return [n for n in TOY_MODELS.names() if TOY_MODELS.get(n)().shipped_weights_path().exists()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _shipped_toys())
+def test_training_a_shipped_toy_model_here_gives_a_healthy_one(tmp_path, name):
+    """The shipped weights came from one CPU; trained here from its seed (``shipped=False``), the toy must still
+    pass its health check (``build`` raises otherwise). Whether the bits match depends on the CPU (printed)."""
+    from benchmark.registry import TOY_MODELS
+
+    shipped = TOY_MODELS.get(name)().build(WeightCache(tmp_path / "a"))
+    here = TOY_MODELS.get(name)().build(WeightCache(tmp_path / "b"), shipped=False)
+    assert not here.build_info.from_cache and here.build_info.extra.get("rejected_seeds") == []
+    same = here.build_info.weights_sha256 == shipped.build_info.weights_sha256
+    print(f"{name}: trained here {'the same bits as' if same else 'other bits than'} the shipped weights")
