@@ -142,7 +142,8 @@ def test_list_shows_the_ladder(tmp_path):
     order = {"headline": 0, "reproduction": 1, "diagnostic": 2}
     assert [(order[r[2]], r[1]) for r in rows] == sorted((order[r[2]], r[1]) for r in rows), "by track, then tier"
     by_name = {r[0]: r for r in rows}
-    assert by_name["shared_neurons"][6].startswith("hand-built") and by_name["tms_5-2"][6] == "not built"
+    assert by_name["shared_neurons"][6].startswith("hand-built") and by_name["tms_5-2"][6] == "shipped (seed 0)"
+    assert by_name["tmcs_10-5-10"][6] == "not built"
     assert by_name["resid_mlp1"][4] == "contested" and by_name["resid_mlp1"][5] == "100,000 / 100,000"
     assert by_name["tms_5-2"][2] == "reproduction" and by_name["block_mlp-rot"][2] == "diagnostic"
     assert by_name["tms_5-2"][3] == "1" and by_name["shared_circuits-rot"][3].startswith("3 (")  # instances
