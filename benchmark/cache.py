@@ -8,7 +8,8 @@ never used. Root: ``$PDBENCH_CACHE`` or ``~/.cache/pdbench``.
 Shipped weights (:func:`read_shipped`, :func:`write_shipped`) are a safetensors file that comes with a toy
 model's package, its metadata holding the weights' SHA-256 and the build metadata. They are for a trained toy
 model whose training is not bit-reproducible across CPUs (another CPU's kernels round differently, and a few
-thousand optimiser steps carry that into the weights): every machine then scores the same weights.
+thousand optimiser steps carry that into the weights), so that every machine scores the same weights, and for
+one that a fresh clone's quick suite or tests would otherwise spend minutes training (docs/adding_a_toy.md).
 """
 
 from __future__ import annotations
