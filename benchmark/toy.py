@@ -5,8 +5,8 @@ A subclass of :class:`ToyModel` says how to build the network (``make_model``), 
 which mechanisms exist (``mechanisms``) and which of them an input uses (``active``). The base class
 caches the weights on disk with a SHA-256 (:mod:`benchmark.cache`), checks the trained model's health
 and retrains with the next seed when a mechanism was lost. A toy model whose training is not bit-reproducible
-across CPUs ships its weights instead (:meth:`ToyModel.shipped_weights_path`): ``build`` loads them and trains
-only when asked to (``shipped=False``).
+across CPUs, or too slow for a fresh clone's quick suite and tests, ships its weights instead
+(:meth:`ToyModel.shipped_weights_path`): ``build`` loads them and trains only when asked to (``shipped=False``).
 
 The decomposed parameters are ``spec.decomposed``; every other parameter (a bias, say) stays fixed at
 its trained value and is not part of any component.
@@ -292,16 +292,24 @@ class ToyModel(ABC):
     def cache_key(self) -> str:
         return f"{self.spec.name}-v{self.spec.version}-seed{self.spec.seed}"
 
-    def shipped_weights_path(self) -> Path:
+    def shipped_weights_path(self) -> Path | None:
         """Where this toy model's shipped weights lie, if it ships any: ``weights/<cache_key>.safetensors``
-        beside the module that defines its class (written with :func:`benchmark.cache.write_shipped`)."""
-        return Path(inspect.getfile(type(self))).parent / "weights" / f"{self.cache_key}.safetensors"
+        beside the module that defines its class (written with :func:`benchmark.cache.write_shipped`); None
+        for a class without a file (defined in a notebook or a REPL), which ships nothing."""
+        try:
+            module_file = inspect.getfile(type(self))
+        except (OSError, TypeError):
+            return None
+        return Path(module_file).parent / "weights" / f"{self.cache_key}.safetensors"
+
+    def _shipped_file(self) -> Path | None:
+        path = self.shipped_weights_path()
+        return path if path is not None and path.exists() else None
 
     def stored_meta(self, cache: WeightCache | None = None) -> dict[str, Any] | None:
         """The build metadata of the weights ``build`` would load (shipped ones, marked ``shipped``, else the
         cached ones), without building; None when there are none."""
-        path = self.shipped_weights_path()
-        if path.exists():
+        if (path := self._shipped_file()) is not None:
             return dict(read_shipped(path)[1], shipped=True)
         return (cache or WeightCache()).read_meta(self.cache_key)
 
@@ -311,8 +319,8 @@ class ToyModel(ABC):
         cache = cache or WeightCache()
         model = self.make_model()
         t0 = time.perf_counter()
-        path = self.shipped_weights_path()
-        cached = read_shipped(path) if shipped and path.exists() else cache.load(self.cache_key)
+        path = self._shipped_file() if shipped else None
+        cached = read_shipped(path) if path is not None else cache.load(self.cache_key)
         if cached is not None:
             state, meta = cached
             model.load_state_dict(state)

@@ -203,6 +203,14 @@ def test_a_damaged_shipped_file_is_an_error_naming_it(tmp_path, monkeypatch, dam
     assert not any(tmp_path.glob("*.pt")), "nothing trained or cached in its place"
 
 
+def test_a_toy_model_defined_without_a_file_ships_nothing_and_trains(tmp_path):
+    """A class from a notebook or a REPL has no module file: no shipped weights to look for, so it is trained."""
+    notebook = type("NotebookCircuits", (CircuitSuperposition,), {"__module__": "pdbench_notebook_cell"})
+    toy = notebook(epochs=1, n_data=512)
+    assert toy.shipped_weights_path() is None and toy.stored_meta(WeightCache(tmp_path)) is None
+    assert not toy.build(WeightCache(tmp_path)).build_info.from_cache
+
+
 def test_every_shipped_file_belongs_to_a_registered_toy_model_and_is_packaged(tmp_path):
     from pathlib import Path
 
@@ -229,7 +237,8 @@ def test_every_shipped_file_belongs_to_a_registered_toy_model_and_is_packaged(tm
 def _shipped_toys() -> list[str]:
     from benchmark.registry import TOY_MODELS
 
-    return [n for n in TOY_MODELS.names() if TOY_MODELS.get(n)().shipped_weights_path().exists()]
+    paths = {n: TOY_MODELS.get(n)().shipped_weights_path() for n in TOY_MODELS.names()}
+    return [n for n, path in paths.items() if path is not None and path.exists()]
 
 
 @pytest.mark.slow
