@@ -143,7 +143,7 @@ def test_list_shows_the_ladder(tmp_path):
     assert [(order[r[2]], r[1]) for r in rows] == sorted((order[r[2]], r[1]) for r in rows), "by track, then tier"
     by_name = {r[0]: r for r in rows}
     assert by_name["shared_neurons"][6].startswith("hand-built") and by_name["tms_5-2"][6] == "shipped (seed 0)"
-    assert by_name["tmcs_10-5-10"][6] == "not built"
+    assert by_name["tmcs_10-5-10-rot"][6] == "not built"  # its rotation is made from the shipped weights on a build
     assert by_name["resid_mlp1"][4] == "contested" and by_name["resid_mlp1"][5] == "100,000 / 100,000"
     assert by_name["tms_5-2"][2] == "reproduction" and by_name["block_mlp-rot"][2] == "diagnostic"
     assert by_name["tms_5-2"][3] == "1" and by_name["shared_circuits-rot"][3].startswith("3 (")  # instances
@@ -221,7 +221,7 @@ def test_every_shipped_file_belongs_to_a_registered_toy_model_and_is_packaged(tm
 
     shipped = sorted((Path(toy_models.__file__).parent / "weights").glob("*.safetensors"))
     keys = {}
-    for name in TOY_MODELS.names():
+    for name in _public_instances():
         t = TOY_MODELS.get(name)()
         keys[t.shipped_weights_path()] = t
     assert shipped, "induction_trained ships its weights"
@@ -234,10 +234,18 @@ def test_every_shipped_file_belongs_to_a_registered_toy_model_and_is_packaged(tm
     assert 'toy_models = ["weights/*.safetensors"]' in pyproject
 
 
+def _public_instances() -> list[str]:
+    """Every registered toy model, with the public instances the headline suite scores (``name@1`` ...)."""
+    from benchmark.registry import TOY_MODELS
+    from benchmark.suites import SUITES
+
+    return [f"{n}@{i}" if i else n for n in TOY_MODELS.names() for i in range(SUITES["headline"].instances)]
+
+
 def _shipped_toys() -> list[str]:
     from benchmark.registry import TOY_MODELS
 
-    paths = {n: TOY_MODELS.get(n)().shipped_weights_path() for n in TOY_MODELS.names()}
+    paths = {n: TOY_MODELS.get(n)().shipped_weights_path() for n in _public_instances()}
     return [n for n, path in paths.items() if path is not None and path.exists()]
 
 
