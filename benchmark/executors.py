@@ -1,7 +1,8 @@
 """Executors: where and how the cells of a grid run.
 
-- ``local`` (default): ``jobs`` worker processes started with ``spawn``. Each worker imports torch and the
-  plugins once, then runs cells one at a time on ``threads`` intra-op threads (default 1: the toy models
+- ``local`` (default): ``jobs`` worker processes, forked from a server that has imported torch
+  (:mod:`benchmark.processes`; spawned where the platform has none). Each worker loads the plugins once,
+  then runs cells one at a time on ``threads`` intra-op threads (default 1: the toy models
   are small, and more threads per tiny op only contend; parallelism comes from the workers). The parent
   enforces a per-cell time limit and a memory guard (the worker's resident memory, polled; plus
   ``RLIMIT_DATA`` inside CPU workers, so a runaway allocation fails inside the cell). A worker that
@@ -18,7 +19,6 @@ models registered in the parent (by a test module, a notebook) are found in a wo
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import signal
 import sys
@@ -34,6 +34,7 @@ from typing import Any
 
 from benchmark.cell import decode_result, encode_result, error_result, reset_peak_rss, run_methods
 from benchmark.method import Budget
+from benchmark.processes import ParentState, watch_parent, worker_context
 from benchmark.results import Cell
 
 OnResult = Callable[[dict[str, Any]], None]
@@ -103,6 +104,7 @@ class WorkerConfig:
     threads: int = 1
     memory_mb: float | None = None
     device: str = "cpu"
+    parent: ParentState | None = None  # a local worker's parent's folder, sys.path and environment
 
 
 def registry_refs(tasks: Sequence[CellTask]) -> tuple[tuple[tuple[str, str, str], ...], tuple[str, ...]]:
@@ -229,8 +231,12 @@ def _receive(conn: Connection) -> tuple[str, Any]:
     return "result", decode_result(head, payload)
 
 
-def _worker_main(conn: Connection, config: WorkerConfig) -> None:
+def _worker_main(conn: Connection, config: WorkerConfig, lifeline: Connection | None = None) -> None:
+    if config.parent is not None:
+        config.parent.apply()
     contain_worker()
+    if lifeline is not None:
+        watch_parent(lifeline)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     init_error = None
     try:
@@ -293,9 +299,11 @@ def describe_exit(code: int | None) -> str:
 class _Worker:
     def __init__(self, ctx, config: WorkerConfig):
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, config), daemon=True)
+        life, self.lifeline = ctx.Pipe(duplex=False)  # never written: its end closes when this process dies
+        self.proc = ctx.Process(target=_worker_main, args=(child, config, life), daemon=True)
         self.proc.start()
         child.close()
+        life.close()
         self.ready = False
         self.task: CellTask | None = None
         self.reported: set[Cell] = set()  # the task's cells whose results arrived
@@ -315,10 +323,11 @@ class _Worker:
             self.proc.kill()
         self.proc.join(timeout=5)
         self.conn.close()
+        self.lifeline.close()
 
 
 class LocalExecutor:
-    """Cells on ``jobs`` spawned worker processes, with a time limit and a memory guard per cell.
+    """Cells on ``jobs`` worker processes, with a time limit and a memory guard per cell.
 
     :meth:`run` loops over three steps: :meth:`_schedule` (start workers, hand out cells, one toy model's
     first cell at a time so its weights train once), :meth:`_poll` (read what workers sent) and
@@ -352,8 +361,10 @@ class LocalExecutor:
         self.memory_mb = self.limits.memory_for(n_workers)  # shared among the workers actually started
         refs, files = registry_refs(tasks)
         plugins = self.config.plugins + tuple(f for f in files if f not in self.config.plugins)
-        self._config = replace(self.config, refs=refs, plugins=plugins, memory_mb=self.memory_mb)
-        self._ctx = mp.get_context("spawn")
+        self._config = replace(
+            self.config, refs=refs, plugins=plugins, memory_mb=self.memory_mb, parent=ParentState.capture()
+        )
+        self._ctx = worker_context()
         self._pending = deque(tasks)
         self._building: set[str] = set()  # toy models whose first cell is running (weights may be training)
         self._built = {t for t in {task.cell.toy for task in tasks} if toy_is_cached(t, self._config.cache_root)}

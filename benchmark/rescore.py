@@ -10,7 +10,6 @@ built-in metrics only.
 from __future__ import annotations
 
 import math
-import multiprocessing as mp
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -22,6 +21,7 @@ from benchmark.cache import WeightCache
 from benchmark.cell import metric_shift, score_stored
 from benchmark.executors import cpu_count
 from benchmark.files import atomic_write_bytes
+from benchmark.processes import ParentState, init_pool_worker, worker_context
 from benchmark.registry import METRICS
 from benchmark.results import (
     SCHEMA_VERSION,
@@ -120,12 +120,20 @@ def iter_rescored(
         for toy, rows in chunks:
             yield from _merge(rows, _score_chunk(str(root), toy, [str(p) for p, _ in rows], cache_root))
         return
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = [
-            pool.submit(_score_chunk, str(root), toy, [str(p) for p, _ in rows], cache_root) for toy, rows in chunks
-        ]
-        for (_, rows), future in zip(chunks, futures, strict=True):
-            yield from _merge(rows, future.result())
+    ctx = worker_context()
+    life, lifeline = ctx.Pipe(duplex=False)  # never written: the workers end when this process does
+    try:
+        with ProcessPoolExecutor(
+            max_workers=jobs, mp_context=ctx, initializer=init_pool_worker, initargs=(ParentState.capture(), life)
+        ) as pool:
+            futures = [
+                pool.submit(_score_chunk, str(root), toy, [str(p) for p, _ in rows], cache_root) for toy, rows in chunks
+            ]
+            for (_, rows), future in zip(chunks, futures, strict=True):
+                yield from _merge(rows, future.result())
+    finally:
+        life.close()
+        lifeline.close()
 
 
 def _merge(rows: list[tuple[Path, ResultRecord]], scored: list[tuple[dict | None, list[str]]]) -> Iterator[Rescored]:

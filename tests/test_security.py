@@ -251,6 +251,42 @@ def test_a_workers_children_die_with_it(tmp_path, monkeypatch):
         pytest.fail("the worker's child process outlived the worker")
 
 
+def _gone(pid: int, seconds: float) -> bool:
+    for _ in range(int(seconds * 10)):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_killing_the_runner_ends_its_workers_and_their_children(tmp_path):
+    """SIGKILL on ``pdbench run`` (nothing of it runs afterwards): its worker, forked from the fork server and so
+    not the runner's child, sees its lifeline close and takes its process group, the method's children, along."""
+    import subprocess
+    import sys
+
+    pid_file = tmp_path / "child.pid"
+    env = dict(os.environ, PDBENCH_TEST_CHILD_PID=str(pid_file))
+    args = ["--plugin", str(HOSTILE), "run", "--toys", TOY, "--methods", "hostile_fork", "--seeds", "0"]
+    args += ["--results", str(tmp_path / "results"), "--jobs", "1", "--time-limit", "600"]
+    runner = subprocess.Popen([sys.executable, "-m", "benchmark.cli", *args], env=env, stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            if pid_file.exists() and pid_file.read_text():
+                break
+            assert runner.poll() is None, "the run ended before its cell started"
+            time.sleep(0.1)
+        child = int(pid_file.read_text())
+    finally:
+        runner.kill()
+        runner.wait()
+    if not _gone(child, 10):
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the method's child process outlived the killed runner")
+
+
 def test_the_memory_guard_is_shared_among_the_workers_started(tmp_path):
     """--jobs 200 with one cell starts one worker, which gets the whole guard (not 1/200 of it)."""
     run_grid([Cell(TOY, "whole", 0)], tmp_path, jobs=200, progress=False, log=_quiet)

@@ -1,0 +1,77 @@
+"""How pdbench starts its worker processes: forked from a fork server that has imported torch once.
+
+A ``spawn``ed worker imports torch and the engine itself, about 3 CPU-seconds each on a 2-core machine (the
+default tests start about 40 workers). Where the platform has one (Linux, macOS), workers are forked from a
+``forkserver`` that imported :data:`PRELOAD` when it started; where not (Windows), they are spawned as before.
+The fork server is a fresh, single-threaded process, so forking it is safe with torch.
+
+A forked worker keeps the fork server's working folder, ``sys.path`` and environment, which are the parent's
+when the server started; a spawned one takes the parent's as they are when the worker starts. So a parent
+sends :class:`ParentState` with the work, and the worker applies it first. A forked worker is also the fork
+server's child, not the parent's, and the server lives as long as its children: a worker watches a pipe
+from its parent (:func:`watch_parent`) and ends when the parent is gone, however it died.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.context import BaseContext
+
+PRELOAD = ("benchmark.executors", "benchmark.rescore")  # the engine, torch, the toy models and the metrics
+
+
+def worker_context() -> BaseContext:
+    """The ``forkserver`` context with :data:`PRELOAD` where the platform has one, else ``spawn``."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(list(PRELOAD))  # read when the server starts (the first worker); later calls no-ops
+    return ctx
+
+
+@dataclass(frozen=True)
+class ParentState:
+    """The parent's working folder, ``sys.path`` and environment, as a spawned worker would inherit them."""
+
+    cwd: str
+    path: tuple[str, ...]
+    environ: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def capture(cls) -> ParentState:
+        return cls(os.getcwd(), tuple(sys.path), tuple(sorted(os.environ.items())))
+
+    def apply(self) -> None:
+        """Take this state in a worker (called first thing there)."""
+        os.chdir(self.cwd)
+        sys.path[:] = list(self.path)
+        os.environ.clear()
+        os.environ.update(dict(self.environ))
+
+
+def watch_parent(lifeline: Connection) -> None:
+    """End this worker, and its process group where it leads one (the method's children), when ``lifeline``'s
+    other end closes: the parent never writes to it, so that happens only when the parent is gone."""
+
+    def watch() -> None:
+        try:
+            while True:
+                lifeline.recv_bytes()
+        except (EOFError, OSError):
+            pass
+        own_group = os.getpgid(0) == os.getpid()  # never signal a group this worker does not lead
+        os.killpg(0, signal.SIGKILL) if own_group else os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="pdbench-parent-watch", daemon=True).start()
+
+
+def init_pool_worker(state: ParentState, lifeline: Connection) -> None:
+    """A process pool's initializer: take the parent's state and watch for the parent's end."""
+    state.apply()
+    watch_parent(lifeline)
