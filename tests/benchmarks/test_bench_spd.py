@@ -117,11 +117,13 @@ def test_ci_forward_backward(benchmark, ci_case, impl):
 
 
 @pytest.mark.benchmark(group="spd-seeds-tms5-2")
+@pytest.mark.parametrize("threads", [1, 2], ids=["1 thread", "2 threads"])
 @pytest.mark.parametrize("how", ["1 seed", "3 seeds one after another", "3 seeds together"])
-def test_seeds_together(benchmark, heavy, how):
+def test_seeds_together(benchmark, heavy, how, threads):
     """100 training steps of the TMS 5-2 fast preset (batch 1024) for one seed, three in turn and three as one
-    batched model (:mod:`methods._spd_group`, the same bits as alone). At this batch the step is dominated by
-    the CI MLPs' arithmetic, not by overhead, so three together cost about 2.6 one-seed steps, not one."""
+    batched model (:mod:`methods._spd_group`, the same bits as alone), on 1 and on 2 torch threads. At this
+    batch the step is dominated by the CI MLPs' arithmetic, not by overhead, so three together cost about two
+    one-seed steps, not one."""
     from methods._spd_group import train_together
 
     toy = load_toy("tms_5-2")
@@ -137,4 +139,9 @@ def test_seeds_together(benchmark, heavy, how):
             for t in trainers:
                 t.train()
 
-    benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    finally:
+        torch.set_num_threads(before)
