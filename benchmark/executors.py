@@ -34,7 +34,7 @@ from typing import Any
 
 from benchmark.cell import decode_result, encode_result, error_result, reset_peak_rss, run_methods
 from benchmark.method import Budget
-from benchmark.processes import ParentState, watch_parent, worker_context
+from benchmark.processes import ParentEnvironment, watch_parent, worker_context
 from benchmark.results import Cell
 
 OnResult = Callable[[dict[str, Any]], None]
@@ -104,7 +104,7 @@ class WorkerConfig:
     threads: int = 1
     memory_mb: float | None = None
     device: str = "cpu"
-    parent: ParentState | None = None  # a local worker's parent's folder, sys.path and environment
+    environment: ParentEnvironment | None = None  # a local worker's parent's environment variables
 
 
 def registry_refs(tasks: Sequence[CellTask]) -> tuple[tuple[tuple[str, str, str], ...], tuple[str, ...]]:
@@ -232,8 +232,8 @@ def _receive(conn: Connection) -> tuple[str, Any]:
 
 
 def _worker_main(conn: Connection, config: WorkerConfig, lifeline: Connection | None = None) -> None:
-    if config.parent is not None:
-        config.parent.apply()
+    if config.environment is not None:
+        config.environment.apply()
     contain_worker()
     if lifeline is not None:
         watch_parent(lifeline)
@@ -362,7 +362,7 @@ class LocalExecutor:
         refs, files = registry_refs(tasks)
         plugins = self.config.plugins + tuple(f for f in files if f not in self.config.plugins)
         self._config = replace(
-            self.config, refs=refs, plugins=plugins, memory_mb=self.memory_mb, parent=ParentState.capture()
+            self.config, refs=refs, plugins=plugins, memory_mb=self.memory_mb, environment=ParentEnvironment.capture()
         )
         self._ctx = worker_context()
         self._pending = deque(tasks)

@@ -5,11 +5,11 @@ default tests start about 40 workers). Where the platform has one (Linux, macOS)
 ``forkserver`` that imported :data:`PRELOAD` when it started; where not (Windows), they are spawned as before.
 The fork server is a fresh, single-threaded process, so forking it is safe with torch.
 
-A forked worker keeps the fork server's working folder, ``sys.path`` and environment, which are the parent's
-when the server started; a spawned one takes the parent's as they are when the worker starts. So a parent
-sends :class:`ParentState` with the work, and the worker applies it first. A forked worker is also the fork
-server's child, not the parent's, and the server lives as long as its children: a worker watches a pipe
-from its parent (:func:`watch_parent`) and ends when the parent is gone, however it died.
+multiprocessing sends a forked worker the parent's working folder and ``sys.path`` as they are when the worker
+starts, but not its environment: the worker keeps the fork server's, which is the parent's from when the server
+started. So a parent sends :class:`ParentEnvironment` with the work, and the worker takes it first. A forked
+worker is also the fork server's child, not the parent's, and the server lives as long as its children: a
+worker watches a pipe from its parent (:func:`watch_parent`) and ends when the parent is gone, however it died.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
-import sys
 import threading
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -36,23 +35,19 @@ def worker_context() -> BaseContext:
 
 
 @dataclass(frozen=True)
-class ParentState:
-    """The parent's working folder, ``sys.path`` and environment, as a spawned worker would inherit them."""
+class ParentEnvironment:
+    """The parent's environment variables, as a spawned worker would inherit them."""
 
-    cwd: str
-    path: tuple[str, ...]
-    environ: tuple[tuple[str, str], ...]
+    items: tuple[tuple[str, str], ...]
 
     @classmethod
-    def capture(cls) -> ParentState:
-        return cls(os.getcwd(), tuple(sys.path), tuple(sorted(os.environ.items())))
+    def capture(cls) -> ParentEnvironment:
+        return cls(tuple(sorted(os.environ.items())))
 
     def apply(self) -> None:
-        """Take this state in a worker (called first thing there)."""
-        os.chdir(self.cwd)
-        sys.path[:] = list(self.path)
+        """Take this environment in a worker (called first thing there)."""
         os.environ.clear()
-        os.environ.update(dict(self.environ))
+        os.environ.update(dict(self.items))
 
 
 def watch_parent(lifeline: Connection) -> None:
@@ -71,7 +66,7 @@ def watch_parent(lifeline: Connection) -> None:
     threading.Thread(target=watch, name="pdbench-parent-watch", daemon=True).start()
 
 
-def init_pool_worker(state: ParentState, lifeline: Connection) -> None:
-    """A process pool's initializer: take the parent's state and watch for the parent's end."""
-    state.apply()
+def init_pool_worker(environment: ParentEnvironment, lifeline: Connection) -> None:
+    """A process pool's initializer: take the parent's environment and watch for the parent's end."""
+    environment.apply()
     watch_parent(lifeline)

@@ -21,7 +21,7 @@ from benchmark.cache import WeightCache
 from benchmark.cell import metric_shift, score_stored
 from benchmark.executors import cpu_count
 from benchmark.files import atomic_write_bytes
-from benchmark.processes import ParentState, init_pool_worker, worker_context
+from benchmark.processes import ParentEnvironment, init_pool_worker, worker_context
 from benchmark.registry import METRICS
 from benchmark.results import (
     SCHEMA_VERSION,
@@ -124,7 +124,7 @@ def iter_rescored(
     life, lifeline = ctx.Pipe(duplex=False)  # never written: the workers end when this process does
     try:
         with ProcessPoolExecutor(
-            max_workers=jobs, mp_context=ctx, initializer=init_pool_worker, initargs=(ParentState.capture(), life)
+            max_workers=jobs, mp_context=ctx, initializer=init_pool_worker, initargs=(ParentEnvironment.capture(), life)
         ) as pool:
             futures = [
                 pool.submit(_score_chunk, str(root), toy, [str(p) for p, _ in rows], cache_root) for toy, rows in chunks
