@@ -231,18 +231,21 @@ def merged_components(ctx: ScoringContext) -> float | None:
     owner = ctx.basis_owner
     proj = ctx.projections / ctx.unit_norms.clamp_min(1e-300)[None, :]  # [K, U], coordinates of unit vectors
     top2 = ctx.cosines.topk(2, dim=0)
+    inverse: dict[tuple[int, int], Tensor] = {}  # per mechanism pair, shared by the units closest to it
     count = 0
     for u in torch.nonzero(ctx.live).flatten().tolist():
         m1, m2 = top2.indices[:, u].tolist()
         c1 = float(top2.values[0, u])
         a = torch.cat([proj[owner == m1, u], proj[owner == m2, u]])
-        gram = torch.cat(
-            [
-                torch.cat([ctx.basis_gram(m1, m1), ctx.basis_gram(m1, m2)], dim=1),
-                torch.cat([ctx.basis_gram(m2, m1), ctx.basis_gram(m2, m2)], dim=1),
-            ]
-        )
-        c12 = abs(float(a @ torch.linalg.pinv(gram) @ a)) ** 0.5
+        if (m1, m2) not in inverse:
+            gram = torch.cat(
+                [
+                    torch.cat([ctx.basis_gram(m1, m1), ctx.basis_gram(m1, m2)], dim=1),
+                    torch.cat([ctx.basis_gram(m2, m1), ctx.basis_gram(m2, m2)], dim=1),
+                ]
+            )
+            inverse[m1, m2] = torch.linalg.pinv(gram)
+        c12 = abs(float(a @ inverse[m1, m2] @ a)) ** 0.5
         count += c12 >= COVER_TOL and c12 - c1 >= MERGE_GAIN
     return float(count)
 
