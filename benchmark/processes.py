@@ -60,8 +60,9 @@ def watch_parent(lifeline: Connection) -> None:
                 lifeline.recv_bytes()
         except (EOFError, OSError):
             pass
-        own_group = os.getpgid(0) == os.getpid()  # never signal a group this worker does not lead
-        os.killpg(0, signal.SIGKILL) if own_group else os.kill(os.getpid(), signal.SIGKILL)
+        if os.getpgid(0) == os.getpid():  # never signal a group this worker does not lead
+            os.killpg(0, signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, name="pdbench-parent-watch", daemon=True).start()
 

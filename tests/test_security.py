@@ -240,18 +240,13 @@ def test_a_workers_children_die_with_it(tmp_path, monkeypatch):
     (row,) = load_results(root)[0]
     assert row["error"]["type"] == "TimeLimitExceeded"
     child = int(pid_file.read_text())
-    for _ in range(50):
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
+    if not _gone(child, 5):
         os.kill(child, signal.SIGKILL)
         pytest.fail("the worker's child process outlived the worker")
 
 
 def _gone(pid: int, seconds: float) -> bool:
+    """True once process ``pid`` no longer exists, polled for up to ``seconds``."""
     for _ in range(int(seconds * 10)):
         try:
             os.kill(pid, 0)

@@ -4,9 +4,9 @@ For tiny toys a step's time is mostly Python and kernel-launch overhead, not ari
 far a method's step is from the cheapest thing it could do on the same batch, one pass of the target model
 forward and back (speed issue). pytest-benchmark times the floor itself; the step is timed as the difference
 of two whole runs of the method (``LONG`` and ``SHORT`` steps, so set-up and export cancel; each the fastest
-of ``ROUNDS``), after a first
-run that is not timed (the first run in a process pays torch's one-off costs: 2.2 s of APD's first 10 steps
-on TMS 5-2, which made an earlier version of this benchmark report 47 ms per step for 7), and the ratio is
+of ``ROUNDS``), after a first run that is not timed (the first run in a process pays torch's one-off costs:
+2.2 s of APD's first 10 steps on TMS 5-2, which made an earlier version of this benchmark report 47 ms per
+step for 7), and the ratio is
 stored with the benchmark (``extra_info``: ``step_s``, ``floor_s``, ``step_over_floor``; printed with
 ``-s``, kept by ``--benchmark-json``). A report, not an assert.
 

@@ -11,23 +11,18 @@ import multiprocessing as mp
 
 import pytest
 
-from benchmark.executors import WorkerConfig, _receive, _worker_main
+from benchmark.executors import WorkerConfig, _receive, _Worker
 from benchmark.processes import worker_context
 
 
 def _start_and_stop(ctx) -> None:  # noqa: ANN001
-    conn, child = ctx.Pipe()
-    life, lifeline = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_worker_main, args=(child, WorkerConfig(), life), daemon=True)
-    proc.start()
-    child.close()
-    life.close()
-    assert _receive(conn)[0] == "ready"
-    conn.send(None)
-    proc.join(timeout=60)
-    conn.close()
-    lifeline.close()
-    assert proc.exitcode == 0
+    worker = _Worker(ctx, WorkerConfig())  # started as the local executor starts its workers
+    assert _receive(worker.conn)[0] == "ready"
+    worker.conn.send(None)
+    worker.proc.join(timeout=60)
+    exitcode = worker.proc.exitcode
+    worker.kill()
+    assert exitcode == 0
 
 
 @pytest.mark.benchmark(group="worker-start")
