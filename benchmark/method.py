@@ -35,6 +35,8 @@ class Method(ABC):
     defaults: ClassVar[dict[str, Any]] = {}  # derived from Config where the class has one
     per_model_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
     trains_seeds_together: ClassVar[bool] = False  # decompose_seeds trains several seeds as one batched model
+    # ... and that is faster than the seeds one after another on one thread, so the runner groups them by default
+    groups_by_default: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -59,7 +59,8 @@ class RunOptions:
     ``budgets``: per-method budgets that override ``budget``. ``hparams``: per-method hyperparameter
     overrides (recorded in each result). ``cells_per_worker``: restart a local worker after that many cells
     (1: a fresh process per cell). ``threads``: torch intra-op threads per worker (default 1). ``seed_groups``:
-    a (toy model, method)'s seeds run as one task, trained together where the method can (:func:`seed_tasks`).
+    a (toy model, method)'s seeds run as one task, trained together (:func:`seed_tasks`): None (default) for the
+    methods whose groups pay (``Method.groups_by_default``), True for every method that can, False for none.
     ``plugins``:
     files that register methods or toy models, imported by the workers (and by this process only for a toy
     model it does not know otherwise)."""
@@ -78,7 +79,7 @@ class RunOptions:
     cells_per_worker: int | None = None
     threads: int | None = None
     progress: bool = True
-    seed_groups: bool = False
+    seed_groups: bool | None = None
 
 
 HEARTBEAT_S = 60.0  # the progress line is written again after this long without any other output
@@ -271,12 +272,14 @@ def cheap_first(cells: list[Cell]) -> list[Cell]:
 def seed_tasks(cells: list[Cell], o: RunOptions) -> list[CellTask]:
     """The tasks for ``cells`` in their order. The seeds of one (toy model, method) form one task where the
     method trains seeds together (``Method.trains_seeds_together``, built-in methods only), its budget has no
-    time cap (a capped cell's steps depend on the time it gets) and ``o.seed_groups`` is on."""
+    time cap (a capped cell's steps depend on the time it gets) and ``o.seed_groups`` asks for it: True, or
+    None (the default) where the method's groups pay (``Method.groups_by_default``)."""
 
     def together(method: str) -> bool:
         cls = METHODS.builtin(method) if ":" not in method else None
         budget = o.budgets.get(method, o.budget)
-        return o.seed_groups and bool(getattr(cls, "trains_seeds_together", False)) and budget.seconds is None
+        asked = o.seed_groups if o.seed_groups is not None else bool(getattr(cls, "groups_by_default", False))
+        return asked and bool(getattr(cls, "trains_seeds_together", False)) and budget.seconds is None
 
     grouped = {m: together(m) for m in {c.method for c in cells}}
     groups: dict[tuple[Any, ...], list[Cell]] = {}

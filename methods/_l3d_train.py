@@ -123,6 +123,66 @@ class L3DFit:
         return self.loss_curve[-1] if self.loss_curve else float("nan")
 
 
+@dataclass
+class L3DRun:
+    """One run set up as :func:`train_l3d` sets it up: its data, gradient source, encoder and decoder banks,
+    generator (batch order and references) and Adam. Shared by the loop alone and by
+    :func:`methods._l3d_group.train_together`."""
+
+    names: tuple[str, ...]
+    shapes: dict[str, tuple[int, ...]]
+    X: Tensor
+    cfg: L3DConfig
+    max_steps: int | None
+    enc: TuckerBank
+    dec: TuckerBank
+    src: GradientSource
+    opt: torch.optim.Optimizer
+    g: torch.Generator
+    t0: float
+
+    @classmethod
+    def setup(
+        cls, model: nn.Module, names: tuple[str, ...], X: Tensor, cfg: L3DConfig, seed: int, max_steps: int | None
+    ) -> L3DRun:
+        t0 = time.perf_counter()
+        named = dict(model.named_parameters())
+        unknown = [n for n in names if n not in named]
+        if unknown:
+            raise ValueError(f"parameters {unknown} are not in the model; it has {sorted(named)}")
+        if not torch.isfinite(X).all():
+            raise ValueError("the L3D data set contains NaN or infinite inputs")
+        params = {n: named[n].detach() for n in names}
+        shapes = {n: tuple(p.shape) for n, p in params.items()}
+        g = torch.Generator().manual_seed(seed)
+        enc_init = TuckerBank(shapes, cfg.ranks(shapes), cfg.n_v, g, dtype=X.dtype)
+        enc_init.normalise(cfg.norm)
+        dec = TuckerBank(shapes, cfg.ranks(shapes), cfg.n_v, torch.Generator(), dtype=X.dtype)
+        dec.load_state_dict(enc_init.state_dict())  # V^in starts as a copy of the normalised V^out
+        enc = enc_init.to(X.device)
+        dec = dec.to(X.device)
+        src = GradientSource(model, params, X, cfg.jacobian_limit, cfg.reference)
+        opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=cfg.lr, foreach=True)
+        return cls(tuple(names), shapes, X, cfg, max_steps, enc, dec, src, opt, g, t0)
+
+    def fit(self, curve: list[float], p_act: Tensor, stopped: bool, steps: int) -> L3DFit:
+        if curve and not math.isfinite(curve[-1]):
+            raise FloatingPointError(f"L3D training diverged (loss {curve[-1]}) at step {steps}")
+        return L3DFit(
+            self.enc,
+            self.dec,
+            self.names,
+            self.shapes,
+            steps,
+            len(curve),
+            curve,
+            p_act.tolist(),
+            time.perf_counter() - self.t0,
+            {"jacobian_cache": self.src.J is not None, "n_w": self.src.n_w, "n_o": self.src.n_o},
+            stopped_early=stopped,
+        )
+
+
 def train_l3d(
     model: nn.Module,
     names: tuple[str, ...],
@@ -135,27 +195,15 @@ def train_l3d(
     """Fit L3D's encoder and decoder to the per-sample gradients of ``model`` on the data ``X``.
 
     ``out_of_time`` (checked before each step) ends training early, e.g. a :meth:`Budget.timer`."""
-    t0 = time.perf_counter()
-    named = dict(model.named_parameters())
-    unknown = [n for n in names if n not in named]
-    if unknown:
-        raise ValueError(f"parameters {unknown} are not in the model; it has {sorted(named)}")
-    if not torch.isfinite(X).all():
-        raise ValueError("the L3D data set contains NaN or infinite inputs")
-    params = {n: named[n].detach() for n in names}
-    shapes = {n: tuple(p.shape) for n, p in params.items()}
-    g = torch.Generator().manual_seed(seed)
-    enc_init = TuckerBank(shapes, cfg.ranks(shapes), cfg.n_v, g, dtype=X.dtype)
-    enc_init.normalise(cfg.norm)
-    dec = TuckerBank(shapes, cfg.ranks(shapes), cfg.n_v, torch.Generator(), dtype=X.dtype)
-    dec.load_state_dict(enc_init.state_dict())  # V^in starts as a copy of the normalised V^out
-    enc = enc_init.to(X.device)
-    dec = dec.to(X.device)
-    src = GradientSource(model, params, X, cfg.jacobian_limit, cfg.reference)
-    opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=cfg.lr, foreach=True)
+    return train_run(L3DRun.setup(model, names, X, cfg, seed, max_steps), out_of_time)
+
+
+def train_run(run: L3DRun, out_of_time: Callable[[], bool] | None = None) -> L3DFit:
+    """The training loop of :func:`train_l3d` on a run already set up."""
+    enc, dec, src, opt, g, X, cfg = run.enc, run.dec, run.src, run.opt, run.g, run.X, run.cfg
     N, B = X.shape[0], cfg.batch_size
     spe = math.ceil(N / B)
-    total = max_steps if max_steps is not None else cfg.epochs * spe
+    total = run.max_steps if run.max_steps is not None else cfg.epochs * spe
     curve: list[float] = []
     p_act = torch.zeros(cfg.n_v, dtype=X.dtype, device=X.device)
     step = epoch = 0
@@ -196,18 +244,4 @@ def train_l3d(
                     grp["lr"] *= cfg.lr_gamma
         if not losses or not math.isfinite(curve[-1]):
             break
-    if curve and not math.isfinite(curve[-1]):
-        raise FloatingPointError(f"L3D training diverged (loss {curve[-1]}) at step {step}")
-    return L3DFit(
-        enc,
-        dec,
-        tuple(names),
-        shapes,
-        step,
-        epoch,
-        curve,
-        p_act.tolist(),
-        time.perf_counter() - t0,
-        {"jacobian_cache": src.J is not None, "n_w": src.n_w, "n_o": src.n_o},
-        stopped_early=stopped,
-    )
+    return run.fit(curve, p_act, stopped, step)

@@ -1,6 +1,7 @@
-"""Seeds trained together (issue: speed): the same decompositions, bit for bit, as each seed alone; asked to
-(``--seeds-together``), the runner groups a (toy model, method)'s uncapped seeds into one task and stores one
-result per seed, and a group's failures stay with the seeds they belong to."""
+"""Seeds trained together (issue: speed): the same decompositions, bit for bit, as each seed alone; by default
+for the methods whose groups pay (L3D), and for every method that can when asked (``--seeds-together``), the
+runner groups a (toy model, method)'s uncapped seeds into one task and stores one result per seed, and a group's
+failures stay with the seeds they belong to."""
 
 from __future__ import annotations
 
@@ -47,6 +48,76 @@ def test_spd_seeds_together_are_bit_identical(toy, name: str, kw: dict) -> None:
     assert len(set(alone)) == 3  # the seeds differ
 
 
+@pytest.mark.parametrize(
+    ("name", "kw"),
+    [
+        ("tms_5-2", {"epochs": 3}),  # the paper's settings: n_v 5, rank 1
+        ("square_mlp", {"epochs": 12, "lr_step_epochs": 5}),  # rank 2, warm start 10 epochs, lr decay
+        ("gated_circuits-rot@0", {"tuned": False, "epochs": 2, "reference": "mean"}),  # blind rule, two matrices
+    ],
+)
+def test_l3d_seeds_together_are_bit_identical(toy, name: str, kw: dict) -> None:  # noqa: ANN001
+    """Three seeds in one batched model against each alone: the same factors, attributions and loss curve."""
+    t = toy(name)
+    l3d = METHODS.get("l3d")(**kw)
+    target = t.target()
+    x = t.sample(64, torch.Generator().manual_seed(9))
+
+    def bits(dec) -> tuple:  # noqa: ANN001
+        return (_dense_fingerprint(dec, x), tuple(dec.record.extra["loss_curve"]), tuple(dec.record.extra["p_act"]))
+
+    alone = [bits(l3d.decompose(target, Budget(), seed)) for seed in (0, 1, 2)]
+    together = l3d.decompose_seeds(target, Budget(), [0, 1, 2])
+    assert [bits(d) for d in together] == alone
+    assert len(set(alone)) == 3
+
+
+def _dense_fingerprint(dec, x: torch.Tensor) -> tuple[bytes, ...]:  # noqa: ANN001
+    parts = [dec.dense(i)[n].numpy().tobytes() for i in range(len(dec)) for n in sorted(dec.components[i])]
+    return (*parts, dec.attributions(x).numpy().tobytes())
+
+
+def test_l3d_runs_that_cannot_stack_train_in_turn(toy) -> None:  # noqa: ANN001
+    """Without cached Jacobians (a large network) the runs do not stack: the seeds run one after another."""
+    from methods._l3d_group import can_train_together
+
+    target = toy("tms_5-2").target()
+    l3d = METHODS.get("l3d")(epochs=1)
+    runs = [l3d._setup(target, Budget(), s, "cpu")[0] for s in (0, 1)]
+    assert can_train_together(runs) and not can_train_together(runs[:1])
+    big = METHODS.get("l3d")(epochs=1, jacobian_limit=1.0)
+    assert not can_train_together([big._setup(target, Budget(), s, "cpu")[0] for s in (0, 1)])
+    x = torch.rand(8, 5)
+    alone = [_dense_fingerprint(big.decompose(target, Budget(), s), x) for s in (0, 1)]
+    assert [_dense_fingerprint(d, x) for d in big.decompose_seeds(target, Budget(), [0, 1])] == alone
+
+
+def test_an_l3d_run_that_diverges_leaves_the_group(toy) -> None:  # noqa: ANN001
+    """A run whose loss becomes non-finite ends with the error it raises alone; the others are unchanged."""
+    from methods._l3d_group import train_together
+    from methods._l3d_train import train_run
+
+    target = toy("tms_5-2").target()
+    l3d = METHODS.get("l3d")(epochs=3)
+
+    def runs():
+        return [l3d._setup(target, Budget(), s, "cpu")[0] for s in (0, 1, 2)]
+
+    ref = runs()
+    group = runs()
+    for r in (ref[1], group[1]):
+        r.src.J[:] = float("inf")  # type: ignore[index]
+    with pytest.raises(FloatingPointError) as alone:
+        train_run(ref[1])
+    fits = train_together(group)
+    assert isinstance(fits[1], FloatingPointError) and str(fits[1]) == str(alone.value)
+    for i in (0, 2):
+        a = train_run(ref[i])
+        b = fits[i]
+        assert not isinstance(b, Exception) and a.loss_curve == b.loss_curve and a.steps == b.steps == 96
+        assert all(torch.equal(p, q) for p, q in zip(a.decoder.parameters(), b.decoder.parameters(), strict=True))
+
+
 def test_a_failing_seed_leaves_the_group(toy) -> None:  # noqa: ANN001
     """A seed whose loss becomes non-finite ends with its error; the others train on, unchanged."""
     t = toy("tms_5-2")
@@ -68,24 +139,32 @@ def test_a_failing_seed_leaves_the_group(toy) -> None:  # noqa: ANN001
 
 
 def test_seed_tasks_group_only_uncapped_seeds_of_methods_that_can() -> None:
-    cells = [Cell("tms_5-2", m, s) for m in ("spd", "pca") for s in (0, 1, 2)]
+    cells = [Cell("tms_5-2", m, s) for m in ("spd", "l3d", "pca") for s in (0, 1, 2)]
     tasks = seed_tasks(cells, RunOptions(budget=Budget(), seed_groups=True))
     assert [(t.cell, t.seeds) for t in tasks] == [
         (Cell("tms_5-2", "spd", 0), (1, 2)),
+        (Cell("tms_5-2", "l3d", 0), (1, 2)),
         *[(Cell("tms_5-2", "pca", s), ()) for s in (0, 1, 2)],
     ]
-    for o in (RunOptions(budget=Budget(seconds=120.0), seed_groups=True), RunOptions(budget=Budget())):
-        assert all(not t.seeds for t in seed_tasks(cells, o))
     assert sum(len(t.cells) for t in tasks) == len(cells)
+    # by default only the methods whose groups pay (L3D; SPD's stacked step costs as much as its seeds in turn)
+    default = seed_tasks(cells, RunOptions(budget=Budget()))
+    assert [t.seeds for t in default if t.seeds] == [(1, 2)] and default[3].cell == Cell("tms_5-2", "l3d", 0)
+    for o in (
+        RunOptions(budget=Budget(seconds=120.0), seed_groups=True),
+        RunOptions(budget=Budget(), seed_groups=False),
+    ):
+        assert all(not t.seeds for t in seed_tasks(cells, o))
 
 
-def test_runner_stores_a_group_as_the_seeds_alone(tmp_path: Path) -> None:
-    """Through worker processes: grouped and apart, the same stored decompositions and scores; the grouped
-    results say which seeds trained together."""
-    cells = [Cell("tms_5-2", "spd", s) for s in (0, 1)]
+@pytest.mark.parametrize(("method", "ask"), [("spd", True), ("l3d", None)])
+def test_runner_stores_a_group_as_the_seeds_alone(tmp_path: Path, method: str, ask: bool | None) -> None:
+    """Through worker processes: grouped (SPD when asked, L3D by default) and apart, the same stored
+    decompositions and scores; the grouped results say which seeds trained together."""
+    cells = [Cell("tms_5-2", method, s) for s in (0, 1)]
     opts = {"budget": Budget(steps=20), "jobs": 1, "log": _quiet}
-    run_grid(cells, tmp_path / "together", seed_groups=True, **opts)
-    run_grid(cells, tmp_path / "apart", **opts)
+    run_grid(cells, tmp_path / "together", seed_groups=ask, **opts)
+    run_grid(cells, tmp_path / "apart", seed_groups=False, **opts)
     for c in cells:
         a, b = read_result(c.path(tmp_path / "together")), read_result(c.path(tmp_path / "apart"))
         assert a["decomposition"]["sha256"] == b["decomposition"]["sha256"]

@@ -185,9 +185,11 @@ def add_parser(sub, common) -> None:
     )
     p.add_argument(
         "--seeds-together",
-        action="store_true",
-        help="train an uncapped (toy, method)'s seeds as one batched model where the method can (spd): the same "
-        "decompositions, bit for bit, in one worker; saves time only on the smallest toys (docs/running.md)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train an uncapped (toy, method)'s seeds as one batched model where the method can (l3d, spd): the "
+        "same decompositions, bit for bit, in one worker. Default: only where that is faster than the seeds in "
+        "turn (l3d); --no-seeds-together: never (docs/running.md)",
     )
     p.add_argument(
         "--cells-per-worker",

@@ -52,3 +52,34 @@ def test_per_sample_grads_loop(benchmark, case):
     model, params, x, y_ref = case
     out = benchmark(per_sample_grads_loop, model, params, x, y_ref)
     assert out["W_in"].shape == (32, 5, 10)
+
+
+@pytest.mark.benchmark(group="l3d-seeds")
+@pytest.mark.parametrize("toy_name", ["tms_5-2", "gated_circuits-rot@0"])
+@pytest.mark.parametrize("how", ["1 seed", "3 seeds one after another", "3 seeds together"])
+def test_seeds_together(benchmark, heavy, how, toy_name):
+    """20 epochs (640 steps) of L3D for one seed, three in turn and three as one batched model
+    (:mod:`methods._l3d_group`, the same bits as alone), one thread: TMS 5-2 at the paper's settings and a
+    headline toy under the blind rule (n_v 40, two matrices). Each step is a few dozen small operations, so
+    three stacked cost well under three steps. The runs' set-up (data, Jacobians) is not timed."""
+    from benchmark.method import Budget
+    from benchmark.registry import METHODS
+    from benchmark.toy import load_toy
+    from methods._l3d_group import train_together
+    from methods._l3d_train import train_run
+
+    target = load_toy(toy_name).target()
+    l3d = METHODS.get("l3d")(epochs=20, tuned=toy_name == "tms_5-2")
+    seeds = [0] if how == "1 seed" else [0, 1, 2]
+
+    def setup() -> tuple[tuple[list], dict]:  # data, Jacobians, banks: outside the timing
+        return ([l3d._setup(target, Budget(), s, "cpu")[0] for s in seeds],), {}
+
+    def run(runs: list) -> None:
+        if how == "3 seeds together":
+            train_together(runs)
+        else:
+            for r in runs:
+                train_run(r)
+
+    benchmark.pedantic(run, setup=setup, rounds=3, iterations=1, warmup_rounds=1)
