@@ -1,14 +1,15 @@
-"""Several L3D runs of the same shapes trained as one batched model (seeds or toy instances together).
+"""Several L3D runs of the same shapes trained as one batched model (seeds together).
 
 An L3D step on a toy model is a few dozen small tensor operations (arXiv:2504.00194 Algorithm 1; the loop is
-:func:`methods._l3d_train.train_l3d`), so its time is Python and dispatch, not arithmetic: N runs stacked along a
-leading run dimension cost little more than one. Each run keeps what it has alone (its data, its gradient
-source, its encoder and decoder, its generator and its Adam); a step gathers every run's batch, stacks the
-runs' Tucker factors and computes each term with the same operations on one more dimension, except the two
-products with the banks and the loss's sums, which stay one per run: a batched product's backward pass, and a
-sum over a stacked tensor on two threads, add in another order on a CPU. The runs share nothing but the tensors' memory, so each gives the same fit, bit for bit, as alone
-(``tests/test_seed_groups.py``). The runs may belong to different networks (toy instances of one family) as
-long as their decomposed shapes, data size and settings agree (:func:`can_train_together`).
+:func:`methods._l3d_train.train_run`), so much of its time is Python and dispatch: N runs stacked along a
+leading run dimension cost less than N steps. Each run keeps what it has alone (its data, gradient source,
+encoder and decoder, generator); a step gathers every run's batch, stacks the runs' Tucker factors and computes
+each term with the same operations on one more dimension. Three things stay one per run, because on a CPU the
+batched form adds in another order: the two products with the banks (a batched product's backward pass), the
+loss's sums (a sum over a stacked tensor on two threads) and each run's mean output. One Adam updates every
+run's factors with the same arithmetic per tensor as each run's own. So each run gives the same fit, bit for
+bit, as alone (``tests/test_seed_groups.py``). Runs of different networks with the same shapes could stack too;
+the headline's toy instances differ in their sizes, so only seeds of one toy model are grouped.
 """
 
 from __future__ import annotations
