@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ from benchmark.method import Budget, Method
 from benchmark.registry import METHODS
 from benchmark.toy import Target
 from methods import _apd_core as core
+from methods._apd_group import train_together
 
 _TMS_5_2 = {  # APD appendix / tms_topk_config.yaml (TMS 5-2 block); m = min(5, 2) + 1 as TMSSPDModel
     "C": 5,
@@ -157,6 +159,7 @@ class APD(Method):
         "shared_neurons": {**_TMS_5_2, "C": 6, "m": None, "topk": 1.2},
     }
 
+    trains_seeds_together = True
     on_log = None  # optional diagnostics hook: called as on_log(step, {param: [C, *shape]}) at each log step
 
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
@@ -173,83 +176,41 @@ class APD(Method):
             torch.set_num_threads(before)
 
     def _decompose(self, target: Target, budget: Budget, seed: int, device: str, hp: dict[str, Any]) -> Decomposition:
-        steps = budget.steps_or(hp["steps"])
-        t0, out_of_time = time.perf_counter(), budget.timer()
-        dev = torch.device(device)
-        model = target.model.to(dev)
-        names = target.decomposed
-        theta = {n: p.detach().clone() for n, p in target.params().items()}
-        shapes = {n: t.shape for n, t in theta.items()}
-        n_params = sum(t.numel() for t in theta.values())
-        f = core.make_forward(model, names)
-        f_attr = core.make_forward(model, names, fast=True)
-
-        g_init = torch.Generator().manual_seed(seed)
-        L0, R0 = core.init_factors(shapes, hp["C"], hp["m"], hp["init"], hp["init_scale"], g_init, hp["init_instances"])
-        L = {n: t.to(dev).requires_grad_(True) for n, t in L0.items()}
-        R = {n: t.to(dev).requires_grad_(True) for n, t in R0.items()}
-        opt = core.Adam([*L.values(), *R.values()])
-        g_data = torch.Generator().manual_seed(seed + 1)
-        sites = _site_plan(target, hp, names)
-        input_side = _input_sides(target, names)
-        log: list[dict[str, float]] = []
-        stopped_early = False
-
+        out_of_time = budget.timer()
+        run = _Run(target, budget, seed, device, hp)
+        run.on_log = self.on_log
         step = 0
-        for step in range(steps):
-            if hp["unit_norm"]:
-                _normalise(R, L, input_side)
-            lr = core.lr_at(step, steps, hp["lr"], hp["lr_schedule"], hp["lr_warmup_pct"])
-            x = target.sample(hp["batch_size"], g_data).to(dev)
-            losses = self._losses(f, theta, L, R, x, hp, n_params, sites, target, f_attr)
-            loss = sum(hp[f"{k}_coeff"] * v for k, v in losses.items())
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"APD loss became {float(loss.detach())} at step {step}: {_fmt(losses)}; "
-                    "lower lr or check the target's outputs"
-                )
-            opt.zero_grad()
-            loss.backward()
-            if hp["unit_norm"]:
-                _project_grads(R, L, input_side)
-            opt.step(lr)
-            if hp["log_every"] and (step % hp["log_every"] == 0 or step == steps - 1):
-                log.append(
-                    {"step": step, "loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()}}
-                )
-                if self.on_log is not None:
-                    self.on_log(step, {n: (L[n] @ R[n]).detach().cpu() for n in L})
-            if step < steps - 1 and out_of_time():
-                stopped_early = True
+        for step in range(run.steps):
+            x = run.before_step(step)
+            losses = self._losses(run.f, run.theta, run.L, run.R, x, hp, run.n_params, run.sites, target, run.f_attr)
+            run.after_step(step, losses, self._total(losses, hp))
+            if step < run.steps - 1 and out_of_time():
+                run.stopped_early = True
                 break
+        return run.finish(step + 1)
 
-        with torch.no_grad():
-            Lf = {n: t.detach().cpu() for n, t in L.items()}
-            Rf = {n: t.detach().cpu() for n, t in R.items()}
-            P = core.component_weights(Lf, Rf)
-            norms = torch.stack([sum((P[n][c] ** 2).sum() for n in P).sqrt() for c in range(hp["C"])])
-            rel_faith = math.sqrt(
-                sum(float(((theta[n].cpu() - P[n].sum(0)) ** 2).sum()) for n in P)
-                / sum(float((theta[n].cpu() ** 2).sum()) for n in P)
-            )
-        components = [{n: LowRank(Lf[n][c], Rf[n][c]) for n in names} for c in range(hp["C"])]
-        model.to("cpu")
-        record = RunRecord(
-            wall_time_s=time.perf_counter() - t0,
-            steps=step + 1,
-            stopped_early=stopped_early,
-            hparams={**hp, "steps": steps},
-            loss_curve=[(e["step"], e["loss"]) for e in log],
-            extra={
-                "log": log,
-                "component_norms": norms.tolist(),
-                "relative_faithfulness_error": rel_faith,
-                "device": device,
-            },
-        )
-        return Decomposition(
-            components, attributions=_attribution_fn(target, names, theta, P, hp), faithful=True, record=record
-        )
+    def decompose_seeds(
+        self, target: Target, budget: Budget, seeds: Sequence[int], device: str = "cpu"
+    ) -> list[Decomposition | Exception]:
+        """The seeds trained as one batched model (:mod:`methods._apd_group`), each the same decomposition, bit
+        for bit, as :meth:`decompose` gives alone; one after another where they cannot train together."""
+        hp = self.hparams(target.spec.name)
+        if hp["C"] is None:
+            hp["C"] = min(target.largest_side(), MAX_BLIND_C)
+        _check_hparams(hp)
+        if len(seeds) < 2 or hp["attribution_point"] != "target" or self.on_log is not None:
+            return super().decompose_seeds(target, budget, seeds, device)
+        before = torch.get_num_threads()
+        if hp["num_threads"] is not None:
+            torch.set_num_threads(hp["num_threads"])
+        try:
+            return train_together(self, target, budget, seeds, device, hp)
+        finally:
+            torch.set_num_threads(before)
+
+    @staticmethod
+    def _total(losses: dict[str, Tensor], hp: dict[str, Any]) -> Tensor:
+        return sum(hp[f"{k}_coeff"] * v for k, v in losses.items())  # type: ignore[return-value]
 
     @staticmethod
     def _losses(
@@ -274,7 +235,10 @@ class APD(Method):
             attr = core.gradient_attributions(f_attr, at, Pd, x, hp["attribution_chunk"])
             mask = core.topk_mask(attr, hp["topk"], hp["batch_topk"])
         W_b = core.masked_weights(P, mask)
-        out = core.per_input_forward(f, W_b, x)
+        # with the activation loss each weight has three uses; through a cat, as when seeds train together
+        # (methods/_apd_group.py concatenates the runs' weights), their gradients add in the same order
+        W_in = {k: torch.cat([w]) for k, w in W_b.items()} if hp["act_recon_coeff"] else W_b
+        out = core.per_input_forward(f, W_in, x)
         losses = {
             "faithfulness": core.faithfulness_loss(theta, P, n_params),
             "minimality": ((out - target_out) ** 2).mean(),
@@ -283,6 +247,98 @@ class APD(Method):
         if hp["act_recon_coeff"]:
             losses["act_recon"] = _act_recon(target, theta, W_b, x, sites, hp["act_recon_relu"])
         return losses
+
+
+class _Run:
+    """One APD run: its factors, optimizer, data generator and log, set up and finished as :meth:`APD.decompose`
+    does (shared with :func:`methods._apd_group.train_together`)."""
+
+    def __init__(self, target: Target, budget: Budget, seed: int, device: str, hp: dict[str, Any]):
+        self.t0 = time.perf_counter()
+        self.target, self.hp, self.device, self.seed = target, hp, device, seed
+        self.steps = budget.steps_or(hp["steps"])
+        dev = torch.device(device)
+        self.model = target.model.to(dev)
+        self.names = target.decomposed
+        self.theta = {n: p.detach().clone() for n, p in target.params().items()}
+        shapes = {n: t.shape for n, t in self.theta.items()}
+        self.n_params = sum(t.numel() for t in self.theta.values())
+        self.f = core.make_forward(self.model, self.names)
+        self.f_attr = core.make_forward(self.model, self.names, fast=True)
+        g_init = torch.Generator().manual_seed(seed)
+        L0, R0 = core.init_factors(shapes, hp["C"], hp["m"], hp["init"], hp["init_scale"], g_init, hp["init_instances"])
+        self.L = {n: t.to(dev).requires_grad_(True) for n, t in L0.items()}
+        self.R = {n: t.to(dev).requires_grad_(True) for n, t in R0.items()}
+        self.opt = core.Adam([*self.L.values(), *self.R.values()])
+        self.g_data = torch.Generator().manual_seed(seed + 1)
+        self.sites = _site_plan(target, hp, self.names)
+        self.input_side = _input_sides(target, self.names)
+        self.log: list[dict[str, float]] = []
+        self.stopped_early = False
+        self.on_log: Any = None  # APD.on_log
+
+    def before_step(self, step: int) -> Tensor:
+        """Unit-norm the factors where asked, and draw this step's batch."""
+        if self.hp["unit_norm"]:
+            _normalise(self.R, self.L, self.input_side)
+        return self.target.sample(self.hp["batch_size"], self.g_data).to(self.device)
+
+    def check(self, step: int, losses: dict[str, Tensor], loss: Tensor) -> None:
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"APD loss became {float(loss.detach())} at step {step}: {_fmt(losses)}; "
+                "lower lr or check the target's outputs"
+            )
+
+    def update(self, step: int, losses: dict[str, Tensor], loss: Tensor) -> None:
+        """The optimizer step after the backward pass, and the log."""
+        hp = self.hp
+        if hp["unit_norm"]:
+            _project_grads(self.R, self.L, self.input_side)
+        self.opt.step(core.lr_at(step, self.steps, hp["lr"], hp["lr_schedule"], hp["lr_warmup_pct"]))
+        if hp["log_every"] and (step % hp["log_every"] == 0 or step == self.steps - 1):
+            self.log.append(
+                {"step": step, "loss": float(loss.detach()), **{k: float(v.detach()) for k, v in losses.items()}}
+            )
+            if self.on_log is not None:
+                self.on_log(step, {n: (self.L[n] @ self.R[n]).detach().cpu() for n in self.L})
+
+    def after_step(self, step: int, losses: dict[str, Tensor], loss: Tensor) -> None:
+        """One run alone: check, backward, update."""
+        self.check(step, losses, loss)
+        self.opt.zero_grad()
+        loss.backward()
+        self.update(step, losses, loss)
+
+    def finish(self, steps_run: int) -> Decomposition:
+        hp, theta, names = self.hp, self.theta, self.names
+        with torch.no_grad():
+            Lf = {n: t.detach().cpu() for n, t in self.L.items()}
+            Rf = {n: t.detach().cpu() for n, t in self.R.items()}
+            P = core.component_weights(Lf, Rf)
+            norms = torch.stack([sum((P[n][c] ** 2).sum() for n in P).sqrt() for c in range(hp["C"])])
+            rel_faith = math.sqrt(
+                sum(float(((theta[n].cpu() - P[n].sum(0)) ** 2).sum()) for n in P)
+                / sum(float((theta[n].cpu() ** 2).sum()) for n in P)
+            )
+        components = [{n: LowRank(Lf[n][c], Rf[n][c]) for n in names} for c in range(hp["C"])]
+        self.model.to("cpu")
+        record = RunRecord(
+            wall_time_s=time.perf_counter() - self.t0,
+            steps=steps_run,
+            stopped_early=self.stopped_early,
+            hparams={**hp, "steps": self.steps},
+            loss_curve=[(e["step"], e["loss"]) for e in self.log],
+            extra={
+                "log": self.log,
+                "component_norms": norms.tolist(),
+                "relative_faithfulness_error": rel_faith,
+                "device": self.device,
+            },
+        )
+        return Decomposition(
+            components, attributions=_attribution_fn(self.target, names, theta, P, hp), faithful=True, record=record
+        )
 
 
 def _check_hparams(hp: dict[str, Any]) -> None:

@@ -118,6 +118,56 @@ def test_an_l3d_run_that_diverges_leaves_the_group(toy) -> None:  # noqa: ANN001
         assert all(torch.equal(p, q) for p, q in zip(a.decoder.parameters(), b.decoder.parameters(), strict=True))
 
 
+@pytest.mark.parametrize(
+    ("name", "kw"),
+    [
+        ("tms_5-2", {"steps": 25, "batch_size": 512}),  # the paper's settings, batch top-k
+        # the resid-MLP recipe's pieces: unit-norm factors, per-input top-k, the activation loss (3 uses of a weight)
+        ("tms_5-2", {"steps": 15, "unit_norm": True, "batch_topk": False, "topk": 2.0, "act_recon_coeff": 1.0}),
+        ("gated_circuits-rot@0", {"tuned": False, "steps": 6, "batch_size": 256}),  # blind rule, two matrices
+    ],
+)
+def test_apd_seeds_together_are_bit_identical(toy, name: str, kw: dict) -> None:  # noqa: ANN001
+    """Three APD seeds in one batched model against each alone: the same factors, attributions and log."""
+    t = toy(name)
+    apd = METHODS.get("apd")(log_every=5, **kw)
+    target = t.target()
+    x = t.sample(64, torch.Generator().manual_seed(9))
+
+    def bits(dec) -> tuple:  # noqa: ANN001
+        return (_dense_fingerprint(dec, x), str(dec.record.extra["log"]))
+
+    alone = [bits(apd.decompose(target, Budget(), seed)) for seed in (0, 1, 2)]
+    together = apd.decompose_seeds(target, Budget(), [0, 1, 2])
+    assert [bits(d) for d in together] == alone
+    assert len(set(alone)) == 3
+
+
+def test_an_apd_seed_that_diverges_leaves_the_group(toy, monkeypatch) -> None:  # noqa: ANN001
+    """Seed 1's inputs turn NaN at step 3: alone it raises; together it ends with the same error and seeds 0 and
+    2 are the decompositions they are alone."""
+    from methods.apd import _Run
+
+    draw = _Run.before_step
+
+    def poisoned(self, step: int) -> torch.Tensor:  # noqa: ANN001
+        x = draw(self, step)
+        return x * float("nan") if self.seed == 1 and step == 3 else x
+
+    monkeypatch.setattr(_Run, "before_step", poisoned)
+    t = toy("tms_5-2")
+    apd = METHODS.get("apd")(steps=8, batch_size=256)
+    target = t.target()
+    x = t.sample(32, torch.Generator().manual_seed(9))
+    with pytest.raises(FloatingPointError) as alone_error:
+        apd.decompose(target, Budget(), 1)
+    together = apd.decompose_seeds(target, Budget(), [0, 1, 2])
+    assert isinstance(together[1], FloatingPointError) and str(together[1]) == str(alone_error.value)
+    assert "at step 3" in str(together[1])
+    for i, seed in ((0, 0), (2, 2)):
+        assert _dense_fingerprint(together[i], x) == _dense_fingerprint(apd.decompose(target, Budget(), seed), x)
+
+
 def test_a_failing_seed_leaves_the_group(toy) -> None:  # noqa: ANN001
     """A seed whose loss becomes non-finite ends with its error; the others train on, unchanged."""
     t = toy("tms_5-2")
@@ -157,7 +207,7 @@ def test_seed_tasks_group_only_uncapped_seeds_of_methods_that_can() -> None:
         assert all(not t.seeds for t in seed_tasks(cells, o))
 
 
-@pytest.mark.parametrize(("method", "ask"), [("spd", True), ("l3d", None)])
+@pytest.mark.parametrize(("method", "ask"), [("spd", True), ("apd", True), ("l3d", None)])
 def test_runner_stores_a_group_as_the_seeds_alone(tmp_path: Path, method: str, ask: bool | None) -> None:
     """Through worker processes: grouped (SPD when asked, L3D by default) and apart, the same stored
     decompositions and scores; the grouped results say which seeds trained together."""

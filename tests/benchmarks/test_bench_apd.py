@@ -108,3 +108,22 @@ def test_whole_tms_5_2_decomposition(benchmark, tms):
     P = torch.stack([dec.dense(c)["W"] for c in range(len(dec))]).double()
     cos = (P * W).sum(1) / (P.norm(dim=1) * W.norm(dim=0)).clamp_min(1e-12)
     assert float(cos.max(0).values.mean()) >= 0.99
+
+
+@pytest.mark.benchmark(group="apd-seeds-tms5-2")
+@pytest.mark.parametrize("how", ["1 seed", "3 seeds one after another", "3 seeds together"])
+def test_seeds_together(benchmark, heavy, how):
+    """200 steps of APD's TMS 5-2 preset (batch 2,048, C 5) for one seed, three in turn and three as one batched
+    model (:mod:`methods._apd_group`, the same bits as alone), one thread (APD's own setting)."""
+    target = load_toy("tms_5-2").target()
+    apd = APD(steps=200)
+    seeds = [0] if how == "1 seed" else [0, 1, 2]
+
+    def run() -> None:
+        if how == "3 seeds together":
+            apd.decompose_seeds(target, Budget(), seeds)
+        else:
+            for s in seeds:
+                apd.decompose(target, Budget(), s)
+
+    benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
