@@ -113,10 +113,10 @@ def test_whole_tms_5_2_decomposition(benchmark, tms):
 @pytest.mark.benchmark(group="apd-seeds-tms5-2")
 @pytest.mark.parametrize("how", ["1 seed", "3 seeds one after another", "3 seeds together"])
 def test_seeds_together(benchmark, heavy, how):
-    """200 steps of APD's TMS 5-2 preset (batch 2,048, C 5) for one seed, three in turn and three as one batched
+    """500 steps of APD's TMS 5-2 preset (batch 2,048, C 5) for one seed, three in turn and three as one batched
     model (:mod:`methods._apd_group`, the same bits as alone), one thread (APD's own setting)."""
     target = load_toy("tms_5-2").target()
-    apd = APD(steps=200)
+    apd = APD(steps=500)
     seeds = [0] if how == "1 seed" else [0, 1, 2]
 
     def run() -> None:
