@@ -129,6 +129,9 @@ def impact_fn(
     return attributions
 
 
+#: The paper's training length (App. B.3: 1000 epochs, the lr decayed x0.8 every 100), for its toy models.
+PAPER_LENGTH = {"epochs": 1000, "lr_step_epochs": 100}
+
 #: The blind rule's cap on n_v (the paper's largest run, the residual MLP, used 100).
 MAX_BLIND_N_V = 100
 
@@ -147,6 +150,12 @@ class L3D(Method):
         """The training config (:class:`L3DConfig`) and what the adapter adds; validated once n_v is resolved."""
 
         n_v: int | None = None  # None: the largest side of the decomposed matrices, at most MAX_BLIND_N_V (blind)
+        # the blind default: 300 epochs, the lr decayed every 30 (the paper's 1000 and 100 scaled, ending at the paper's
+        # final lr). The one-to-one score is flat from 250 epochs to 1000 on the headline toys (12 instances re-run at
+        # 300 against their 1000-epoch cells) and from 200 on TMS 5-2 (docs/methods/l3d.md, score against epochs).
+        # The paper's toys keep its 1000 epochs (PAPER_LENGTH) where their curves were not measured
+        epochs: int = 300
+        lr_step_epochs: int = 30
         drop_zero_inputs: bool = True
         n_refs: int = 10
 
@@ -158,23 +167,23 @@ class L3D(Method):
     # code's main run, Fig 7); x -> x^2 n_v 5 rank 2, warm start 10. Models from other papers or ours: n_v = the
     # number of mechanisms and their per-tensor rank, by analogy (block_mlp's blocks have rank 3).
     per_model_defaults: dict[str, dict[str, Any]] = {
-        "block_mlp": {"n_v": 4, "rank": 3},
-        "parallel_tms": {"n_v": 15, "rank": 1},
-        "shared_neurons": {"n_v": 6, "rank": 1},
+        "block_mlp": {"n_v": 4, "rank": 3, **PAPER_LENGTH},
+        "parallel_tms": {"n_v": 15, "rank": 1, **PAPER_LENGTH},
+        "shared_neurons": {"n_v": 6, "rank": 1, **PAPER_LENGTH},
         # 300 epochs, the lr decay every 30 (the paper's 1000 and 100, scaled): the knee of the score-against-epochs
         # curve; the one-to-one score and the paper's MMCS are flat from 300 epochs to 1000 (docs/methods/l3d.md)
         "tms_5-2": {"n_v": 5, "rank": 1, "epochs": 300, "lr_step_epochs": 30},
-        "tms_40-10": {"n_v": 40, "rank": 1},
-        "tms_5-2-id": {"n_v": 7, "rank": 1},
-        "tms_40-10-id": {"n_v": 50, "rank": 1},
-        "tmcs_10-5-10": {"n_v": 10, "rank": 1, "warm_start_epochs": 1},
-        "higher_rank_30-10-30": {"n_v": 8, "rank": 2},
-        "square_mlp": {"n_v": 5, "rank": 2, "warm_start_epochs": 10},
+        "tms_40-10": {"n_v": 40, "rank": 1, **PAPER_LENGTH},
+        "tms_5-2-id": {"n_v": 7, "rank": 1, **PAPER_LENGTH},
+        "tms_40-10-id": {"n_v": 50, "rank": 1, **PAPER_LENGTH},
+        "tmcs_10-5-10": {"n_v": 10, "rank": 1, "warm_start_epochs": 1, **PAPER_LENGTH},
+        "higher_rank_30-10-30": {"n_v": 8, "rank": 2, **PAPER_LENGTH},
+        "square_mlp": {"n_v": 5, "rank": 2, "warm_start_epochs": 10, **PAPER_LENGTH},
         # ours, for cost: 100k decomposed parameters make a step ~100x dearer than on the small toys
-        "resid_mlp1": {"n_v": 100, "rank": 1, "epochs": 50},
-        "resid_mlp1-nomix": {"n_v": 100, "rank": 1, "epochs": 50},  # as the toy it controls
-        "resid_mlp2": {"n_v": 100, "rank": 1, "epochs": 50},
-        "resid_mlp3": {"n_v": 102, "rank": 1, "epochs": 50},
+        "resid_mlp1": {"n_v": 100, "rank": 1, "epochs": 50, "lr_step_epochs": 100},
+        "resid_mlp1-nomix": {"n_v": 100, "rank": 1, "epochs": 50, "lr_step_epochs": 100},  # as the toy it controls
+        "resid_mlp2": {"n_v": 100, "rank": 1, "epochs": 50, "lr_step_epochs": 100},
+        "resid_mlp3": {"n_v": 102, "rank": 1, "epochs": 50, "lr_step_epochs": 100},
     }
 
     trains_seeds_together = True
