@@ -52,7 +52,7 @@ def test_spd_seeds_together_are_bit_identical(toy, name: str, kw: dict) -> None:
     ("name", "kw"),
     [
         ("tms_5-2", {"epochs": 3}),  # the paper's settings: n_v 5, rank 1
-        ("square_mlp", {"epochs": 12, "lr_step_epochs": 5}),  # rank 2, warm start 10 epochs, lr decay
+        ("square_mlp", {"epochs": 12, "lr_step_epochs": 5, "n_samples": 256}),  # rank 2, warm start 10 epochs, lr decay
         ("gated_circuits-rot@0", {"tuned": False, "epochs": 2, "reference": "mean"}),  # blind rule, two matrices
     ],
 )
