@@ -164,7 +164,9 @@ def test_suites_cover_what_they_promise() -> None:
     assert set(paper) == set(full) | set(contested) and suite.budget == Budget(scale=1.0)  # every tier, uncapped
     quick_budget = SUITES["quick"].budget
     assert quick_budget.seconds is not None  # a smoke run: capped per cell
-    assert SUITES["quick"].budget_for("pca", steps=7) == Budget(steps=7, scale=quick_budget.scale, seconds=20.0)
+    assert SUITES["quick"].budget_for("pca", steps=7) == Budget(
+        steps=7, scale=quick_budget.scale, seconds=quick_budget.seconds
+    )
     headline, suite = suite_cells("headline")
     models = set(toy_tiers("headline"))
     assert models and {c.toy for c in headline} == {f"{t}@{i}" for t in models for i in range(suite.instances)}
