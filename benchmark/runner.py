@@ -23,7 +23,7 @@ from typing import Any
 
 from benchmark.cache import WeightCache, atomic_write_bytes
 from benchmark.cell import PAYLOAD, error_result, run_cell, score_result
-from benchmark.executors import CellTask, Limits, make_executor
+from benchmark.executors import CellTask, Limits, cpu_count, make_executor
 from benchmark.lock import ResultsLock
 from benchmark.method import Budget
 from benchmark.registry import METHODS, TOY_MODELS, load_plugin
@@ -131,13 +131,25 @@ class Progress:
     """Progress on stderr: done/total, errors, elapsed time and an estimate of the rest.
 
     The estimate weighs each cell by its expected cost (``costs``, seconds; :func:`expected_seconds`), so a
-    grid whose cheap cells finish first does not promise too little time left: remaining expected cost x
-    (elapsed / expected cost of the cells done). On a terminal the bar is drawn by tqdm; otherwise (a log
-    file, a test) each update is one line through ``log``. Notes (a toy model being trained) are announced
-    between the updates."""
+    grid whose cheap cells finish first does not promise too little time left: remaining expected cost x the
+    pace, wall seconds per expected second. The pace starts at ``1 / jobs`` (``jobs`` cells at a time) and moves
+    to the measured one, elapsed / expected cost of the cells done, as that cost passes ``PRIOR_S``: the first
+    cells, nearly free, do not turn a second of start-up into hours. On a terminal the bar is drawn by tqdm;
+    otherwise (a log file, a test) each update is one line through ``log``. Notes (a toy model being trained)
+    are announced between the updates."""
 
-    def __init__(self, total: int, log: Log | None = None, stream=None, costs: Mapping[Cell, float] | None = None):
+    PRIOR_S = 60.0  # expected seconds of finished cells at which the measured pace and the prior weigh the same
+
+    def __init__(
+        self,
+        total: int,
+        log: Log | None = None,
+        stream=None,
+        costs: Mapping[Cell, float] | None = None,
+        jobs: int = 1,
+    ):
         self.total, self.done, self.errors = total, 0, 0
+        self.prior_pace = 1.0 / max(1, jobs)
         self.costs = dict(costs or {})  # a cell it does not name counts as an average one
         self.total_cost = (sum(self.costs.values()) if self.costs else total) or 1.0
         self.done_cost = 0.0
@@ -157,11 +169,13 @@ class Progress:
         return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
     def eta(self) -> float | None:
-        """Seconds left: the expected cost still to run, at the pace of the cells done so far."""
-        if not self.done or self.done_cost <= 0:
-            return None
+        """Seconds left: the expected cost still to run, at the pace of the cells done so far (without
+        expected costs, each cell counts as one and there is no estimate before the first is done)."""
         elapsed = time.perf_counter() - self.t0
-        return elapsed / self.done_cost * max(0.0, self.total_cost - self.done_cost)
+        left = max(0.0, self.total_cost - self.done_cost)
+        if self.costs:
+            return left * (elapsed + self.PRIOR_S * self.prior_pace) / (self.done_cost + self.PRIOR_S)
+        return elapsed / self.done_cost * left if self.done_cost > 0 else None
 
     def line(self, last: str = "") -> str:
         elapsed = time.perf_counter() - self.t0
@@ -351,7 +365,7 @@ def _run_locked(cells: list[Cell], results_dir: Path, o: RunOptions, log: Log) -
         cells_per_worker=o.cells_per_worker,
         threads=o.threads,
     )
-    bar = Progress(len(todo), log, costs=expected_seconds(todo, results_dir))
+    bar = Progress(len(todo), log, costs=expected_seconds(todo, results_dir), jobs=o.jobs or cpu_count())
     if hasattr(ex, "announce"):
         ex.announce = bar.note
     if hasattr(ex, "tick"):

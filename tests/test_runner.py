@@ -225,6 +225,25 @@ def test_the_estimate_weighs_cells_by_their_expected_cost(tmp_path) -> None:
     assert expected_seconds([Cell("t", "new", 0)], tmp_path / "fresh", board)[Cell("t", "new", 0)] == 7.0
 
 
+def test_nearly_free_first_cells_do_not_make_the_estimate_explode() -> None:
+    """The headline suite runs its cheapest cells first (``cheap_first``): two baselines expected to cost 0.01 s
+    each finish after 3 s of start-up, before two 100 s cells. Elapsed / expected cost done alone said 4 hours
+    (a real run's first lines said ~44h left for a 40-minute suite); the pace starts at 1 / jobs instead."""
+    cells = [Cell("t", "random", 0), Cell("t", "whole", 0), Cell("t", "apd", 0), Cell("t", "spd", 0)]
+    costs = dict(zip(cells, [0.01, 0.01, 100.0, 100.0], strict=True))
+    lines: list[str] = []
+    bar = Progress(4, lines.append, costs=costs, jobs=2)
+    assert abs(bar.eta() - 100.0) < 1.0  # before any cell: 200 expected seconds on 2 workers
+    done = {"status": "ok", "metrics": {}, "headline": "hungarian", "cost": {}}
+    bar.t0 -= 3.0
+    for method in ("random", "whole"):
+        bar.update({**done, "cell": {"toy": "t", "method": method, "seed": 0}})
+    assert 100.0 < bar.eta() < 220.0, bar.eta()  # start-up counts, but not as hours
+    bar.update({**done, "cell": {"toy": "t", "method": "apd", "seed": 0}})
+    bar.t0 -= 400.0  # the apd cell took 4x its expected cost: the measured pace now dominates
+    assert 250.0 < bar.eta() < 400.0, bar.eta()
+
+
 def test_training_a_toy_model_is_announced(tmp_path) -> None:
     lines: list[str] = []
     cache = WeightCache(tmp_path / "cache")
