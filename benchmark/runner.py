@@ -91,39 +91,71 @@ DEFAULT_CELL_S = 20.0  # a cell's expected wall time when nothing better is know
 COMMITTED_RESULTS = Path(__file__).resolve().parents[1] / "leaderboard" / "results"
 
 
-def _stored_walls(root: Path, methods: set[str]) -> tuple[dict[tuple[str, str], list[float]], dict[str, list[float]]]:
-    """Wall times of the stored results under ``root``, by (toy model, method) and by method."""
-    by_pair: dict[tuple[str, str], list[float]] = {}
-    by_method: dict[str, list[float]] = {}
+@dataclass(frozen=True)
+class _StoredCost:
+    """One stored result's decomposition wall time, with the steps it ran and the budget it ran under."""
+
+    wall: float
+    steps: int
+    scale: float
+    explicit_steps: bool
+
+    def under(self, budget: Budget | None) -> float:
+        """The wall time expected under ``budget``: per-step time x the steps it asks (the stored run's
+        default steps x its scale, or its explicit steps), at most its CPU cap. A method without steps (PCA,
+        ICA) costs what it cost."""
+        if budget is None or self.steps <= 0:
+            return self.wall
+        default = None if self.explicit_steps or self.scale <= 0 else self.steps / self.scale
+        steps = budget.steps if budget.steps is not None else default * budget.scale if default else self.steps
+        expected = self.wall / self.steps * steps
+        return min(expected, budget.seconds) if budget.seconds is not None else expected
+
+
+def _stored_costs(
+    root: Path, methods: set[str]
+) -> tuple[dict[tuple[str, str], list[_StoredCost]], dict[str, list[_StoredCost]]]:
+    """The stored results' costs under ``root``, by (toy model, method) and by method."""
+    by_pair: dict[tuple[str, str], list[_StoredCost]] = {}
+    by_method: dict[str, list[_StoredCost]] = {}
     for path in root.glob("*/*/seed*.json") if root.is_dir() else []:
         method = path.parent.name
         if method not in methods:
             continue
         try:
-            wall = json.loads(path.read_text()).get("cost", {}).get("wall_time_s")
-        except (OSError, ValueError, AttributeError):
+            row = json.loads(path.read_text())
+            cost, budget = row.get("cost", {}), row.get("budget") or {}
+            wall, steps, scale = cost.get("wall_time_s"), cost.get("steps") or 0, budget.get("scale", 1.0)
+            stored = _StoredCost(float(wall), int(steps), float(scale), budget.get("steps") is not None)
+        except (OSError, ValueError, AttributeError, TypeError):
             continue
-        if isinstance(wall, int | float) and wall >= 0:
-            by_pair.setdefault((path.parent.parent.name, method), []).append(float(wall))
-            by_method.setdefault(method, []).append(float(wall))
+        if stored.wall >= 0:
+            by_pair.setdefault((path.parent.parent.name, method), []).append(stored)
+            by_method.setdefault(method, []).append(stored)
     return by_pair, by_method
 
 
 def expected_seconds(
-    cells: Sequence[Cell], results_dir: Path, committed: Path | None = COMMITTED_RESULTS
+    cells: Sequence[Cell],
+    results_dir: Path,
+    committed: Path | None = COMMITTED_RESULTS,
+    budget_for: Callable[[str], Budget] | None = None,
 ) -> dict[Cell, float]:
     """Each cell's expected wall time, for the progress estimate: the median over stored results of the
     same (toy model, method) in ``results_dir`` (other seeds, or an earlier run), else in the ``committed``
-    leaderboard, else of the same method on any toy model in either, else ``DEFAULT_CELL_S``."""
-    own = _stored_walls(results_dir, {c.method for c in cells})
+    leaderboard, else of the same method on any toy model in either, else ``DEFAULT_CELL_S``. With
+    ``budget_for`` (a method's budget in this run), each stored time is rescaled to that budget's steps and
+    cap (:meth:`_StoredCost.under`): a quick run is not estimated from the full suite's walls."""
+    own = _stored_costs(results_dir, {c.method for c in cells})
     missing = {c.method for c in cells if (c.toy, c.method) not in own[0]}  # only these read the committed board
     other = committed is not None and committed.resolve() != Path(results_dir).resolve()
-    board = _stored_walls(committed, missing) if missing and other else ({}, {})
+    board = _stored_costs(committed, missing) if missing and other else ({}, {})
     out = {}
     for c in cells:
         pair, method = (c.toy, c.method), c.method
         known = own[0].get(pair) or board[0].get(pair) or own[1].get(method) or board[1].get(method)
-        out[c] = statistics.median(known) if known else DEFAULT_CELL_S
+        budget = budget_for(method) if budget_for is not None else None
+        out[c] = statistics.median(k.under(budget) for k in known) if known else DEFAULT_CELL_S
     return out
 
 
@@ -365,7 +397,12 @@ def _run_locked(cells: list[Cell], results_dir: Path, o: RunOptions, log: Log) -
         cells_per_worker=o.cells_per_worker,
         threads=o.threads,
     )
-    bar = Progress(len(todo), log, costs=expected_seconds(todo, results_dir), jobs=o.jobs or cpu_count())
+    bar = Progress(
+        len(todo),
+        log,
+        costs=expected_seconds(todo, results_dir, budget_for=lambda m: o.budgets.get(m, o.budget)),
+        jobs=o.jobs or cpu_count(),
+    )
     if hasattr(ex, "announce"):
         ex.announce = bar.note
     if hasattr(ex, "tick"):

@@ -225,6 +225,25 @@ def test_the_estimate_weighs_cells_by_their_expected_cost(tmp_path) -> None:
     assert expected_seconds([Cell("t", "new", 0)], tmp_path / "fresh", board)[Cell("t", "new", 0)] == 7.0
 
 
+def test_expected_costs_are_rescaled_to_the_runs_budget(tmp_path) -> None:
+    """A quick run (10% of the steps, 12 CPU-s cap) estimated from the full suite's stored walls: an SPD cell
+    that took 60 s for 3,000 steps is expected to take 6 s, one that took 300 s is capped at 12, an explicit
+    step count scales per step, and a method without steps (PCA) costs what it cost."""
+    from benchmark.runner import expected_seconds
+
+    for toy, method, wall, steps in (("a", "spd", 60.0, 3000), ("b", "spd", 300.0, 3000), ("a", "pca", 0.5, 0)):
+        path = tmp_path / toy / method / "seed0.json"
+        path.parent.mkdir(parents=True)
+        budget = {"scale": 1.0, "seconds": 120.0, "steps": None}
+        path.write_text(json.dumps({"cost": {"wall_time_s": wall, "steps": steps}, "budget": budget}))
+    cells = [Cell("a", "spd", 1), Cell("b", "spd", 1), Cell("a", "pca", 1)]
+    quick = Budget(scale=0.1, seconds=12.0)
+    assert list(expected_seconds(cells, tmp_path, None, lambda m: quick).values()) == [6.0, 12.0, 0.5]
+    assert list(expected_seconds(cells, tmp_path, None).values()) == [60.0, 300.0, 0.5]  # as stored
+    steps = expected_seconds(cells[:1], tmp_path, None, lambda m: Budget(steps=1500))
+    assert steps[cells[0]] == 30.0
+
+
 def test_nearly_free_first_cells_do_not_make_the_estimate_explode() -> None:
     """The headline suite runs its cheapest cells first (``cheap_first``): two baselines expected to cost 0.01 s
     each finish after 3 s of start-up, before two 100 s cells. Elapsed / expected cost done alone said 4 hours
