@@ -111,6 +111,8 @@ class ComponentSpace(_Memo):
         self.eval_batch = eval_batch
         self._cache: dict[str, Any] = {}
         self._views: dict[tuple[tuple[int, ...], ...], ScoringContext] = {}
+        self._overlaps: dict[tuple[int, ...], tuple[Tensor, float]] = {}  # span_overlap per set of components
+        self._spans: dict[tuple[int, ...], Tensor] = {}  # span_basis per set of components
         decomposition.validate(self.shapes)
 
     # -- parameter space ------------------------------------------------------------------------------
@@ -337,7 +339,39 @@ class ComponentSpace(_Memo):
         return float(sq[m, 0]) ** 0.5
 
     def span_overlap(self, idx: list[int]) -> tuple[Tensor, float]:
-        """(``[M]`` ||P_U B_m||_F^2, rank of U), with U the span of components ``idx``."""
+        """(``[M]`` ||P_U B_m||_F^2, rank of U), with U the span of components ``idx``; computed once per set
+        of components (the engine's views share most of their units). Do not modify the tensor returned."""
+        key = tuple(idx)
+        if key not in self._overlaps:
+            if len(key) == 1:  # one component: the batched values, the same numbers as the general case
+                c = key[0]
+                live = bool(self.gram[c, c] > 0)
+                self._overlaps[key] = (self.single_overlaps[:, c], 1.0) if live else self._span_overlap(idx)
+            else:
+                self._overlaps[key] = self._span_overlap(idx)
+        return self._overlaps[key]
+
+    def span_basis(self, idx: list[int]) -> Tensor:
+        """``[r, D]``: an orthonormal basis of the span of components ``idx`` (from their SVD, singular values
+        above 1e-10 of the largest), computed once per set of components. Do not modify it."""
+        key = tuple(idx)
+        if key not in self._spans:
+            vecs = self.components[list(key)]
+            vecs = vecs[vecs.norm(dim=1) > 0]
+            left, sing, _ = torch.linalg.svd(vecs.T, full_matrices=False)
+            self._spans[key] = left[:, sing > 1e-10 * sing.max()].T
+        return self._spans[key]
+
+    @cached_property
+    def single_overlaps(self) -> Tensor:
+        """``[M, C]``: :meth:`span_overlap` of each component alone, for all at once (a 1 x 1 Gram matrix's
+        eigenvalue is its entry and its eigenvector 1, so each value is computed as the general case does)."""
+        inv = 1.0 / self.gram.diagonal().abs().sqrt()  # v / sqrt|w| with v = 1
+        p = self.component_projections * inv[None, :]
+        out = torch.zeros(len(self.mechanisms), p.shape[1], dtype=torch.float64)
+        return out.index_add_(0, self.basis_owner, p.pow(2))
+
+    def _span_overlap(self, idx: list[int]) -> tuple[Tensor, float]:
         overlap = torch.zeros(len(self.mechanisms), dtype=torch.float64)
         g = self.gram[idx][:, idx]
         if float(g.diagonal().max()) <= 0:

@@ -33,8 +33,8 @@ MAX_ELEMENTS = 2**24  # outputs held at once, per vmap chunk
 
 
 def _output_changes(ctx: ScoringContext, directions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``[K, B]``: ||f(x_k; W + d_k) - f(x_k; W)|| for each flattened weight change d_k (``[K, D]``) and
-    its own inputs x_k (``[K, B, ...]``)."""
+    """``[K, 2, B]``: ||f(x_k; W + s d_k) - f(x_k; W)|| for s = +1 and -1, each flattened weight change d_k
+    (``[K, D]``) and its own inputs x_k (``[K, B, ...]``); the unmoved outputs are computed once for both signs."""
     model = ctx.toy.model
     params = {n: _wide(p.detach()) for n, p in model.named_parameters()}
     buffers = {n: _wide(b) for n, b in model.named_buffers()}
@@ -47,14 +47,17 @@ def _output_changes(ctx: ScoringContext, directions: torch.Tensor, x: torch.Tens
         offset += numel
 
     def run(delta: dict[str, torch.Tensor], xk: torch.Tensor) -> torch.Tensor:
-        moved = {**params, **{n: params[n] + d for n, d in delta.items()}}
-        out = functional_call(model, (moved, buffers), (xk,))
         base = functional_call(model, (params, buffers), (xk,))
-        return (out - base).flatten(1).norm(dim=1)
+        changes = []
+        for sign in (1.0, -1.0):
+            moved = {**params, **{n: params[n] + sign * d for n, d in delta.items()}}
+            out = functional_call(model, (moved, buffers), (xk,))
+            changes.append((out - base).flatten(1).norm(dim=1))
+        return torch.stack(changes)
 
     with torch.no_grad():
         width = functional_call(model, (params, buffers), (x[0],)).numel()
-        chunk = max(1, MAX_ELEMENTS // max(1, width))
+        chunk = max(1, MAX_ELEMENTS // max(1, 3 * width))
         return vmap(run, chunk_size=chunk)(deltas, x)
 
 
@@ -99,8 +102,8 @@ def intervention_specificity(ctx: ScoringContext) -> float | None:
             rows[i, : len(on)], rows[i, PER_SIDE : PER_SIDE + len(off)] = on, off
             valid[i, : len(on)], valid[i, PER_SIDE : PER_SIDE + len(off)] = True, True
         x = ctx.eval_inputs[rows]
-        change = _output_changes(ctx, torch.cat([dirs, -dirs]), torch.cat([x, x]))
-        change = 0.5 * (change[: len(pairs)] + change[len(pairs) :]) * valid  # [P, 2 * PER_SIDE]
+        change = _output_changes(ctx, dirs, x)
+        change = 0.5 * (change[:, 0] + change[:, 1]) * valid  # [P, 2 * PER_SIDE]
         mean_on = change[:, :PER_SIDE].sum(dim=1) / valid[:, :PER_SIDE].sum(dim=1)
         mean_off = change[:, PER_SIDE:].sum(dim=1) / valid[:, PER_SIDE:].sum(dim=1)
         for a, b in zip(mean_on.tolist(), mean_off.tolist(), strict=True):

@@ -169,10 +169,7 @@ def subspace_coverage(ctx: ScoringContext) -> float | None:
         if u is None:
             scores.append(0.0)
             continue
-        vecs = ctx.components[ctx.units[u]]
-        vecs = vecs[vecs.norm(dim=1) > 0]
-        left, sing, _ = torch.linalg.svd(vecs.T, full_matrices=False)
-        span = left[:, sing > 1e-10 * sing.max()].T  # orthonormal basis of the unit's span
+        span = ctx.span_basis(ctx.units[u])  # orthonormal basis of the unit's span
         overlap = float((basis @ span.T).pow(2).sum())  # sum of cos^2 of the principal angles
         scores.append(min(1.0, overlap / max(basis.shape[0], span.shape[0])) ** 0.5)
     return mean_or_none(scores)
