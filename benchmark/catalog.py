@@ -1,23 +1,19 @@
 """What the installed methods are, without importing submitted code into this process.
 
-Built-in methods (the ``methods`` package) are read here. Methods from plugin files are read by a fresh
-Python process that imports the plugins and prints their records as JSON: the plugin's code never runs in
-the process that scores or validates, and a plugin that fails to import, or exits while importing, is an
-error here (never a silent success).
+Built-in methods (the ``methods`` package) are read here. Methods from plugin files are read by a worker
+process of their own (:func:`benchmark.processes.run_isolated`) that imports the plugins and sends their
+records back: the plugin's code never runs in the process that scores or validates, and a plugin that fails
+to import, or exits while importing, is an error here (never a silent success).
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmark.processes import IsolatedError, run_isolated
 from benchmark.registry import METHODS, RegistryError
-
-MARK = "PDBENCH-CATALOG "
 
 
 def builtin_methods() -> dict[str, dict[str, Any]]:
@@ -47,48 +43,31 @@ def plugin_catalog(
     if not plugins:
         return catalog, {}
     paths = [str(Path(p).expanduser().resolve()) for p in plugins]
-    code = "from benchmark.catalog import _child; _child()"
     try:
-        out = subprocess.run(
-            [sys.executable, "-c", code],
-            input=json.dumps(paths),
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
-    except subprocess.TimeoutExpired:
-        raise RegistryError(f"importing the plugin(s) {paths} took longer than {timeout_s:g} s") from None
-    lines = [line for line in out.stdout.splitlines() if line.startswith(MARK)]
-    if out.returncode != 0 or len(lines) != 1:
-        why = (out.stderr.strip().splitlines() or [f"it exited with code {out.returncode} and printed no catalog"])[-1]
-        raise RegistryError(f"the plugin file(s) {', '.join(paths)} could not be loaded: {why}")
-    found = json.loads(lines[0][len(MARK) :])
+        found = run_isolated(_read_plugins, paths, timeout_s)
+    except IsolatedError as exc:
+        raise RegistryError(f"the plugin file(s) {', '.join(paths)} could not be loaded: {exc}") from None
     for name, record in found["methods"].items():
         catalog.setdefault(name, record)
     return catalog, {str(k): int(v) for k, v in found["toys"].items()}
 
 
-def _child() -> None:
-    """In the child process: load the plugins, print one line with the records of their methods."""
+def _read_plugins(paths: list[str]) -> dict[str, dict[str, Any]]:
+    """In the isolated worker: load the plugins; the records of the methods and the tiers of the toy models
+    they register."""
     from benchmark.cell import method_record
     from benchmark.registry import TOY_MODELS, load_plugin
 
-    paths = json.loads(sys.stdin.read())
-    try:
-        for p in paths:
-            load_plugin(p)
-        records = {}
-        for name in METHODS.names():
-            obj = METHODS.builtin(name)
-            if obj is not None and getattr(obj, "__module__", "").startswith("pdbench_plugin_"):
-                records[name] = method_record(name, obj)
-        toys = {}
-        for name in TOY_MODELS.names():
-            obj = TOY_MODELS.builtin(name)
-            if obj is not None and getattr(obj, "__module__", "").startswith("pdbench_plugin_"):
-                toys[name] = obj().spec.tier
-    except (Exception, SystemExit) as exc:
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        sys.exit(2)
-    sys.stdout.write(MARK + json.dumps({"methods": records, "toys": toys}) + "\n")
-    sys.stdout.flush()
+    for p in paths:
+        load_plugin(p)
+    records = {}
+    for name in METHODS.names():
+        obj = METHODS.builtin(name)
+        if obj is not None and getattr(obj, "__module__", "").startswith("pdbench_plugin_"):
+            records[name] = method_record(name, obj)
+    toys = {}
+    for name in TOY_MODELS.names():
+        obj = TOY_MODELS.builtin(name)
+        if obj is not None and getattr(obj, "__module__", "").startswith("pdbench_plugin_"):
+            toys[name] = obj().spec.tier
+    return {"methods": records, "toys": toys}

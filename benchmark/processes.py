@@ -18,9 +18,11 @@ import multiprocessing as mp
 import os
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
+from typing import Any
 
 PRELOAD = ("benchmark.executors", "benchmark.rescore")  # the engine, torch, the toy models and the metrics
 
@@ -71,3 +73,58 @@ def init_pool_worker(environment: ParentEnvironment, lifeline: Connection) -> No
     """A process pool's initializer: take the parent's environment and watch for the parent's end."""
     environment.apply()
     watch_parent(lifeline)
+
+
+class IsolatedError(RuntimeError):
+    """:func:`run_isolated`'s call raised, its process died, or it ran out of time; the message says which."""
+
+
+def run_isolated(fn: Callable[[Any], Any], arg: Any, timeout_s: float) -> Any:
+    """``fn(arg)`` in a worker process of its own (forked from the fork server: no interpreter to start), its
+    value sent back; how code that must never run in this process (a submitted plugin) is read. The worker's
+    output goes nowhere. Raises :class:`IsolatedError` with ``Type: message`` where ``fn`` raised (SystemExit
+    included), the exit code where the worker died without an answer, or the time limit."""
+    ctx = worker_context()
+    answer, send = ctx.Pipe(duplex=False)
+    life, lifeline = ctx.Pipe(duplex=False)
+    proc = ctx.Process(
+        target=_isolated, args=(fn, arg, send, ParentEnvironment.capture(), life), name="pdbench-isolated"
+    )
+    proc.start()
+    send.close()
+    life.close()
+    try:
+        if not answer.poll(timeout_s):
+            raise IsolatedError(f"it took longer than {timeout_s:g} s")
+        ok, value = answer.recv()
+    except EOFError:
+        proc.join(10)
+        code = proc.exitcode
+        how = f"died of {signal.Signals(-code).name}" if code is not None and code < 0 else f"exited with code {code}"
+        raise IsolatedError(f"it {how} and sent no answer") from None
+    finally:
+        lifeline.close()  # a worker still running ends now (watch_parent)
+        answer.close()
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    if not ok:
+        raise IsolatedError(value)
+    return value
+
+
+def _isolated(
+    fn: Callable[[Any], Any], arg: Any, send: Connection, environment: ParentEnvironment, life: Connection
+) -> None:
+    environment.apply()
+    watch_parent(life)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    try:
+        answer = (True, fn(arg))
+    except (Exception, SystemExit) as exc:
+        answer = (False, f"{type(exc).__name__}: {exc}")
+    send.send(answer)
+    send.close()

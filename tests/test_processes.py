@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from benchmark.processes import ParentEnvironment, worker_context
+from benchmark.processes import IsolatedError, ParentEnvironment, run_isolated, worker_context
 
 
 def _report(environment: ParentEnvironment | None, out: str) -> None:
@@ -44,3 +44,45 @@ def test_a_worker_takes_the_parents_state_from_when_it_starts(tmp_path, monkeypa
         pytest.skip("spawned workers inherit the environment themselves")
     stale = _seen(ctx, None, tmp_path / "stale.json")  # why the environment is sent: forked, it is the server's
     assert stale == [str(tmp_path), None, str(tmp_path / "plugins")]
+
+
+def _isolated_case(kind: str) -> object:
+    """What an isolated call may do: answer (printing on the way), raise, exit, die, hang."""
+    import signal
+    import time
+
+    if kind == "answer":
+        print("output that goes nowhere")
+        return {"env": os.environ.get("PDBENCH_TEST_SEEN"), "pid": os.getpid()}
+    if kind == "raise":
+        raise ImportError("needs a package this machine lacks")
+    if kind == "exit":
+        raise SystemExit(0)
+    if kind == "die":
+        os._exit(3)
+    if kind == "segfault":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    time.sleep(60)
+    return None
+
+
+def test_an_isolated_call_answers_in_another_process_with_the_parents_environment(monkeypatch, capfd):
+    monkeypatch.setenv("PDBENCH_TEST_SEEN", "isolated")
+    answer = run_isolated(_isolated_case, "answer", 120)
+    assert answer["env"] == "isolated" and answer["pid"] != os.getpid()
+    assert "output that goes nowhere" not in capfd.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("raise", "ImportError: needs a package this machine lacks"),
+        ("exit", "SystemExit: 0"),
+        ("die", "it exited with code 3 and sent no answer"),
+        ("segfault", "it died of SIGSEGV and sent no answer"),
+        ("hang", "it took longer than 2 s"),
+    ],
+)
+def test_an_isolated_call_that_fails_says_how(kind, message):
+    with pytest.raises(IsolatedError, match=message):
+        run_isolated(_isolated_case, kind, 2 if kind == "hang" else 120)

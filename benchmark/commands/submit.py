@@ -263,54 +263,35 @@ def _summary(results_dir: Path, name: str, log: Callable[[str], None]) -> tuple[
 
 
 def inspect_submission(ref: str, choose: str | None, check_toy: str, timeout_s: float = 1800.0) -> dict[str, Any]:
-    """Resolve and check the submitted method in a child process (its code never runs in this one).
+    """Resolve and check the submitted method in a worker process of its own (its code never runs in this
+    one: :func:`benchmark.processes.run_isolated`).
 
     Returns ``{"name", "ref", "plugin", "checks"}`` (``ref``: a ``module:object`` reference the workers can
     import, or None for a registered name) or ``{"error": ...}``."""
-    import subprocess
+    from benchmark.processes import IsolatedError, run_isolated
 
-    request = json.dumps({"ref": ref, "choose": choose, "check_toy": check_toy})
     try:
-        out = subprocess.run(
-            [sys.executable, "-c", "from benchmark.commands.submit import _child; _child()"],
-            input=request,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"checking the method took longer than {timeout_s:g} s"}
-    lines = [line for line in out.stdout.splitlines() if line.startswith(MARK)]
-    if len(lines) != 1:
-        tail = (out.stderr.strip().splitlines() or [f"exit code {out.returncode}, no report"])[-1]
-        return {"error": f"the method could not be checked: {tail}"}
-    return json.loads(lines[0][len(MARK) :])
+        return run_isolated(_inspect, {"ref": ref, "choose": choose, "check_toy": check_toy}, timeout_s)
+    except IsolatedError as exc:
+        return {"error": f"the method could not be checked: {exc}"}
 
 
-MARK = "PDBENCH-SUBMIT "
-
-
-def _child() -> None:
-    """Child process of :func:`inspect_submission`: resolve, check, print one JSON line."""
-    req = json.loads(sys.stdin.read())
+def _inspect(req: dict[str, Any]) -> dict[str, Any]:
+    """In the isolated worker of :func:`inspect_submission`: resolve and check the method."""
     try:
         name, cls = resolve_method(req["ref"], req["choose"])
         checks = check_adapter(cls, req["check_toy"])
-        module = getattr(cls, "__module__", "")
-        # a class its plugin file registers is found by loading the file; a registered name by the registry
-        found = METHODS.builtin(name) is cls and (req["ref"] == name or module.startswith("pdbench_plugin_"))
-        report: dict[str, Any] = {
-            "name": name,
-            "ref": None if found else f"{module}:{cls.__qualname__}",
-            "plugin": str(Path(req["ref"]).resolve()) if req["ref"].endswith(".py") else None,
-            "checks": [c.__dict__ for c in checks],
-        }
     except (SubmissionError, RegistryError) as exc:
-        report = {"error": str(exc)}
-    except (Exception, SystemExit) as exc:
-        report = {"error": f"{type(exc).__name__}: {exc}"}
-    sys.stdout.write(MARK + json.dumps(report) + "\n")
-    sys.stdout.flush()
+        return {"error": str(exc)}
+    module = getattr(cls, "__module__", "")
+    # a class its plugin file registers is found by loading the file; a registered name by the registry
+    found = METHODS.builtin(name) is cls and (req["ref"] == name or module.startswith("pdbench_plugin_"))
+    return {
+        "name": name,
+        "ref": None if found else f"{module}:{cls.__qualname__}",
+        "plugin": str(Path(req["ref"]).resolve()) if req["ref"].endswith(".py") else None,
+        "checks": [c.__dict__ for c in checks],
+    }
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
