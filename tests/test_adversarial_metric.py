@@ -110,3 +110,25 @@ def test_chunked_inputs_give_the_same_error(monkeypatch) -> None:  # noqa: ANN00
     whole = _stored_error(toy, dec)
     monkeypatch.setattr(adv, "MAX_ELEMENTS", 24 * 100)  # 24 weights: chunks of 100 inputs
     assert _stored_error(toy, dec) == pytest.approx(whole, rel=1e-9)
+
+
+def test_each_matrix_summed_over_its_own_components_is_the_dense_sum(toy, monkeypatch) -> None:
+    """SPD-like components, each in one weight matrix of a two-matrix toy: the masked sum taken per matrix over
+    the components that touch it gives the error of the sum over every component (exact zeros skipped)."""
+    import benchmark.metrics.adversarial as adversarial
+
+    t = toy("block_mlp")
+    g = torch.Generator().manual_seed(2)
+    comps = []  # each matrix as the rank-1 terms of its SVD: faithful, so the importances decide what is kept
+    for name, p in t.target().params().items():
+        u, s, vh = torch.linalg.svd(p.detach())
+        comps += [{name: s[i] * u[:, i : i + 1] @ vh[i : i + 1]} for i in range(len(s))]
+    imp = torch.rand(eval_inputs(t).shape[0], len(comps), generator=g)
+    dec = Decomposition(comps, attributions=lambda x: imp, faithful=True, importances=True)
+    space = ComponentSpace(t, dec)
+    sizes = [p.numel() for p in t.target().params().values()]
+    blocks = adversarial._blocks(space.raw.attributions, space.raw.components, sizes)
+    assert [rows.tolist() for rows, _, _ in blocks] == [list(range(12)), list(range(12, 24))]  # each its own
+    per_matrix = adversarial_error(space.raw)
+    monkeypatch.setattr(adversarial, "_blocks", lambda g, c, sizes: [(None, g, b) for b in c.split(sizes, dim=1)])
+    assert per_matrix > 0.01 and per_matrix == pytest.approx(adversarial_error(space.raw), rel=1e-12)

@@ -180,3 +180,19 @@ def test_sanity_orderings_on_every_headline_instance(toy, name) -> None:  # noqa
     assert all(a > b for a, b in zip(noisy, noisy[1:], strict=False))
     for metric in ("hungarian", "hungarian_raw", "mmcs", "mass_f1"):
         assert tab["whole"][metric] < max(v[metric] for row, v in tab.items() if row != "whole")
+
+
+@pytest.mark.parametrize("name", ["induction-rot", "block_mlp-rot"])
+def test_one_components_span_overlap_batched_is_the_general_case(toy, name) -> None:  # noqa: ANN001
+    """The batched overlaps of single components give the very numbers of the eigendecomposition path, the
+    pieces of a span-only mechanism (the induction heads' subspaces) included, and a zero component none."""
+    t = toy(name)
+    g = torch.Generator().manual_seed(3)
+    comps = [{n: torch.randn(p.shape, generator=g) for n, p in t.target().params().items()} for _ in range(6)]
+    comps.append({n: torch.zeros_like(p) for n, p in t.target().params().items()})
+    space = ComponentSpace(t, Decomposition(comps))
+    for c in range(len(comps)):
+        batched, rank = space.span_overlap([c])
+        general, general_rank = space._span_overlap([c])
+        assert torch.equal(batched, general) and rank == general_rank
+    assert space.span_overlap([0, 1])[1] == 2.0 and space.span_overlap([0, 1]) is space.span_overlap([0, 1])
