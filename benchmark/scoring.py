@@ -16,7 +16,7 @@ averaged over the sweep. Metrics never see the method.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
@@ -89,9 +89,9 @@ class _Memo:
     """``cached(key, fn)``: ``fn()`` computed once per object and kept under ``key``, how metrics share private
     intermediate results (several metrics read one matching's activity counts, say)."""
 
-    _cache: dict[str, Any]
+    _cache: dict[Hashable, Any]
 
-    def cached(self, key: str, fn: Callable[[], T]) -> T:
+    def cached(self, key: Hashable, fn: Callable[[], T]) -> T:
         if key not in self._cache:
             self._cache[key] = fn()
         return self._cache[key]
@@ -109,10 +109,8 @@ class ComponentSpace(_Memo):
         self.shapes = toy.param_shapes()
         self.mechanisms = toy.ground_truth.mechanisms
         self.eval_batch = eval_batch
-        self._cache: dict[str, Any] = {}
+        self._cache: dict[Hashable, Any] = {}
         self._views: dict[tuple[tuple[int, ...], ...], ScoringContext] = {}
-        self._overlaps: dict[tuple[int, ...], tuple[Tensor, float]] = {}  # span_overlap per set of components
-        self._spans: dict[tuple[int, ...], Tensor] = {}  # span_basis per set of components
         decomposition.validate(self.shapes)
 
     # -- parameter space ------------------------------------------------------------------------------
@@ -341,26 +339,25 @@ class ComponentSpace(_Memo):
     def span_overlap(self, idx: list[int]) -> tuple[Tensor, float]:
         """(``[M]`` ||P_U B_m||_F^2, rank of U), with U the span of components ``idx``; computed once per set
         of components (the engine's views share most of their units). Do not modify the tensor returned."""
-        key = tuple(idx)
-        if key not in self._overlaps:
-            if len(key) == 1:  # one component: the batched values, the same numbers as the general case
-                c = key[0]
-                live = bool(self.gram[c, c] > 0)
-                self._overlaps[key] = (self.single_overlaps[:, c], 1.0) if live else self._span_overlap(idx)
-            else:
-                self._overlaps[key] = self._span_overlap(idx)
-        return self._overlaps[key]
+
+        def overlap() -> tuple[Tensor, float]:
+            if len(idx) == 1 and float(self.gram[idx[0], idx[0]]) > 0:  # the batched values: the same numbers
+                return self.single_overlaps[:, idx[0]], 1.0
+            return self._span_overlap(idx)
+
+        return self.cached(("span_overlap", tuple(idx)), overlap)
 
     def span_basis(self, idx: list[int]) -> Tensor:
         """``[r, D]``: an orthonormal basis of the span of components ``idx`` (from their SVD, singular values
         above 1e-10 of the largest), computed once per set of components. Do not modify it."""
-        key = tuple(idx)
-        if key not in self._spans:
-            vecs = self.components[list(key)]
+
+        def basis() -> Tensor:
+            vecs = self.components[idx]
             vecs = vecs[vecs.norm(dim=1) > 0]
             left, sing, _ = torch.linalg.svd(vecs.T, full_matrices=False)
-            self._spans[key] = left[:, sing > 1e-10 * sing.max()].T
-        return self._spans[key]
+            return left[:, sing > 1e-10 * sing.max()].T
+
+        return self.cached(("span_basis", tuple(idx)), basis)
 
     @cached_property
     def single_overlaps(self) -> Tensor:
