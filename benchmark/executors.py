@@ -32,6 +32,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+from benchmark.allocator import keep_freed_memory, release_freed_memory
 from benchmark.cell import decode_result, encode_result, error_result, reset_peak_rss, run_methods
 from benchmark.method import Budget
 from benchmark.processes import ParentEnvironment, watch_parent, worker_context
@@ -161,6 +162,7 @@ def init_worker(config: WorkerConfig) -> None:
 
     from benchmark.registry import METHODS, TOY_MODELS, RegistryError, load_plugin
 
+    keep_freed_memory()
     torch.set_num_threads(max(1, config.threads))
     if config.memory_mb is not None and not config.device.startswith("cuda"):
         try:
@@ -196,6 +198,7 @@ def run_task(task: CellTask, config: WorkerConfig) -> list[dict[str, Any]]:
 
     from benchmark.cache import WeightCache
 
+    release_freed_memory()  # what the last cell freed is not this cell's peak
     reset_peak_rss()
     cache = WeightCache(config.cache_root) if config.cache_root else None
     dtype, grad = torch.get_default_dtype(), torch.is_grad_enabled()

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import pytest
 
+from benchmark.allocator import keep_freed_memory
+
 
 @pytest.fixture
 def heavy(request) -> None:
-    """Skip this case unless benchmarks are enabled: it runs a method end to end."""
+    """Skip this case unless benchmarks are enabled: it runs a method end to end, with freed memory kept for
+    reuse as in the runner's workers (:mod:`benchmark.allocator`), so that its time does not depend on what
+    ran before it in this process."""
     if not request.config.getoption("benchmark_enable", default=False):
         pytest.skip("end-to-end method timing: run `pytest tests/benchmarks --benchmark-enable`")
+    keep_freed_memory()
