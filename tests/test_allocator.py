@@ -4,6 +4,7 @@ faults on SPD's per-step tensors, and the runner's workers set it."""
 from __future__ import annotations
 
 import pytest
+import torch
 from fresh_worker import decompose_in_fresh_worker
 
 from benchmark.allocator import _glibc, keep_freed_memory, release_freed_memory
@@ -36,5 +37,52 @@ def test_the_runners_workers_keep_freed_memory(monkeypatch):
 
     calls = []
     monkeypatch.setattr(executors, "keep_freed_memory", lambda: calls.append("keep"))
-    init_worker(WorkerConfig())
+    threads = torch.get_num_threads()
+    try:
+        init_worker(WorkerConfig())
+    finally:
+        torch.set_num_threads(threads)  # init_worker sets a worker's threads; this is the test's process
     assert calls == ["keep"]
+
+
+PLUGIN = '''
+import torch
+
+from benchmark.decomposition import Decomposition
+from benchmark.method import Method
+from benchmark.registry import METHODS
+
+
+class _Whole(Method):
+    version = "1"
+    paper = "test_allocator"
+
+    def decompose(self, target, budget, seed, device="cpu"):
+        return Decomposition([{n: p.detach().clone()} for n, p in target.params().items()])
+
+
+@METHODS.register("alloc_heavy")
+class Heavy(_Whole):
+    """Holds 400 MB in 20 MB blocks (under the kept mmap threshold, so from the heap), then frees them."""
+
+    def decompose(self, target, budget, seed, device="cpu"):
+        blocks = [torch.ones(5 << 20) for _ in range(20)]
+        del blocks
+        return super().decompose(target, budget, seed, device)
+
+
+METHODS.register("alloc_light", type("Light", (_Whole,), {}))
+'''
+
+
+@glibc
+def test_a_cells_peak_memory_is_not_what_the_cell_before_it_freed(tmp_path):
+    from benchmark.results import Cell, read_result
+    from benchmark.runner import run_grid
+
+    plugin = tmp_path / "alloc_plugin.py"
+    plugin.write_text(PLUGIN)
+    cells = [Cell("tms_5-2", "alloc_heavy", 0), Cell("tms_5-2", "alloc_light", 0)]
+    run_grid(cells, tmp_path / "results", plugins=[str(plugin)], jobs=1, log=lambda _: None)  # one worker, in order
+    heavy, light = (read_result(c.path(tmp_path / "results"))["cost"]["peak_memory_mb"] for c in cells)
+    assert heavy - light > 300  # without the release, the 400 MB kept after the first cell counted in the second's
