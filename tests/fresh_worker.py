@@ -6,14 +6,13 @@ from __future__ import annotations
 import hashlib
 import resource
 import time
-from multiprocessing.connection import Connection
 from typing import NamedTuple
 
 import torch
 
 from benchmark.allocator import keep_freed_memory
 from benchmark.method import Budget
-from benchmark.processes import worker_context
+from benchmark.processes import run_isolated
 from benchmark.registry import METHODS
 from benchmark.toy import load_toy
 
@@ -24,7 +23,8 @@ class FreshRun(NamedTuple):
     digest: str  # SHA-256 of every component's dense tensors, in order
 
 
-def _decompose(conn: Connection, toy_name: str, method: str, steps: int, keep: bool) -> None:
+def _decompose(job: tuple[str, str, int, bool]) -> FreshRun:
+    toy_name, method, steps, keep = job
     if keep:
         keep_freed_memory()
     torch.set_num_threads(1)
@@ -38,17 +38,9 @@ def _decompose(conn: Connection, toy_name: str, method: str, steps: int, keep: b
     for i in range(len(dec)):
         for _, tensor in sorted(dec.dense(i).items()):
             digest.update(tensor.detach().contiguous().numpy().tobytes())
-    conn.send(FreshRun(seconds, faults, digest.hexdigest()))
+    return FreshRun(seconds, faults, digest.hexdigest())
 
 
 def decompose_in_fresh_worker(toy_name: str, method: str, steps: int, keep: bool) -> FreshRun:
     """``method``'s decomposition of ``toy_name`` (seed 0, ``steps`` steps, one thread) in a fresh child."""
-    ctx = worker_context()
-    here, there = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_decompose, args=(there, toy_name, method, steps, keep))
-    proc.start()
-    there.close()
-    try:
-        return FreshRun(*here.recv())
-    finally:
-        proc.join(timeout=60)
+    return run_isolated(_decompose, (toy_name, method, steps, keep), timeout_s=600)
