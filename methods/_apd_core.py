@@ -13,7 +13,6 @@ matrices works; per-input weights ``sum_c s_c(x) P_c`` go through ``torch.func.v
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +21,6 @@ from torch.func import functional_call, jvp, vmap
 from methods import _schedules as schedules
 
 Params = dict[str, Tensor]
-Forward = Callable[[Params, Tensor], Tensor]
 
 
 class _Fast(nn.Module):
@@ -36,8 +34,29 @@ class _Fast(nn.Module):
         return self.m.forward_fast(x)
 
 
-def make_forward(model: nn.Module, names: tuple[str, ...], fast: bool = False) -> Forward:
+class Forward:
     """``f(params, x)``: the model's output with the decomposed parameters replaced by ``params``.
+
+    ``vectors`` holds the model's other 1-D floating tensors (biases, gains) by name. The attributions give
+    them a zero tangent: an add of a dual tensor and a tensor without a tangent makes torch's forward-mode AD
+    build a zero tensor and run its add through a Python decomposition (about 0.2 ms per add on a CPU: a tenth
+    of an APD step on TMS 5-2), while a real zero vector costs one cheap add. Same numbers, bit for bit (a
+    zero tangent adds exact zeros).
+    """
+
+    def __init__(self, module: nn.Module, fixed: Params, prefix: str, vectors: Params):
+        self.module, self.fixed, self.prefix, self.vectors = module, fixed, prefix, vectors
+
+    def __call__(self, params: Params, x: Tensor) -> Tensor:
+        p = self.prefix
+        out = functional_call(self.module, {**self.fixed, **{p + k: v for k, v in params.items()}}, (x,))
+        if not isinstance(out, Tensor):
+            raise TypeError(f"APD needs a model whose forward returns one tensor, got {type(out).__name__}")
+        return out
+
+
+def make_forward(model: nn.Module, names: tuple[str, ...], fast: bool = False) -> Forward:
+    """The model as a :class:`Forward` of its decomposed parameters.
 
     The other parameters and buffers (a bias, a frozen embedding) keep their trained values. With
     ``fast=True`` and a model that has a ``forward_fast`` (the same function with products by fixed
@@ -47,16 +66,9 @@ def make_forward(model: nn.Module, names: tuple[str, ...], fast: bool = False) -
     """
     fixed = {k: v.detach() for k, v in model.named_parameters() if k not in names}
     fixed.update({k: v.detach() for k, v in model.named_buffers()})
+    vectors = {k: v for k, v in fixed.items() if v.dim() == 1 and v.is_floating_point()}
     module, prefix = (_Fast(model), "m.") if fast and hasattr(model, "forward_fast") else (model, "")
-    fixed = {prefix + k: v for k, v in fixed.items()}
-
-    def f(params: Params, x: Tensor) -> Tensor:
-        out = functional_call(module, {**fixed, **{prefix + k: v for k, v in params.items()}}, (x,))
-        if not isinstance(out, Tensor):
-            raise TypeError(f"APD needs a model whose forward returns one tensor, got {type(out).__name__}")
-        return out
-
-    return f
+    return Forward(module, {prefix + k: v for k, v in fixed.items()}, prefix, vectors)
 
 
 def per_input_forward(f: Forward, weights: Params, x: Tensor) -> Tensor:
@@ -126,8 +138,10 @@ def gradient_attributions(f: Forward, theta: Params, P: Params, x: Tensor, chunk
     output as in the reference code (``spd/utils.py:calc_grad_attributions``), same numbers.
     """
 
+    zeros = {k: torch.zeros_like(v) for k, v in f.vectors.items()}
+
     def along(tangent: Params) -> Tensor:
-        return jvp(lambda th: f(th, x), (theta,), (tangent,))[1]
+        return jvp(lambda th, vec: f({**vec, **th}, x), (theta, f.vectors), (tangent, zeros))[1]
 
     J = vmap(along, chunk_size=chunk)(P)  # [C, batch, *out]
     return J.pow(2).flatten(2).sum(-1).T

@@ -51,6 +51,18 @@ def test_attributions_vectorised_jvp(benchmark, tms):
 
 
 @pytest.mark.benchmark(group="apd-attributions")
+def test_attributions_vectorised_jvp_without_zero_tangents(benchmark, tms):
+    """The same JVPs with the bias given no tangent (the code before ``Forward.vectors``): torch's forward-mode
+    AD then adds a zero tensor through a Python decomposition."""
+    _, t, theta, L, R, x = tms
+    f = core.make_forward(t.model, ("W",))
+    bare = core.Forward(f.module, f.fixed, f.prefix, vectors={})
+    P = core.component_weights(L, R)
+    got = benchmark(core.gradient_attributions, bare, theta, P, x)
+    assert torch.equal(got, core.gradient_attributions(f, theta, P, x))
+
+
+@pytest.mark.benchmark(group="apd-attributions")
 def test_attributions_one_backward_per_output(benchmark, tms):
     _, t, theta, L, R, x = tms
     f = core.make_forward(t.model, ("W",))
