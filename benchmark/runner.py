@@ -61,6 +61,7 @@ class RunOptions:
     (1: a fresh process per cell). ``threads``: torch intra-op threads per worker (default 1). ``seed_groups``:
     a (toy model, method)'s seeds run as one task, trained together (:func:`seed_tasks`): None (default) for the
     methods whose groups pay (``Method.groups_by_default``), True for every method that can, False for none.
+    ``share_tail``: the local executor's last round shares the cores (:class:`~benchmark.executors.LocalExecutor`).
     ``plugins``:
     files that register methods or toy models, imported by the workers (and by this process only for a toy
     model it does not know otherwise)."""
@@ -80,6 +81,7 @@ class RunOptions:
     threads: int | None = None
     progress: bool = True
     seed_groups: bool | None = None
+    share_tail: bool = True
 
 
 HEARTBEAT_S = 60.0  # the progress line is written again after this long without any other output
@@ -396,6 +398,7 @@ def _run_locked(cells: list[Cell], results_dir: Path, o: RunOptions, log: Log) -
         device=o.device,
         cells_per_worker=o.cells_per_worker,
         threads=o.threads,
+        share_tail=o.share_tail,
     )
     bar = Progress(
         len(todo),

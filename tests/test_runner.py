@@ -145,6 +145,62 @@ def test_methods_registered_in_the_caller_reach_the_workers(tmp_path: Path) -> N
     assert rows["slow_valid"]["status"] == "ok", rows["slow_valid"]["error"]
 
 
+class SleepMethod(Method):
+    """Sleeps a second and a half, writing when it started and ended (into ``$PDBENCH_TEST_TIMES``)."""
+
+    name = "sleeps"
+    version = "1"
+
+    def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
+        start = time.time()
+        time.sleep(1.5)
+        (Path(os.environ["PDBENCH_TEST_TIMES"]) / f"{seed}").write_text(f"{start} {time.time()}")
+        return Decomposition([{n: p.detach().clone()} for n, p in target.params().items()], record=RunRecord(steps=0))
+
+
+def test_the_last_round_shares_the_cores(tmp_path: Path, monkeypatch) -> None:
+    """Three cells on two workers: the third starts at once on an extra worker rather than after one of the
+    first two, so all three run at the same time (each sleeps 1.5 s: the overlap does not hang on CPU speed)."""
+    times = tmp_path / "times"
+    times.mkdir()
+    monkeypatch.setenv("PDBENCH_TEST_TIMES", str(times))
+    with isolated_registries():
+        METHODS.register("sleeps", SleepMethod, replace=True)
+        run_grid([Cell("block_mlp", "sleeps", s) for s in range(3)], tmp_path / "r", jobs=2, log=_quiet)
+    assert all(r["status"] == "ok" for r in load_results(tmp_path / "r")[0])
+    spans = [tuple(map(float, (times / f"{s}").read_text().split())) for s in range(3)]
+    assert max(a for a, _ in spans) < min(b for _, b in spans), spans
+
+
+class _Busy:
+    task = "a task"
+
+
+def test_extra_workers_only_for_the_last_round(monkeypatch) -> None:
+    """The count of workers the local executor wants: ``jobs`` while at least that many tasks wait; then one per
+    waiting task beside the busy ones (at most ``jobs - 1`` more), only with ``share_tail`` and free memory."""
+    from collections import deque
+
+    from benchmark import executors
+    from benchmark.executors import LocalExecutor
+
+    monkeypatch.setattr(executors, "available_memory_mb", lambda: 10.0 * 2**20)
+
+    def wanted(jobs: int, busy: int, waiting: int, share: bool = True) -> int:
+        ex = LocalExecutor(jobs=jobs, share_tail=share)
+        ex._workers, ex._pending = [_Busy() for _ in range(busy)], deque(range(waiting))
+        return ex._workers_wanted()
+
+    assert wanted(2, 0, 3) == 2 and wanted(2, 2, 2) == 2  # a full round waits for free workers
+    assert wanted(2, 2, 1) == 3 and wanted(4, 4, 3) == 7 and wanted(4, 4, 1) == 5
+    assert wanted(2, 1, 0) == 1 and wanted(2, 0, 1) == 1
+    assert wanted(2, 2, 1, share=False) == 2
+    monkeypatch.setattr(executors, "available_memory_mb", lambda: 1.0)  # less free than one worker's guard
+    assert wanted(2, 2, 1) == 2
+    monkeypatch.setattr(executors, "available_memory_mb", lambda: None)  # not known: no extra worker
+    assert wanted(2, 2, 1) == 2
+
+
 def test_suites_cover_what_they_promise() -> None:
     tiers = toy_tiers("reproduction")  # the papers' toys; rotated variants are another track
     quick, suite = suite_cells("quick")

@@ -102,6 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             threads=args.threads,
             hparams=hparams,
             seed_groups=args.seeds_together,
+            share_tail=args.share_tail,
         )
     except KeyboardInterrupt:
         print("\ninterrupted: every finished cell is stored; run the same command again to resume", file=sys.stderr)
@@ -190,6 +191,14 @@ def add_parser(sub, common) -> None:
         help="train an uncapped (toy, method)'s seeds as one batched model where the method can (l3d, spd): the "
         "same decompositions, bit for bit, in one worker. Default: only where that is faster than the seeds in "
         "turn (l3d); --no-seeds-together: never (docs/running.md)",
+    )
+    p.add_argument(
+        "--share-tail",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="in the run's last round, start the waiting cells at once on extra workers (up to --jobs minus "
+        "one) so that they share the cores rather than wait: 3 equal cells on 2 cores take 1.5 cells' time, "
+        "not 2 (default: on; memory permitting; docs/running.md)",
     )
     p.add_argument(
         "--cells-per-worker",
