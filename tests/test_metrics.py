@@ -13,6 +13,7 @@ import torch
 from fixtures.linear_toy import LinearToy
 
 from benchmark.decomposition import Decomposition, DecompositionError
+from benchmark.metrics import intervention
 from benchmark.registry import METRICS
 from benchmark.scoring import HEADLINE, ComponentSpace, score
 
@@ -117,6 +118,35 @@ def test_intervention_specificity_hand_computed():
     # sign- and order-free: the same with -c1, c0
     s2 = run([-C1, C0], names=["intervention_specificity"], x=x)
     assert s2["intervention_specificity"] == pytest.approx(s["intervention_specificity"], rel=1e-6)
+
+
+def test_intervention_specificity_reads_rounding_level_changes_as_none(monkeypatch):
+    """Output changes at float64 rounding level (here 1e-16 of the output, random) are no measurable change:
+    every ratio is 1, whatever the rounding. Without the floor the same inputs give rounding over rounding,
+    which two CPUs' kernels did not agree on (docs/metrics.md)."""
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0], [2.0, 0.0], [0.0, 2.0]])
+    measured = intervention._output_changes
+
+    def rounding_only(seed: int):
+        def changes(ctx, dirs, xs):
+            out = measured(ctx, dirs, xs).clone()
+            noise = torch.rand(out[:, :2].shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
+            out[:, :2] = 1e-16 * out[:, 2:3] * noise  # [K, 2, B]: both signs' changes; out[:, 2] is ||f(x; W)||
+            return out
+
+        return changes
+
+    def scores() -> list[float]:
+        got = []
+        for seed in (0, 1):
+            monkeypatch.setattr(intervention, "_output_changes", rounding_only(seed))
+            got.append(run([C0, C1], names=["intervention_specificity"], x=x)["intervention_specificity"])
+        return got
+
+    assert scores() == [1.0, 1.0]
+    monkeypatch.setattr(intervention, "FLOOR", 0.0)
+    a, b = scores()
+    assert a != b and abs(math.log(a / b)) > 0.01
 
 
 def test_dead_components_hand_computed():

@@ -13,7 +13,12 @@ mechanism's weights also moves outputs it shares with others).
 
 The outputs are computed in float64 (version 3): a change on inputs that do not use the mechanism can be
 tiny, and in float32 the difference ``f(x; W + d) - f(x; W)`` is then mostly rounding, which differs from one
-CPU's kernels to another's by up to 1% of the ratio, more than ``pdbench validate`` accepts.
+CPU's kernels to another's by up to 1% of the ratio, more than ``pdbench validate`` accepts. In float64 the
+rounding is about 1e-15 of the output, still the whole of some changes on the compiled induction toy (its
+softmax leaks e^-20): a unit whose moves change nothing measurable had a ratio of rounding over rounding,
+which moved by up to 1.2% between AVX2 and AVX512 kernels. Version 4 counts a mean change below ``FLOOR``
+(1e-9) of the mean output norm as that floor: such a mechanism's ratio is 1, and a mean just above it moves
+by at most 1e-5 of itself between kernels.
 """
 
 from __future__ import annotations
@@ -29,12 +34,16 @@ SCALE = 0.1
 PER_SIDE = 32  # inputs using the mechanism, and inputs not using it, per mechanism
 MIN_SIDE = 2
 CLIP = 1e6
+#: A mean output change below this share of the mean output norm counts as this share: float64 rounding of
+#: ``f(x; W + d) - f(x; W)`` is about 1e-15 of the output and differs between CPUs' kernels (AVX2, AVX512)
+FLOOR = 1e-9
 MAX_ELEMENTS = 2**24  # outputs held at once, per vmap chunk
 
 
 def _output_changes(ctx: ScoringContext, directions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``[K, 2, B]``: ||f(x_k; W + s d_k) - f(x_k; W)|| for s = +1 and -1, each flattened weight change d_k
-    (``[K, D]``) and its own inputs x_k (``[K, B, ...]``); the unmoved outputs are computed once for both signs."""
+    """``[K, 3, B]``: ||f(x_k; W + s d_k) - f(x_k; W)|| for s = +1 and -1, then ||f(x_k; W)||, for each flattened
+    weight change d_k (``[K, D]``) and its own inputs x_k (``[K, B, ...]``); the unmoved outputs are computed
+    once for both signs."""
     model = ctx.toy.model
     params = {n: _wide(p.detach()) for n, p in model.named_parameters()}
     buffers = {n: _wide(b) for n, b in model.named_buffers()}
@@ -53,7 +62,7 @@ def _output_changes(ctx: ScoringContext, directions: torch.Tensor, x: torch.Tens
             moved = {**params, **{n: params[n] + sign * d for n, d in delta.items()}}
             out = functional_call(model, (moved, buffers), (xk,))
             changes.append((out - base).flatten(1).norm(dim=1))
-        return torch.stack(changes)
+        return torch.stack([*changes, base.flatten(1).norm(dim=1)])
 
     with torch.no_grad():
         width = functional_call(model, (params, buffers), (x[0],)).numel()
@@ -69,7 +78,7 @@ def _wide(t: torch.Tensor) -> torch.Tensor:
 @metric(
     "intervention_specificity",
     bounds=(0.0, None),
-    version="3",  # 3: outputs in float64
+    version="4",  # 3: outputs in float64; 4: mean changes below FLOOR of the output count as FLOOR
     higher_is_better=True,
     description="Geometric mean over not-always-on mechanisms of (mean output change on inputs using the mechanism) "
     "/ (mean change on other inputs) when the weights move +-delta along the matched unit (L3D's perturbation test).",
@@ -102,11 +111,12 @@ def intervention_specificity(ctx: ScoringContext) -> float | None:
             rows[i, : len(on)], rows[i, PER_SIDE : PER_SIDE + len(off)] = on, off
             valid[i, : len(on)], valid[i, PER_SIDE : PER_SIDE + len(off)] = True, True
         x = ctx.eval_inputs[rows]
-        change = _output_changes(ctx, dirs, x)
-        change = 0.5 * (change[:, 0] + change[:, 1]) * valid  # [P, 2 * PER_SIDE]
+        measured = _output_changes(ctx, dirs, x)
+        change = 0.5 * (measured[:, 0] + measured[:, 1]) * valid  # [P, 2 * PER_SIDE]
         mean_on = change[:, :PER_SIDE].sum(dim=1) / valid[:, :PER_SIDE].sum(dim=1)
         mean_off = change[:, PER_SIDE:].sum(dim=1) / valid[:, PER_SIDE:].sum(dim=1)
-        for a, b in zip(mean_on.tolist(), mean_off.tolist(), strict=True):
-            ratio = 1.0 if a == b == 0.0 else (CLIP if b == 0.0 else a / b)
+        floor = FLOOR * (measured[:, 2] * valid).sum(dim=1) / valid.sum(dim=1)  # [P]: FLOOR x mean ||f(x; W)||
+        for a, b, f in zip(mean_on.tolist(), mean_off.tolist(), floor.tolist(), strict=True):
+            ratio = max(a, f) / max(b, f) if f > 0.0 else (1.0 if a == b == 0.0 else (CLIP if b == 0.0 else a / b))
             log_ratios.append(math.log(min(CLIP, max(1.0 / CLIP, ratio))))
     return math.exp(sum(log_ratios) / len(log_ratios))
