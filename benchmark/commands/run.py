@@ -196,9 +196,9 @@ def add_parser(sub, common) -> None:
         "--share-tail",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="in the run's last round, start the waiting cells at once on extra workers (up to --jobs minus "
-        "one) so that they share the cores rather than wait: 3 equal cells on 2 cores take 1.5 cells' time, "
-        "not 2 (default: on; memory permitting; docs/running.md)",
+        help="local executor: in the run's last round, start the waiting cells at once on extra workers (up to "
+        "--jobs minus one) so that they share the cores rather than wait: 3 equal cells on 2 cores take 1.5 cells' "
+        "time, not 2 (default: on; memory permitting; docs/running.md)",
     )
     p.add_argument(
         "--cells-per-worker",
