@@ -52,17 +52,22 @@ def total_memory_mb() -> float:
         return 8192.0
 
 
+def _proc_mb(path: str, key: str) -> float | None:
+    """The ``key:`` line of a Linux ``/proc`` file (a size in kB) in MiB, or None where it cannot be read."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def available_memory_mb() -> float | None:
     """The memory the kernel says a new process could take without swapping (Linux ``MemAvailable``); None
     where it is not known."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    return _proc_mb("/proc/meminfo", "MemAvailable")
 
 
 def cpu_count() -> int:
@@ -291,14 +296,7 @@ def toy_is_cached(name: str, cache_root: str | None) -> bool:
 
 def rss_mb(pid: int) -> float | None:
     """Resident memory of process ``pid`` in MiB, or None where it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except (OSError, ValueError):
-        return None
-    return None
+    return _proc_mb(f"/proc/{pid}/status", "VmRSS")
 
 
 def describe_exit(code: int | None) -> str:
