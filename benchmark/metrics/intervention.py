@@ -117,6 +117,9 @@ def intervention_specificity(ctx: ScoringContext) -> float | None:
         mean_off = change[:, PER_SIDE:].sum(dim=1) / valid[:, PER_SIDE:].sum(dim=1)
         floor = FLOOR * (measured[:, 2] * valid).sum(dim=1) / valid.sum(dim=1)  # [P]: FLOOR x mean ||f(x; W)||
         for a, b, f in zip(mean_on.tolist(), mean_off.tolist(), floor.tolist(), strict=True):
-            ratio = max(a, f) / max(b, f) if f > 0.0 else (1.0 if a == b == 0.0 else (CLIP if b == 0.0 else a / b))
+            if f > 0.0:
+                ratio = max(a, f) / max(b, f)
+            else:  # every output is zero: no scale for a floor
+                ratio = 1.0 if a == b == 0.0 else (CLIP if b == 0.0 else a / b)
             log_ratios.append(math.log(min(CLIP, max(1.0 / CLIP, ratio))))
     return math.exp(sum(log_ratios) / len(log_ratios))
