@@ -126,6 +126,19 @@ class VPDConfig:
         return self.p_start + (self.p_end - self.p_start) * step / max(self.steps - 1, 1)
 
 
+def adversary_ascent(sources: Tensor, m: Tensor, v: Tensor, grad: Tensor, t: int, step: int, cfg: VPDConfig) -> None:
+    """One Adam ascent step (the ``t``-th) of the persistent sources on ``grad``, in place, then a clamp to
+    [0, 1]; the learning rate rises linearly over the first ``adv_warmup`` of the steps."""
+    b1, b2 = cfg.adv_beta1, cfg.adv_beta2
+    m.mul_(b1).add_(grad, alpha=1 - b1)
+    v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+    m_hat = m / (1 - b1**t)
+    v_hat = v / (1 - b2**t)
+    warm = max(1, int(cfg.adv_warmup * cfg.steps))
+    lr = cfg.adv_lr * min(1.0, (step + 1) / warm)
+    sources.add_(lr * m_hat / (v_hat.sqrt() + ADAM_EPS)).clamp_(0.0, 1.0)
+
+
 class VPDModel(SPDModel):
     """SPD's factors and, for ``ci="scalar"``, its CI MLPs; for ``ci="vector"``, one ``d_in -> hidden (GELU) ->
     C`` MLP per site (VPD's ``layerwise_mlp``)."""
@@ -201,21 +214,38 @@ class VPDTrainer:
     def _apply(self, k: int, a: Tensor, M: Tensor) -> Tensor:
         return a @ M if self.sites[k].transposed else a @ M.T
 
+    def site_output(
+        self,
+        k: int,
+        a: Tensor,
+        mask: Tensor,
+        delta_mask: Tensor | None,
+        route: Tensor | None,
+        resid: list[Tensor] | None,
+    ) -> Tensor:
+        """Site ``k``'s output ``((a V^T) * mask) U^T + delta_mask (a Delta^T)`` on the rows where ``route
+        [rows, 1]`` is True (all where None), ``a W^T`` on the others."""
+        out = self.spd.write(k, self.spd.inner(k, a) * mask)
+        if resid is not None and delta_mask is not None:
+            out = out + delta_mask * self._apply(k, a, resid[self.spd.site_param[k]])
+        if route is not None and not bool(route.all()):
+            out = torch.where(route, out, self.keep_weight(k, a))
+        return out
+
+    def keep_weight(self, k: int, a: Tensor) -> Tensor:
+        return self._apply(k, a, self.W[self.spd.site_param[k]])
+
     def masked_forward(
         self, x: Tensor, masks: Tensor, delta_masks: Tensor | None, route: Tensor | None, resid: list[Tensor] | None
     ) -> Tensor:
-        """The network with each site's output ``((a V^T) * m) U^T + r_delta (a Delta^T)`` on the rows that
-        ``route [rows, S]`` sends through it (all rows where None); other rows and sites keep W."""
+        """The network with each site's output :meth:`site_output` on the rows that ``route [rows, S]`` sends
+        through it (all rows where None); other rows and sites keep W."""
 
         def replace(k: int, a: Tensor) -> Tensor | None:
             if route is not None and not bool(route[:, k].any()):
                 return None
-            out = self.spd.write(k, self.spd.inner(k, a) * masks[:, k])
-            if resid is not None and delta_masks is not None:
-                out = out + delta_masks[:, k : k + 1] * self._apply(k, a, resid[self.spd.site_param[k]])
-            if route is not None and not bool(route[:, k].all()):
-                out = torch.where(route[:, k : k + 1], out, self._apply(k, a, self.W[self.spd.site_param[k]]))
-            return out
+            deltas = None if delta_masks is None else delta_masks[:, k : k + 1]
+            return self.site_output(k, a, masks[:, k], deltas, None if route is None else route[:, k : k + 1], resid)
 
         out, _, _ = run_sites(self.net, self.params, x, replace)
         return out
@@ -229,18 +259,9 @@ class VPDTrainer:
         return rank < k
 
     def _ascend(self, grad: Tensor, step: int) -> None:
-        """One Adam ascent step of the persistent sources on ``grad``, then clamp to [0, 1]."""
-        cfg = self.cfg
         assert self.sources is not None and self.adam_m is not None and self.adam_v is not None
         self.adv_t += 1
-        b1, b2 = cfg.adv_beta1, cfg.adv_beta2
-        self.adam_m.mul_(b1).add_(grad, alpha=1 - b1)
-        self.adam_v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        m_hat = self.adam_m / (1 - b1**self.adv_t)
-        v_hat = self.adam_v / (1 - b2**self.adv_t)
-        warm = max(1, int(cfg.adv_warmup * cfg.steps))
-        lr = cfg.adv_lr * min(1.0, (step + 1) / warm)
-        self.sources.add_(lr * m_hat / (v_hat.sqrt() + ADAM_EPS)).clamp_(0.0, 1.0)
+        adversary_ascent(self.sources, self.adam_m, self.adam_v, grad, self.adv_t, step, self.cfg)
 
     def losses(self, x: Tensor, step: int) -> dict[str, Tensor]:
         cfg = self.cfg
@@ -328,7 +349,7 @@ class VPDTrainer:
                 group["lr"] = cfg.lr_at(step)
             terms = self.losses(self.sample(cfg.batch_size), step)
             if not torch.isfinite(terms["total"]):
-                raise FloatingPointError(f"vpd: loss became {float(terms['total'])} at step {step}")
+                raise FloatingPointError(f"vpd: loss became {float(terms['total'].detach())} at step {step}")
             opt.zero_grad(set_to_none=True)
             terms["total"].backward()
             if cfg.adv_coeff:  # the third ascent: the main backward's source gradient, pre-update parameters

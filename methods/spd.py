@@ -161,17 +161,7 @@ class SPD(Method):
         if not can_train_together(trainers):
             return super().decompose_seeds(target, budget, seeds, device)
         logs = train_together(trainers, int(runs[0][1]["log_every"]), out_of_time)
-        out: list[Decomposition | Exception] = []
-        for (trainer, hp), log, seed in zip(runs, logs, seeds, strict=True):
-            if isinstance(log, Exception):
-                out.append(log)
-                continue
-            trainer.spd.eval()
-            try:
-                out.append(export_subcomponents(trainer, hp, log, seed))
-            except Exception as exc:  # noqa: BLE001 - this seed's error row; the others stand
-                out.append(exc)
-        return out
+        return export_runs(runs, logs, seeds)
 
     def trainer(self, target: Target, budget: Budget, seed: int, device: str) -> tuple[SPDTrainer, dict[str, Any]]:
         """A run's trainer, set up as for :meth:`decompose`, and its resolved hyperparameters."""
@@ -190,6 +180,24 @@ class SPD(Method):
         if trainer.cfg.steps < 1:
             raise ValueError("spd: needs at least one step")
         return trainer, hp
+
+
+def export_runs(
+    runs: Sequence[tuple[Any, dict[str, Any]]], logs: Sequence[Any], seeds: Sequence[int]
+) -> list[Decomposition | Exception]:
+    """Each run of a group (its trainer and hyperparameters) exported as alone, or its error: a run's failure
+    is its seed's error row, and the others stand. Shared by the SPD, SPD-main and VPD adapters."""
+    out: list[Decomposition | Exception] = []
+    for (trainer, hp), log, seed in zip(runs, logs, seeds, strict=True):
+        if isinstance(log, Exception):
+            out.append(log)
+            continue
+        trainer.spd.eval()
+        try:
+            out.append(export_subcomponents(trainer, hp, log, seed))
+        except Exception as exc:  # noqa: BLE001 - this seed's error row; the others stand
+            out.append(exc)
+    return out
 
 
 def export_subcomponents(trainer: Any, hp: dict[str, Any], log: Any, seed: int) -> Decomposition:

@@ -20,6 +20,7 @@ by the output's mean square (as SPD's blind rule), with the fast TMS 5-2 schedul
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,8 @@ from benchmark.method import Budget, Method
 from benchmark.registry import METHODS
 from benchmark.toy import Target
 from methods._vpd_core import VPDConfig, VPDTrainer
-from methods.spd import export_subcomponents, output_mean_square
+from methods._vpd_group import can_train_together, train_together
+from methods.spd import export_runs, export_subcomponents, output_mean_square
 
 _TMS = {"C": 20, "imp_coeff": 8e-4, "freq_coeff": 4e-4, "lr": 1e-3, "steps": 20_000, "batch_size": 4096}
 _TMS_LARGE = {**_TMS, "C": 100, "imp_coeff": 6e-5, "freq_coeff": 3e-5}
@@ -113,6 +115,7 @@ class VPD(Method):
             pass  # None fields are resolved in decompose, which builds the checked VPDConfig
 
     per_model_defaults = FAST
+    trains_seeds_together = True
     tables = {"fast": FAST, "paper": REFERENCE}
     blind_imp_coeff, imp_per_output_ms = BLIND_IMP_COEFF, IMP_PER_OUTPUT_MS
 
@@ -134,11 +137,28 @@ class VPD(Method):
 
     def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
         out_of_time = budget.timer()
+        trainer, hp = self.trainer(target, budget, seed, device)
+        log = trainer.train(log_every=int(hp["log_every"]), out_of_time=out_of_time)
+        trainer.spd.eval()
+        return export_subcomponents(trainer, hp, log, seed)
+
+    def decompose_seeds(
+        self, target: Target, budget: Budget, seeds: Sequence[int], device: str = "cpu"
+    ) -> list[Decomposition | Exception]:
+        """The seeds trained as one batched model (:mod:`methods._vpd_group`), each the same decomposition, bit
+        for bit, as :meth:`decompose` gives alone; one after another where they cannot train together."""
+        out_of_time = budget.timer()
+        runs = [self.trainer(target, budget, seed, device) for seed in seeds]
+        trainers = [t for t, _ in runs]
+        if not can_train_together(trainers):
+            return super().decompose_seeds(target, budget, seeds, device)
+        logs = train_together(trainers, int(runs[0][1]["log_every"]), out_of_time)
+        return export_runs(runs, logs, seeds)
+
+    def trainer(self, target: Target, budget: Budget, seed: int, device: str) -> tuple[VPDTrainer, dict[str, Any]]:
+        """A run's trainer, set up as for :meth:`decompose`, and its resolved hyperparameters."""
         hp = self.resolve(self.hparams(target.spec.name), target, seed)
         fields = VPDConfig.__dataclass_fields__
         cfg = VPDConfig(**{**{k: hp[k] for k in fields if k in hp}, "steps": budget.steps_or(int(hp["steps"]))})
         torch.manual_seed(seed)
-        trainer = VPDTrainer(target.model.to(device), target.params(), target.sample, cfg, seed, device)
-        log = trainer.train(log_every=int(hp["log_every"]), out_of_time=out_of_time)
-        trainer.spd.eval()
-        return export_subcomponents(trainer, hp, log, seed)
+        return VPDTrainer(target.model.to(device), target.params(), target.sample, cfg, seed, device), hp

@@ -168,6 +168,65 @@ def test_an_apd_seed_that_diverges_leaves_the_group(toy, monkeypatch) -> None:  
         assert _dense_fingerprint(together[i], x) == _dense_fingerprint(apd.decompose(target, Budget(), seed), x)
 
 
+@pytest.mark.parametrize(
+    ("name", "toy_name", "kw"),
+    [
+        ("vpd", "tms_5-2", {}),  # the adversary, subset routing, the residual channel, the warm-up
+        ("vpd", "tms_5-2", {"ci": "vector", "ci_hidden": 50}),  # the paper's CI function: an MLP per site
+        ("spd-main", "tms_5-2", {}),  # routing through every site, the layerwise term, no faithfulness loss
+        ("vpd", "gated_circuits-rot@0", {"tuned": False}),  # the blind rule: each seed's own minimality coefficients
+    ],
+)
+def test_vpd_seeds_together_are_bit_identical(toy, name: str, toy_name: str, kw: dict) -> None:  # noqa: ANN001
+    """Three VPD (or SPD main) seeds in one batched model against each alone: the same factors, attributions and
+    loss history, and the runs did train as a group."""
+    from methods._vpd_group import can_train_together
+
+    t = toy(toy_name)
+    method = METHODS.get(name)(steps=12, n_eval=500, batch_size=128, log_every=4, **kw)
+    target = t.target()
+    x = t.sample(64, torch.Generator().manual_seed(9))
+
+    def bits(dec) -> tuple:  # noqa: ANN001
+        return (*_fingerprint(dec, x), str(dec.record.extra["history"]))
+
+    assert can_train_together([method.trainer(target, Budget(), s, "cpu")[0] for s in (0, 1, 2)])
+    alone = [bits(method.decompose(target, Budget(), seed)) for seed in (0, 1, 2)]
+    together = method.decompose_seeds(target, Budget(), [0, 1, 2])
+    assert [bits(d) for d in together] == alone
+    assert len(set(alone)) == 3
+
+
+def test_a_vpd_seed_that_diverges_leaves_the_group(toy) -> None:  # noqa: ANN001
+    """Seed 1's inputs turn NaN at its fourth batch: alone it raises; together it ends with the same error, the
+    group drops its adversary, and seeds 0 and 2 are the decompositions they are alone."""
+    from methods._vpd_core import VPDTrainer
+
+    draw = VPDTrainer.sample
+    calls: dict[int, int] = {}
+
+    def poisoned(self, n: int) -> torch.Tensor:  # noqa: ANN001
+        x = draw(self, n)
+        if n != self.cfg.batch_size:  # the probe that finds the sites
+            return x
+        calls[id(self)] = calls.get(id(self), 0) + 1
+        return x * float("nan") if self.g_mask.initial_seed() == 2 and calls[id(self)] == 4 else x
+
+    t = toy("tms_5-2")
+    vpd = METHODS.get("vpd")(steps=8, n_eval=500, batch_size=64)
+    target = t.target()
+    x = t.sample(32, torch.Generator().manual_seed(9))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(VPDTrainer, "sample", poisoned)
+        with pytest.raises(FloatingPointError) as alone_error:
+            vpd.decompose(target, Budget(), 1)
+        together = vpd.decompose_seeds(target, Budget(), [0, 1, 2])
+    assert isinstance(together[1], FloatingPointError) and str(together[1]) == str(alone_error.value)
+    assert "at step 3" in str(together[1])
+    for i in (0, 2):
+        assert _fingerprint(together[i], x) == _fingerprint(vpd.decompose(target, Budget(), i), x)
+
+
 def test_a_failing_seed_leaves_the_group(toy) -> None:  # noqa: ANN001
     """A seed whose loss becomes non-finite ends with its error; the others train on, unchanged."""
     t = toy("tms_5-2")

@@ -188,9 +188,9 @@ def add_parser(sub, common) -> None:
         "--seeds-together",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="train an uncapped (toy, method)'s seeds as one batched model where the method can (l3d, spd): the "
-        "same decompositions, bit for bit, in one worker. Default: only where that is faster than the seeds in "
-        "turn (l3d); --no-seeds-together: never (docs/running.md)",
+        help="train an uncapped (toy, method)'s seeds as one batched model where the method can (l3d, apd, spd, "
+        "vpd, spd-main): the same decompositions, bit for bit, in one worker. Default: only where that is faster "
+        "than the seeds in turn (l3d); --no-seeds-together: never (docs/running.md)",
     )
     p.add_argument(
         "--share-tail",

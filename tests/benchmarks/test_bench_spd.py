@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from benchmark.method import Budget
+from benchmark.registry import METHODS
 from benchmark.toy import load_toy
 from methods._spd_core import SPDConfig, SPDTrainer
 from methods.spd import SPD
@@ -116,23 +117,24 @@ def test_ci_forward_backward(benchmark, ci_case, impl):
     torch.testing.assert_close(out, _ci_loop(spd, inner).detach(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.benchmark(group="spd-seeds-tms5-2")
 @pytest.mark.parametrize("threads", [1, 2], ids=["1 thread", "2 threads"])
 @pytest.mark.parametrize("how", ["1 seed", "3 seeds one after another", "3 seeds together"])
-def test_seeds_together(benchmark, heavy, how, threads):
+@pytest.mark.parametrize("method", ["spd", "vpd"])
+def test_seeds_together(benchmark, heavy, method, how, threads):
     """100 training steps of the TMS 5-2 fast preset (batch 1024) for one seed, three in turn and three as one
-    batched model (:mod:`methods._spd_group`, the same bits as alone), on 1 and on 2 torch threads. At this
-    batch the step is dominated by the CI MLPs' arithmetic, not by overhead, so three together cost about two
-    one-seed steps, not one."""
-    from methods._spd_group import train_together
+    batched model (:mod:`methods._spd_group`, :mod:`methods._vpd_group` for VPD and SPD main; the same bits as
+    alone), on 1 and on 2 torch threads. At this batch the step is dominated by the CI MLPs' arithmetic, not by
+    overhead, so three together cost about two or three one-seed steps, not one."""
+    from methods import _spd_group, _vpd_group
 
-    toy = load_toy("tms_5-2")
-    target = toy.target()
-    spd = SPD(steps=100)
+    benchmark.group = f"{method}-seeds-tms5-2"
+    train_together = (_spd_group if method == "spd" else _vpd_group).train_together
+    target = load_toy("tms_5-2").target()
+    adapter = METHODS.get(method)(steps=100)
     seeds = [0] if how == "1 seed" else [0, 1, 2]
 
     def run() -> None:
-        trainers = [spd.trainer(target, Budget(), s, DEVICE)[0] for s in seeds]
+        trainers = [adapter.trainer(target, Budget(), s, DEVICE)[0] for s in seeds]
         if how == "3 seeds together":
             train_together(trainers)
         else:
