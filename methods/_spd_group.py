@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -138,35 +139,72 @@ def train_together(
     with its error (the others go on unchanged); all stop together where ``out_of_time()`` says so."""
     if not can_train_together(trainers):
         raise ValueError("spd: these runs cannot train together (different settings, or too large a group)")
-    cfg = trainers[0].cfg
-    opts = [torch.optim.AdamW(t.spd.parameters(), lr=cfg.lr, weight_decay=0.0) for t in trainers]
+    opts = [torch.optim.AdamW(t.spd.parameters(), lr=trainers[0].cfg.lr, weight_decay=0.0) for t in trainers]
+    return train_group(
+        opts, trainers[0].cfg, lambda live, step: group_losses(live, [t.sample(t.cfg.batch_size) for t in live]),
+        trainers, "spd", log_every, out_of_time,
+    )  # fmt: skip
+
+
+class GroupHooks:
+    """What a method adds to :func:`train_group`'s step (nothing here): after the backward pass, before a run's
+    optimiser step, and when runs leave the group."""
+
+    def after_backward(self, step: int) -> None:
+        pass
+
+    def before_update(self, j: int) -> None:
+        pass
+
+    def keep(self, idx: list[int]) -> None:
+        pass
+
+
+def train_group(
+    opts: Sequence[torch.optim.Optimizer],
+    cfg: Any,
+    losses: Callable[[list[Any], int], dict[str, Tensor]],
+    trainers: Sequence[Any],
+    who: str,
+    log_every: int = 0,
+    out_of_time: Callable[[], bool] | None = None,
+    hooks: GroupHooks | None = None,
+) -> list[TrainLog | FloatingPointError]:
+    """The training loop of a group of runs (SPD's, VPD's): each step sets every live run's learning rate
+    (``cfg.lr_at``), takes ``losses(live trainers, step)`` (each term ``[live runs]``), drops the runs whose
+    total is not finite with the error they raise alone, runs one backward pass and each run's optimiser step,
+    and logs every ``log_every`` steps as a run alone does."""
+    hooks = hooks or GroupHooks()
     logs: list[TrainLog | FloatingPointError] = [TrainLog() for _ in trainers]
     live = list(range(len(trainers)))
     t0 = time.perf_counter()
     for step in range(cfg.steps):
-        group = [trainers[j] for j in live]
         for j in live:
             for param_group in opts[j].param_groups:
                 param_group["lr"] = cfg.lr_at(step)
             opts[j].zero_grad(set_to_none=True)
-        terms = group_losses(group, [t.sample(cfg.batch_size) for t in group])
+        terms = losses([trainers[j] for j in live], step)
         total = terms["total"].detach()
         finite = torch.isfinite(total)
         for i, j in enumerate(live):
             if not finite[i]:
-                logs[j] = FloatingPointError(f"spd: loss became {float(total[i])} at step {step}")
+                logs[j] = FloatingPointError(f"{who}: loss became {float(total[i])} at step {step}")
         terms["total"][finite].sum().backward()
+        hooks.after_backward(step)
         for i, j in enumerate(live):
             log = logs[j]
             if not isinstance(log, TrainLog):
                 continue
+            hooks.before_update(j)
             opts[j].step()
             log.steps = step + 1
             if log_every and (step % log_every == 0 or step == cfg.steps - 1):
                 log.history.append({"step": step, **{k: float(v[i].detach()) for k, v in terms.items()}})
-        live = [j for j in live if isinstance(logs[j], TrainLog)]
+        going = [i for i, j in enumerate(live) if isinstance(logs[j], TrainLog)]
+        live = [live[i] for i in going]
         if not live:
             break
+        hooks.keep(going)
         if out_of_time is not None and step < cfg.steps - 1 and out_of_time():
             for j in live:
                 logs[j].stopped_early = True  # type: ignore[union-attr]

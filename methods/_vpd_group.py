@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from methods._spd_core import TrainLog, upper_leaky_hard_sigmoid
-from methods._spd_group import GROUP_HIDDEN_MAX
+from methods._spd_group import GROUP_HIDDEN_MAX, GroupHooks, train_group
 from methods._spd_sites import run_sites
 from methods._vpd_core import EPS, VPDTrainer, adversary_ascent, lower_leaky
 
@@ -45,17 +45,29 @@ def can_train_together(trainers: Sequence[VPDTrainer]) -> bool:
     return same and len(trainers) * cfg.batch_size * len(first.sites) * per_row <= GROUP_HIDDEN_MAX
 
 
-class _Group:
-    """The live runs and their stacked adversary state ``[runs, rows, S, C + 1]``."""
+class _Group(GroupHooks):
+    """The live runs and their stacked adversary state ``[runs, rows, S, C + 1]``; as :func:`train_group`'s
+    hooks, the third ascent after the backward pass and each run's gradient clipping."""
 
-    def __init__(self, trainers: Sequence[VPDTrainer]):
+    def __init__(self, trainers: Sequence[VPDTrainer], params: list[list[Tensor]]):
         self.runs = list(trainers)
+        self.params = params  # every run's trained tensors (gradient clipping)
         self.cfg = self.runs[0].cfg
         self.sources: Tensor | None = None
         self.adam_m: Tensor | None = None
         self.adam_v: Tensor | None = None
         self.adv_t = 0
         self.src: Tensor | None = None  # this step's sources in the main loss
+
+    def after_backward(self, step: int) -> None:
+        """The third ascent: the main backward's source gradient, before the parameters move."""
+        if self.cfg.adv_coeff:
+            assert self.src is not None and self.src.grad is not None
+            self.ascend(self.src.grad / self.cfg.adv_coeff, step)
+
+    def before_update(self, j: int) -> None:
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.params[j], self.cfg.grad_clip)
 
     def keep(self, idx: list[int]) -> None:
         """Only the runs at ``idx`` go on."""
@@ -181,50 +193,15 @@ def train_together(
     if not can_train_together(trainers):
         raise ValueError("vpd: these runs cannot train together (different settings, or too large a group)")
     cfg = trainers[0].cfg
-    logs: list[TrainLog | FloatingPointError] = [TrainLog() for _ in trainers]
     t0 = time.perf_counter()
     for t in trainers:
         t.faithfulness_warmup()
     params = [[p for p in t.spd.parameters() if p.numel()] for t in trainers]
     opts = [torch.optim.AdamW(ps, lr=cfg.lr, weight_decay=0.0) for ps in params]
-    group = _Group(trainers)
-    live = list(range(len(trainers)))
-    for step in range(cfg.steps):
-        for j in live:
-            for param_group in opts[j].param_groups:
-                param_group["lr"] = cfg.lr_at(step)
-        terms = group.losses([trainers[j].sample(cfg.batch_size) for j in live], step)
-        total = terms["total"].detach()
-        finite = torch.isfinite(total)
-        for i, j in enumerate(live):
-            if not finite[i]:
-                logs[j] = FloatingPointError(f"vpd: loss became {float(total[i])} at step {step}")
-            opts[j].zero_grad(set_to_none=True)
-        terms["total"][finite].sum().backward()
-        if cfg.adv_coeff:  # the third ascent: the main backward's source gradient, pre-update parameters
-            assert group.src is not None and group.src.grad is not None
-            group.ascend(group.src.grad / cfg.adv_coeff, step)
-        for i, j in enumerate(live):
-            log = logs[j]
-            if not isinstance(log, TrainLog):
-                continue
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params[j], cfg.grad_clip)
-            opts[j].step()
-            log.steps = step + 1
-            if log_every and (step % log_every == 0 or step == cfg.steps - 1):
-                log.history.append({"step": step, **{k: float(v[i].detach()) for k, v in terms.items()}})
-        going = [i for i, j in enumerate(live) if isinstance(logs[j], TrainLog)]
-        live = [live[i] for i in going]
-        if not live:
-            break
-        group.keep(going)
-        if out_of_time is not None and step < cfg.steps - 1 and out_of_time():
-            for j in live:
-                logs[j].stopped_early = True  # type: ignore[union-attr]
-            break
-    seconds = time.perf_counter() - t0
+    group = _Group(trainers, params)
+    losses = lambda live, step: group.losses([t.sample(cfg.batch_size) for t in live], step)  # noqa: E731
+    logs = train_group(opts, cfg, losses, trainers, "vpd", log_every, out_of_time, group)
     for log in logs:
         if isinstance(log, TrainLog):
-            log.seconds = seconds
+            log.seconds = time.perf_counter() - t0  # the warm-up included, as alone
     return logs

@@ -20,9 +20,11 @@ reports what each preset reaches.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import ModuleType
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -31,8 +33,8 @@ from benchmark.decomposition import Decomposition, LowRank, RunRecord
 from benchmark.method import Budget, Method
 from benchmark.registry import METHODS
 from benchmark.toy import Target, per_input
+from methods import _spd_group
 from methods._spd_core import SPDConfig, SPDTrainer
-from methods._spd_group import can_train_together, train_together
 
 _TMS_SMALL = {
     "C": 20,
@@ -106,8 +108,40 @@ def output_mean_square(target: Target, seed: int, n: int = 4096) -> float:
     return float(y.double().pow(2).mean())
 
 
+class SubcomponentMethod(Method):
+    """The adapters built on a trainer of rank-1 subcomponents (SPD, SPD main, VPD): :meth:`trainer` sets up one
+    seed's run; a run alone or the seeds trained as one batched model (``seed_group``: a module with
+    ``can_train_together`` and ``train_together``), exported by :func:`export_subcomponents`."""
+
+    trains_seeds_together = True
+    seed_group: ClassVar[ModuleType]
+
+    @abstractmethod
+    def trainer(self, target: Target, budget: Budget, seed: int, device: str) -> tuple[Any, dict[str, Any]]:
+        """A run's trainer and its resolved hyperparameters."""
+
+    def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
+        out_of_time = budget.timer()
+        trainer, hp = self.trainer(target, budget, seed, device)
+        log = trainer.train(log_every=int(hp["log_every"]), out_of_time=out_of_time)
+        return export_runs([(trainer, hp)], [log], [seed], raise_errors=True)[0]  # type: ignore[return-value]
+
+    def decompose_seeds(
+        self, target: Target, budget: Budget, seeds: Sequence[int], device: str = "cpu"
+    ) -> list[Decomposition | Exception]:
+        """The seeds trained as one batched model (``seed_group``), each the same decomposition, bit for bit, as
+        :meth:`decompose` gives alone; one after another where they cannot train together."""
+        out_of_time = budget.timer()
+        runs = [self.trainer(target, budget, seed, device) for seed in seeds]
+        trainers = [t for t, _ in runs]
+        if not self.seed_group.can_train_together(trainers):
+            return super().decompose_seeds(target, budget, seeds, device)
+        logs = self.seed_group.train_together(trainers, int(runs[0][1]["log_every"]), out_of_time)
+        return export_runs(runs, logs, seeds)
+
+
 @METHODS.register("spd")
-class SPD(Method):
+class SPD(SubcomponentMethod):
     # 2: no own grouping (the engine groups every method alike). The blind rule (C, beta_3 from the network) is a
     # default, recorded resolved in every result; the cells it changed were re-run
     version = "2"
@@ -134,7 +168,7 @@ class SPD(Method):
             pass  # C and imp_coeff may still be None here: decompose builds the checked SPDConfig
 
     per_model_defaults = FAST
-    trains_seeds_together = True
+    seed_group = _spd_group
 
     def hparams(self, toy_name: str) -> dict[str, Any]:
         preset = self.overrides.get("preset", self.defaults["preset"])
@@ -142,26 +176,6 @@ class SPD(Method):
             raise ValueError(f"spd: preset must be 'fast' or 'paper', not {preset!r}")
         table = PAPER if preset == "paper" else FAST
         return {**self.defaults, **self.tuned_for(toy_name, table), **self.own_overrides}
-
-    def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
-        out_of_time = budget.timer()
-        trainer, hp = self.trainer(target, budget, seed, device)
-        log = trainer.train(log_every=int(hp["log_every"]), out_of_time=out_of_time)
-        trainer.spd.eval()
-        return export_subcomponents(trainer, hp, log, seed)
-
-    def decompose_seeds(
-        self, target: Target, budget: Budget, seeds: Sequence[int], device: str = "cpu"
-    ) -> list[Decomposition | Exception]:
-        """The seeds trained as one batched model (:mod:`methods._spd_group`), each the same decomposition, bit
-        for bit, as :meth:`decompose` gives alone; one after another where they cannot train together."""
-        out_of_time = budget.timer()
-        runs = [self.trainer(target, budget, seed, device) for seed in seeds]
-        trainers = [t for t, _ in runs]
-        if not can_train_together(trainers):
-            return super().decompose_seeds(target, budget, seeds, device)
-        logs = train_together(trainers, int(runs[0][1]["log_every"]), out_of_time)
-        return export_runs(runs, logs, seeds)
 
     def trainer(self, target: Target, budget: Budget, seed: int, device: str) -> tuple[SPDTrainer, dict[str, Any]]:
         """A run's trainer, set up as for :meth:`decompose`, and its resolved hyperparameters."""
@@ -183,10 +197,10 @@ class SPD(Method):
 
 
 def export_runs(
-    runs: Sequence[tuple[Any, dict[str, Any]]], logs: Sequence[Any], seeds: Sequence[int]
+    runs: Sequence[tuple[Any, dict[str, Any]]], logs: Sequence[Any], seeds: Sequence[int], raise_errors: bool = False
 ) -> list[Decomposition | Exception]:
-    """Each run of a group (its trainer and hyperparameters) exported as alone, or its error: a run's failure
-    is its seed's error row, and the others stand. Shared by the SPD, SPD-main and VPD adapters."""
+    """Each run (its trainer and hyperparameters) exported, or its error: in a group a run's failure is its
+    seed's error row and the others stand (``raise_errors`` raises it instead, as a run alone)."""
     out: list[Decomposition | Exception] = []
     for (trainer, hp), log, seed in zip(runs, logs, seeds, strict=True):
         if isinstance(log, Exception):
@@ -195,7 +209,9 @@ def export_runs(
         trainer.spd.eval()
         try:
             out.append(export_subcomponents(trainer, hp, log, seed))
-        except Exception as exc:  # noqa: BLE001 - this seed's error row; the others stand
+        except Exception as exc:
+            if raise_errors:
+                raise
             out.append(exc)
     return out
 

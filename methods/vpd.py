@@ -20,19 +20,17 @@ by the output's mean square (as SPD's blind rule), with the fast TMS 5-2 schedul
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from benchmark.decomposition import Decomposition
-from benchmark.method import Budget, Method
+from benchmark.method import Budget
 from benchmark.registry import METHODS
 from benchmark.toy import Target
+from methods import _vpd_group
 from methods._vpd_core import VPDConfig, VPDTrainer
-from methods._vpd_group import can_train_together, train_together
-from methods.spd import export_runs, export_subcomponents, output_mean_square
+from methods.spd import SubcomponentMethod, output_mean_square
 
 _TMS = {"C": 20, "imp_coeff": 8e-4, "freq_coeff": 4e-4, "lr": 1e-3, "steps": 20_000, "batch_size": 4096}
 _TMS_LARGE = {**_TMS, "C": 100, "imp_coeff": 6e-5, "freq_coeff": 3e-5}
@@ -86,7 +84,7 @@ IMP_PER_OUTPUT_MS = BLIND_IMP_COEFF / 0.0154
 
 
 @METHODS.register("vpd")
-class VPD(Method):
+class VPD(SubcomponentMethod):
     version = "1"
     paper = (
         "Bushnaq et al. 2026 (Goodfire), Interpreting Language Model Parameters (adversarial parameter decomposition)"
@@ -115,7 +113,7 @@ class VPD(Method):
             pass  # None fields are resolved in decompose, which builds the checked VPDConfig
 
     per_model_defaults = FAST
-    trains_seeds_together = True
+    seed_group = _vpd_group
     tables = {"fast": FAST, "paper": REFERENCE}
     blind_imp_coeff, imp_per_output_ms = BLIND_IMP_COEFF, IMP_PER_OUTPUT_MS
 
@@ -134,26 +132,6 @@ class VPD(Method):
         if hp.get("freq_coeff", 0) is None:
             hp["freq_coeff"] = hp["imp_coeff"] / 2
         return hp
-
-    def decompose(self, target: Target, budget: Budget, seed: int, device: str = "cpu") -> Decomposition:
-        out_of_time = budget.timer()
-        trainer, hp = self.trainer(target, budget, seed, device)
-        log = trainer.train(log_every=int(hp["log_every"]), out_of_time=out_of_time)
-        trainer.spd.eval()
-        return export_subcomponents(trainer, hp, log, seed)
-
-    def decompose_seeds(
-        self, target: Target, budget: Budget, seeds: Sequence[int], device: str = "cpu"
-    ) -> list[Decomposition | Exception]:
-        """The seeds trained as one batched model (:mod:`methods._vpd_group`), each the same decomposition, bit
-        for bit, as :meth:`decompose` gives alone; one after another where they cannot train together."""
-        out_of_time = budget.timer()
-        runs = [self.trainer(target, budget, seed, device) for seed in seeds]
-        trainers = [t for t, _ in runs]
-        if not can_train_together(trainers):
-            return super().decompose_seeds(target, budget, seeds, device)
-        logs = train_together(trainers, int(runs[0][1]["log_every"]), out_of_time)
-        return export_runs(runs, logs, seeds)
 
     def trainer(self, target: Target, budget: Budget, seed: int, device: str) -> tuple[VPDTrainer, dict[str, Any]]:
         """A run's trainer, set up as for :meth:`decompose`, and its resolved hyperparameters."""

@@ -26,7 +26,7 @@ from benchmark.registry import METHODS
 
 SHORT, LONG = 10, 110  # steps of the two runs whose difference times LONG - SHORT steps
 ROUNDS = 3  # each run's time is the fastest of this many (a shared machine's noise only adds time)
-CASES = [(toy, method) for toy in ("tms_5-2", "tms_40-10") for method in ("apd", "spd", "l3d")]
+CASES = [(toy, method) for toy in ("tms_5-2", "tms_40-10") for method in ("apd", "spd", "l3d", "vpd", "spd-main")]
 
 
 def fwd_bwd(target, x: torch.Tensor) -> None:
