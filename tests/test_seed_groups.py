@@ -197,6 +197,28 @@ def test_vpd_seeds_together_are_bit_identical(toy, name: str, toy_name: str, kw:
     assert len(set(alone)) == 3
 
 
+def test_vpd_runs_group_only_when_alike_and_small(toy) -> None:  # noqa: ANN001
+    """Runs that differ in more than their seed, one run alone, or stacked CI MLPs past SPD's cap (TMS 40-10,
+    C 100) do not group; ``decompose_seeds`` then runs the seeds one after another, each as alone."""
+    from methods._vpd_group import can_train_together
+
+    def trainers(name: str, seeds: tuple[int, ...], **kw) -> list:  # noqa: ANN003
+        vpd, target = METHODS.get("vpd")(**kw), toy(name).target()
+        return [vpd.trainer(target, Budget(), s, "cpu")[0] for s in seeds]
+
+    assert can_train_together(trainers("tms_5-2", (0, 1, 2)))
+    assert not can_train_together(trainers("tms_5-2", (0,)))
+    assert not can_train_together(trainers("tms_40-10", (0, 1)))  # 2 x 1,024 x 2 sites x 100 x 16 hidden units
+    mixed = trainers("tms_5-2", (0, 1))
+    mixed[1].cfg.lr = 0.5
+    assert not can_train_together(mixed)
+    target, x = toy("tms_5-2").target(), torch.rand(8, 5)
+    big = METHODS.get("vpd")(steps=3, n_eval=200, warmup_steps=5, batch_size=2_500)  # 3 x 2,500 x 2 x 20 x 16 > the cap
+    assert not can_train_together([big.trainer(target, Budget(), s, "cpu")[0] for s in (0, 1, 2)])
+    alone = [_fingerprint(big.decompose(target, Budget(), s), x) for s in (0, 1, 2)]
+    assert [_fingerprint(d, x) for d in big.decompose_seeds(target, Budget(), [0, 1, 2])] == alone
+
+
 def test_a_vpd_seed_that_diverges_leaves_the_group(toy) -> None:  # noqa: ANN001
     """Seed 1's inputs turn NaN at its fourth batch: alone it raises; together it ends with the same error, the
     group drops its adversary, and seeds 0 and 2 are the decompositions they are alone."""
