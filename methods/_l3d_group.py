@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from methods._l3d_train import WARM_K, L3DConfig, L3DFit, L3DRun, recon_loss
+from methods._seed_groups import aligned
 
 
 def can_train_together(runs: Sequence[L3DRun]) -> bool:
@@ -118,10 +119,12 @@ def train_together(
             grads = _batch_grads(src, idx, ref, cfg.reference, n_o)  # [L, b, n_w]
             group = [runs[j] for j in live]
             enc = _dense_flat([r.enc for r in group], eqs, cfg.n_v)  # [L, n_v, n_w]
-            c = torch.stack([gi @ e.T for gi, e in zip(grads, enc, strict=True)])  # [L, b, n_v]
-            mask = _batch_topk(c, k_eff)
+            # each run's products and their gradients on tensors of its own (methods/_seed_groups.py): a slice
+            # of a stacked tensor would hand BLAS an operand at another alignment than alone
+            cs = [aligned(gi) @ aligned(e).T for gi, e in zip(grads, enc, strict=True)]  # L x [b, n_v]
+            mask = _batch_topk(torch.stack([ci.detach() for ci in cs]), k_eff)
             dec = _dense_flat([r.dec for r in group], eqs, cfg.n_v)
-            g_hat = torch.stack([ci @ d for ci, d in zip(c * mask, dec, strict=True)])
+            g_hat = [(ci * mi) @ aligned(d) for ci, mi, d in zip(cs, mask, dec, strict=True)]
             loss = torch.stack([recon_loss(gi, hi) for gi, hi in zip(grads, g_hat, strict=True)])
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()

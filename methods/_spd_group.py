@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from methods._seed_groups import rows_aligned
 from methods._spd_core import SPDTrainer, TrainLog, lower_leaky_hard_sigmoid, upper_leaky_hard_sigmoid
 from methods._spd_sites import run_sites
 
@@ -29,8 +30,8 @@ GROUP_HIDDEN_MAX = 1 << 22
 
 
 def can_train_together(trainers: Sequence[SPDTrainer]) -> bool:
-    """True when the runs differ only in seed (and a per-seed beta_3) and the stacked CI MLPs are small enough
-    to gain from it (:data:`GROUP_HIDDEN_MAX`)."""
+    """True when the runs differ only in seed (and a per-seed beta_3), the stacked CI MLPs are small enough to gain
+    from it (:data:`GROUP_HIDDEN_MAX`) and a run's batch is whole blocks of rows (:mod:`methods._seed_groups`)."""
     if len(trainers) < 2:
         return False
     first = trainers[0]
@@ -43,7 +44,7 @@ def can_train_together(trainers: Sequence[SPDTrainer]) -> bool:
     )
     cfg = first.cfg
     hidden = len(trainers) * cfg.batch_size * len(first.sites) * cfg.C * cfg.d_gate
-    return same and hidden <= GROUP_HIDDEN_MAX
+    return same and hidden <= GROUP_HIDDEN_MAX and rows_aligned(cfg.batch_size)
 
 
 class _Stacked:

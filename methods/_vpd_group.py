@@ -2,11 +2,13 @@
 
 The runs' batches are laid end to end and the target network runs once on all rows. The causal importances,
 the masks, the persistent adversary (its sources and their Adam moments) and every loss term carry a leading run
-dimension, so the element-wise work (the masks, the clamps, the adversary's ascents) and the backward pass run
-once for the group. What sums in an order that depends on a tensor's shape stays one per run, as alone: every
-site's matrix products (CPU ``bmm`` sums in another order than ``mm``), the CI functions, the minimality sums
-and each run's mean squared error. Each run draws from its own generators in the order it does alone, so each
-gives the same decomposition, bit for bit, as alone (``tests/test_seed_groups.py``).
+dimension, so the element-wise work (the masks and the clamps) and the backward pass run once for the group.
+What sums in an order that depends on a tensor's shape stays one per run, as alone: every site's matrix products
+(CPU ``bmm`` sums in another order than ``mm``), the CI functions, the minimality sums and each run's mean
+squared error. So do the element-wise steps that are not correctly rounded (the minimality power, the
+adversary's fused Adam update): a CPU kernel treats a tensor's last partial block of vectors apart from the
+rest. Each run draws from its own generators in the order it does alone, so each gives the same decomposition,
+bit for bit, as alone, whatever the batch (``tests/test_seed_groups.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from methods._seed_groups import rows_aligned
 from methods._spd_core import TrainLog, upper_leaky_hard_sigmoid
 from methods._spd_group import GROUP_HIDDEN_MAX, GroupHooks, train_group
 from methods._spd_sites import run_sites
@@ -27,8 +30,9 @@ _PER_SEED = ("imp_coeff", "freq_coeff")  # the blind rule scales these by each s
 
 
 def can_train_together(trainers: Sequence[VPDTrainer]) -> bool:
-    """True when the runs differ only in seed (and the blind rule's per-seed minimality coefficients) and the
-    stacked CI functions' hidden layer is small enough to gain from it (:data:`GROUP_HIDDEN_MAX`, as SPD)."""
+    """True when the runs differ only in seed (and the blind rule's per-seed minimality coefficients), the stacked
+    CI functions' hidden layer is small enough to gain from it (:data:`GROUP_HIDDEN_MAX`, as SPD) and a run's batch
+    is whole blocks of rows (:mod:`methods._seed_groups`)."""
     if len(trainers) < 2:
         return False
     first = trainers[0]
@@ -42,7 +46,8 @@ def can_train_together(trainers: Sequence[VPDTrainer]) -> bool:
     )
     cfg = first.cfg
     per_row = cfg.C * cfg.ci_hidden if cfg.ci == "scalar" else cfg.ci_hidden
-    return same and len(trainers) * cfg.batch_size * len(first.sites) * per_row <= GROUP_HIDDEN_MAX
+    small = len(trainers) * cfg.batch_size * len(first.sites) * per_row <= GROUP_HIDDEN_MAX
+    return same and small and rows_aligned(cfg.batch_size)
 
 
 class _Group(GroupHooks):
@@ -78,9 +83,11 @@ class _Group(GroupHooks):
             self.sources, self.adam_m, self.adam_v = (t[idx] for t in (self.sources, self.adam_m, self.adam_v))  # type: ignore[index]
 
     def ascend(self, grad: Tensor, step: int) -> None:
+        """The adversary's Adam step, on each run's own slice (see :meth:`losses` on why not stacked)."""
         assert self.sources is not None and self.adam_m is not None and self.adam_v is not None
         self.adv_t += 1
-        adversary_ascent(self.sources, self.adam_m, self.adam_v, grad, self.adv_t, step, self.cfg)
+        for j in range(len(self.runs)):
+            adversary_ascent(self.sources[j], self.adam_m[j], self.adam_v[j], grad[j], self.adv_t, step, self.cfg)
 
     def rand(self, rows: int, S: int, C: int, dtype: torch.dtype) -> Tensor:
         """Each run's ``U(0, 1)`` draw ``[rows, S, C + 1]`` from its own mask generator, stacked."""
@@ -167,8 +174,10 @@ class _Group(GroupHooks):
                 masked = self.masked_forward(x, g + (1 - g) * r[..., :C], r[..., C], only, resid)
                 terms.append(self.mse(masked, target, rows))
             out["layerwise"] = sum(terms) / S
-        powered = (g_up + EPS) ** cfg.p_at(step)
-        s = [powered[j].sum(0) for j in range(len(runs))]  # each [S, C]
+        # the power (not correctly rounded) and the adversary's fused Adam updates run on each run's own
+        # contiguous slice: a CPU kernel treats a tensor's last partial block of vectors apart, so on a stacked
+        # tensor a run's elements can fall on another side of that border than alone (a batch of 2: other bits)
+        s = [((g_up[j] + EPS) ** cfg.p_at(step)).sum(0) for j in range(len(runs))]  # each [S, C]
         out["imp"] = torch.stack([s_j.sum() for s_j in s]) / rows
         out["freq"] = torch.stack([(s_j * torch.log2(1 + s_j)).sum() for s_j in s]) / rows
         imp_coeff, freq_coeff = (

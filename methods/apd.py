@@ -31,6 +31,7 @@ from benchmark.registry import METHODS
 from benchmark.toy import Target
 from methods import _apd_core as core
 from methods._apd_group import train_together
+from methods._seed_groups import rows_aligned
 
 _TMS_5_2 = {  # APD appendix / tms_topk_config.yaml (TMS 5-2 block); m = min(5, 2) + 1 as TMSSPDModel
     "C": 5,
@@ -198,7 +199,8 @@ class APD(Method):
         if hp["C"] is None:
             hp["C"] = min(target.largest_side(), MAX_BLIND_C)
         _check_hparams(hp)
-        if len(seeds) < 2 or hp["attribution_point"] != "target" or self.on_log is not None:
+        alike = hp["attribution_point"] == "target" and self.on_log is None and rows_aligned(hp["batch_size"])
+        if len(seeds) < 2 or not alike:  # a run's rows in whole blocks: methods/_seed_groups.py
             return super().decompose_seeds(target, budget, seeds, device)
         before = torch.get_num_threads()
         if hp["num_threads"] is not None:

@@ -77,6 +77,44 @@ def _dense_fingerprint(dec, x: torch.Tensor) -> tuple[bytes, ...]:  # noqa: ANN0
     return (*parts, dec.attributions(x).numpy().tobytes())
 
 
+@pytest.mark.parametrize(("n_samples", "batch_size"), [(1011, 32), (1000, 7)])
+def test_l3d_groups_are_bit_identical_whatever_the_batch(toy, n_samples: int, batch_size: int) -> None:  # noqa: ANN001
+    """An epoch's last batch of 19 rows, or batches of 7: every run's slice of a stacked tensor starts at another
+    alignment than its own tensor alone, and BLAS may sum in another order there (methods/_seed_groups.py); each
+    run's products take tensors of its own, so the bits stay (before, seed 1 differed in both cases)."""
+    from methods._l3d_group import can_train_together
+
+    target = toy("tms_5-2").target()
+    l3d = METHODS.get("l3d")(n_samples=n_samples, batch_size=batch_size, epochs=2)
+    assert can_train_together([l3d._setup(target, Budget(), s, "cpu")[0] for s in (0, 1, 2)])
+    x = torch.rand(8, 5)
+    alone = [_dense_fingerprint(l3d.decompose(target, Budget(), s), x) for s in (0, 1, 2)]
+    assert [_dense_fingerprint(d, x) for d in l3d.decompose_seeds(target, Budget(), [0, 1, 2])] == alone
+
+
+def test_spd_apd_and_vpd_group_whole_blocks_of_rows_only(toy, monkeypatch) -> None:  # noqa: ANN001
+    """A batch of 7 rows a run: SPD's, VPD's and APD's groups would hand their kernels slices at other alignments
+    than alone (3 and 7 rows gave other bits on gated_circuits-rot@0), so the seeds run in turn; 32 rows group."""
+    from methods import _apd_group, _spd_group, _vpd_group
+
+    target = toy("tms_5-2").target()
+    for name, group in (("spd", _spd_group), ("vpd", _vpd_group)):
+        for rows, together in ((7, False), (32, True)):
+            method = METHODS.get(name)(batch_size=rows)
+            runs = [method.trainer(target, Budget(), s, "cpu")[0] for s in (0, 1)]
+            assert group.can_train_together(runs) is together, (name, rows)
+
+    def refuse(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("APD grouped runs of 7 rows")
+
+    monkeypatch.setattr(_apd_group, "train_together", refuse)
+    monkeypatch.setattr("methods.apd.train_together", refuse)
+    apd = METHODS.get("apd")(steps=2, batch_size=7)
+    x = torch.rand(8, 5)
+    alone = [_dense_fingerprint(apd.decompose(target, Budget(), s), x) for s in (0, 1)]
+    assert [_dense_fingerprint(d, x) for d in apd.decompose_seeds(target, Budget(), [0, 1])] == alone
+
+
 def test_l3d_runs_that_cannot_stack_train_in_turn(toy) -> None:  # noqa: ANN001
     """Without cached Jacobians (a large network) the runs do not stack: the seeds run one after another."""
     from methods._l3d_group import can_train_together
