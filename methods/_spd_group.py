@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from methods._seed_groups import rows_aligned
+from methods._seed_groups import ROWS_ALIGN, rows_aligned
 from methods._spd_core import SPDTrainer, TrainLog, lower_leaky_hard_sigmoid, upper_leaky_hard_sigmoid
 from methods._spd_sites import run_sites
 
@@ -139,7 +139,10 @@ def train_together(
     """:meth:`SPDTrainer.train` for every run at once. A run whose loss becomes non-finite leaves the group
     with its error (the others go on unchanged); all stop together where ``out_of_time()`` says so."""
     if not can_train_together(trainers):
-        raise ValueError("spd: these runs cannot train together (different settings, or too large a group)")
+        raise ValueError(
+            f"spd: these runs cannot train together (different settings, too large a group, or a batch not in "
+            f"whole blocks of {ROWS_ALIGN} rows)"
+        )
     opts = [torch.optim.AdamW(t.spd.parameters(), lr=trainers[0].cfg.lr, weight_decay=0.0) for t in trainers]
     return train_group(
         opts, trainers[0].cfg, lambda live, step: group_losses(live, [t.sample(t.cfg.batch_size) for t in live]),

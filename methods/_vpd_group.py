@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from methods._seed_groups import rows_aligned
+from methods._seed_groups import ROWS_ALIGN, rows_aligned
 from methods._spd_core import TrainLog, upper_leaky_hard_sigmoid
 from methods._spd_group import GROUP_HIDDEN_MAX, GroupHooks, train_group
 from methods._spd_sites import run_sites
@@ -200,7 +200,10 @@ def train_together(
     """:meth:`VPDTrainer.train` for every run at once. A run whose loss becomes non-finite leaves the group with
     the error it raises alone (the others go on unchanged); all stop together where ``out_of_time()`` says so."""
     if not can_train_together(trainers):
-        raise ValueError("vpd: these runs cannot train together (different settings, or too large a group)")
+        raise ValueError(
+            f"vpd: these runs cannot train together (different settings, too large a group, or a batch not in "
+            f"whole blocks of {ROWS_ALIGN} rows)"
+        )
     cfg = trainers[0].cfg
     t0 = time.perf_counter()
     for t in trainers:
