@@ -213,7 +213,8 @@ def train_together(
     group = _Group(trainers, params)
     losses = lambda live, step: group.losses([t.sample(cfg.batch_size) for t in live], step)  # noqa: E731
     logs = train_group(opts, cfg, losses, trainers, "vpd", log_every, out_of_time, group)
+    seconds = time.perf_counter() - t0  # the warm-ups included, as alone
     for log in logs:
         if isinstance(log, TrainLog):
-            log.seconds = time.perf_counter() - t0  # the warm-up included, as alone
+            log.seconds = seconds
     return logs

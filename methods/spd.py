@@ -124,7 +124,7 @@ class SubcomponentMethod(Method):
         out_of_time = budget.timer()
         trainer, hp = self.trainer(target, budget, seed, device)
         log = trainer.train(log_every=int(hp["log_every"]), out_of_time=out_of_time)
-        return export_runs([(trainer, hp)], [log], [seed], raise_errors=True)[0]  # type: ignore[return-value]
+        return export_subcomponents(trainer, hp, log, seed)
 
     def decompose_seeds(
         self, target: Target, budget: Budget, seeds: Sequence[int], device: str = "cpu"
@@ -197,21 +197,18 @@ class SPD(SubcomponentMethod):
 
 
 def export_runs(
-    runs: Sequence[tuple[Any, dict[str, Any]]], logs: Sequence[Any], seeds: Sequence[int], raise_errors: bool = False
+    runs: Sequence[tuple[Any, dict[str, Any]]], logs: Sequence[Any], seeds: Sequence[int]
 ) -> list[Decomposition | Exception]:
-    """Each run (its trainer and hyperparameters) exported, or its error: in a group a run's failure is its
-    seed's error row and the others stand (``raise_errors`` raises it instead, as a run alone)."""
+    """Each run of a group (its trainer and hyperparameters) exported, or its error: a run's failure is its seed's
+    error row and the others stand."""
     out: list[Decomposition | Exception] = []
     for (trainer, hp), log, seed in zip(runs, logs, seeds, strict=True):
         if isinstance(log, Exception):
             out.append(log)
             continue
-        trainer.spd.eval()
         try:
             out.append(export_subcomponents(trainer, hp, log, seed))
-        except Exception as exc:
-            if raise_errors:
-                raise
+        except Exception as exc:  # noqa: BLE001 - this seed's error row; the others stand
             out.append(exc)
     return out
 
@@ -223,6 +220,7 @@ def export_subcomponents(trainer: Any, hp: dict[str, Any], log: Any, seed: int) 
     The others can be ablated on every input, or change nothing, and are dropped. The attributions are the
     causal importances in [0, 1] (``importances=True``). Shared by the SPD, SPD-main and VPD adapters."""
     spd = trainer.spd
+    spd.eval()
     n_par = len(spd.names)
     C = spd.U[0].shape[1]
     sites_of = [[k for k, s in enumerate(spd.sites) if spd.site_param[k] == i] for i in range(n_par)]
