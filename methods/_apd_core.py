@@ -137,14 +137,21 @@ def gradient_attributions(f: Forward, theta: Params, P: Params, x: Tensor, chunk
     outputs come at once (forward mode) and ``vmap`` runs all components together: no backward pass per
     output as in the reference code (``spd/utils.py:calc_grad_attributions``), same numbers.
     """
+    return attributions_and_output(f, theta, P, x, chunk)[0]
 
+
+def attributions_and_output(
+    f: Forward, theta: Params, P: Params, x: Tensor, chunk: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """:func:`gradient_attributions` and ``f(theta, x)``, the forward pass the JVPs run anyway (the same bits
+    as calling ``f``: ``tests/test_apd.py``), so that a training step need not run it again."""
     zeros = {k: torch.zeros_like(v) for k, v in f.vectors.items()}
 
-    def along(tangent: Params) -> Tensor:
-        return jvp(lambda th, vec: f({**vec, **th}, x), (theta, f.vectors), (tangent, zeros))[1]
+    def along(tangent: Params) -> tuple[Tensor, Tensor]:
+        return jvp(lambda th, vec: f({**vec, **th}, x), (theta, f.vectors), (tangent, zeros))
 
-    J = vmap(along, chunk_size=chunk)(P)  # [C, batch, *out]
-    return J.pow(2).flatten(2).sum(-1).T
+    out, J = vmap(along, chunk_size=chunk)(P)  # [C, batch, *out] each; the output is the same for every c
+    return J.pow(2).flatten(2).sum(-1).T, out[0]
 
 
 def topk_mask(attr: Tensor, topk: float, batch_topk: bool = True) -> Tensor:

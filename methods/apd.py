@@ -231,10 +231,13 @@ class APD(Method):
         f_attr = f if f_attr is None else f_attr
         P = core.component_weights(L, R)
         with torch.no_grad():
-            target_out = f_attr(theta, x)
             Pd = {n: t.detach() for n, t in P.items()}
-            at = theta if hp["attribution_point"] == "target" else {n: t.sum(0) for n, t in Pd.items()}
-            attr = core.gradient_attributions(f_attr, at, Pd, x, hp["attribution_chunk"])
+            if hp["attribution_point"] == "target":  # the JVPs' forward pass is the target's output
+                attr, target_out = core.attributions_and_output(f_attr, theta, Pd, x, hp["attribution_chunk"])
+            else:
+                target_out = f_attr(theta, x)
+                at = {n: t.sum(0) for n, t in Pd.items()}
+                attr = core.gradient_attributions(f_attr, at, Pd, x, hp["attribution_chunk"])
             mask = core.topk_mask(attr, hp["topk"], hp["batch_topk"])
         W_b = core.masked_weights(P, mask)
         # with the activation loss each weight has three uses; through a cat, as when seeds train together

@@ -129,6 +129,21 @@ def test_zero_tangents_on_fixed_vectors_change_no_bit(toy, name: str) -> None:
     assert torch.equal(core.gradient_attributions(f, theta, P, x), core.gradient_attributions(bare, theta, P, x))
 
 
+@pytest.mark.parametrize(("name", "chunk"), [("tms_5-2", None), ("square_mlp", 2), ("gated_circuits-rot@0", None)])
+def test_the_jvps_forward_pass_is_the_targets_output_bit_for_bit(toy, name: str, chunk: int | None) -> None:
+    """A training step takes the target's output from the attributions' JVPs instead of running the network
+    once more: it equals ``f(theta, x)`` bit for bit, and the attributions are unchanged."""
+    t = toy(name).target()
+    f = core.make_forward(t.model, t.decomposed, fast=True)
+    theta = {n: p.detach().clone() for n, p in t.params().items()}
+    g = torch.Generator().manual_seed(2)
+    P = {n: torch.randn(5, *v.shape, generator=g) for n, v in theta.items()}
+    x = t.sample(96, g)
+    attr, out = core.attributions_and_output(f, theta, P, x, chunk)
+    assert torch.equal(out, f(theta, x))
+    assert torch.equal(attr, core.gradient_attributions(f, theta, P, x, chunk))
+
+
 def test_fast_forward_gives_the_same_outputs_and_attributions(toy) -> None:
     """resid_mlp1 has a ``forward_fast`` (embedding products folded); the attributions computed through it
     (about 8x cheaper on resid_mlp1) equal those through the plain forward, and select the same top-k."""
