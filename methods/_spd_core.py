@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from methods._adamw import AdamW
 from methods._schedules import lr_at
 from methods._spd_sites import Site, decomposed_sites, run_sites
 
@@ -230,16 +231,15 @@ class SPDTrainer:
     def train(self, log_every: int = 0, out_of_time: Callable[[], bool] | None = None) -> TrainLog:
         """Run ``cfg.steps`` steps, or fewer where ``out_of_time()`` (checked after each) says to stop."""
         cfg = self.cfg
-        opt = torch.optim.AdamW(self.spd.parameters(), lr=cfg.lr, weight_decay=0.0)
+        opt = AdamW(self.spd.parameters(), lr=cfg.lr)
         log = TrainLog()
         t0 = time.perf_counter()
         for step in range(cfg.steps):
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr_at(step)
+            opt.lr = cfg.lr_at(step)
             terms = self.losses(self.sample(cfg.batch_size))
             if not torch.isfinite(terms["total"]):
                 raise FloatingPointError(f"spd: loss became {float(terms['total'])} at step {step}")
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             terms["total"].backward()
             opt.step()
             log.steps = step + 1

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from methods._adamw import AdamW
 from methods._seed_groups import ROWS_ALIGN, rows_aligned
 from methods._spd_core import SPDTrainer, TrainLog, lower_leaky_hard_sigmoid, upper_leaky_hard_sigmoid
 from methods._spd_sites import run_sites
@@ -143,7 +144,7 @@ def train_together(
             f"spd: these runs cannot train together (different settings, too large a group, or a batch not in "
             f"whole blocks of {ROWS_ALIGN} rows)"
         )
-    opts = [torch.optim.AdamW(t.spd.parameters(), lr=trainers[0].cfg.lr, weight_decay=0.0) for t in trainers]
+    opts = [AdamW(t.spd.parameters(), lr=trainers[0].cfg.lr) for t in trainers]
     return train_group(
         opts, trainers[0].cfg, lambda live, step: group_losses(live, [t.sample(t.cfg.batch_size) for t in live]),
         trainers, "spd", log_every, out_of_time,
@@ -165,7 +166,7 @@ class GroupHooks:
 
 
 def train_group(
-    opts: Sequence[torch.optim.Optimizer],
+    opts: Sequence[AdamW],
     cfg: Any,
     losses: Callable[[list[Any], int], dict[str, Tensor]],
     trainers: Sequence[Any],
@@ -184,9 +185,8 @@ def train_group(
     t0 = time.perf_counter()
     for step in range(cfg.steps):
         for j in live:
-            for param_group in opts[j].param_groups:
-                param_group["lr"] = cfg.lr_at(step)
-            opts[j].zero_grad(set_to_none=True)
+            opts[j].lr = cfg.lr_at(step)
+            opts[j].zero_grad()
         terms = losses([trainers[j] for j in live], step)
         total = terms["total"].detach()
         finite = torch.isfinite(total)

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from methods._adamw import AdamW
 from methods._spd_core import LEAK, SPDModel, TrainLog, upper_leaky_hard_sigmoid
 from methods._spd_sites import decomposed_sites, run_sites
 
@@ -329,10 +330,10 @@ class VPDTrainer:
         if not cfg.warmup_steps:
             return
         factors = [*self.spd.U, *self.spd.V]
-        opt = torch.optim.AdamW(factors, lr=cfg.warmup_lr, weight_decay=cfg.warmup_wd)
+        opt = AdamW(factors, lr=cfg.warmup_lr, weight_decay=cfg.warmup_wd)
         for _ in range(cfg.warmup_steps):
             loss = self.faithfulness(self.spd.residuals(self.W))
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             opt.step()
 
@@ -343,14 +344,13 @@ class VPDTrainer:
         t0 = time.perf_counter()
         self.faithfulness_warmup()
         params = [p for p in self.spd.parameters() if p.numel()]
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+        opt = AdamW(params, lr=cfg.lr)
         for step in range(cfg.steps):
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr_at(step)
+            opt.lr = cfg.lr_at(step)
             terms = self.losses(self.sample(cfg.batch_size), step)
             if not torch.isfinite(terms["total"]):
                 raise FloatingPointError(f"vpd: loss became {float(terms['total'].detach())} at step {step}")
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             terms["total"].backward()
             if cfg.adv_coeff:  # the third ascent: the main backward's source gradient, pre-update parameters
                 assert self._src is not None and self._src.grad is not None

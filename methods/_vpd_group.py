@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from methods._adamw import AdamW
 from methods._seed_groups import ROWS_ALIGN, rows_aligned
 from methods._spd_core import TrainLog, upper_leaky_hard_sigmoid
 from methods._spd_group import GROUP_HIDDEN_MAX, GroupHooks, train_group
@@ -209,7 +210,7 @@ def train_together(
     for t in trainers:
         t.faithfulness_warmup()
     params = [[p for p in t.spd.parameters() if p.numel()] for t in trainers]
-    opts = [torch.optim.AdamW(ps, lr=cfg.lr, weight_decay=0.0) for ps in params]
+    opts = [AdamW(ps, lr=cfg.lr) for ps in params]
     group = _Group(trainers, params)
     losses = lambda live, step: group.losses([t.sample(cfg.batch_size) for t in live], step)  # noqa: E731
     logs = train_group(opts, cfg, losses, trainers, "vpd", log_every, out_of_time, group)
