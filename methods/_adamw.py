@@ -1,9 +1,10 @@
 """AdamW, computed exactly as ``torch.optim.AdamW`` computes it on a CPU, without ``torch.optim``.
 
-SPD, SPD main and VPD train with the paper code's AdamW. torch's optimiser takes its single-tensor path on a
-CPU: per parameter, the same in-place tensor operations as here, with the bias corrections in Python floats.
-Around them it spends about 0.1 ms a step on TMS 5-2 (state lookups, step counters held as tensors, checks),
-and building the first one in a process imports ``torch._dynamo`` (about 1 s). This class runs those
+SPD, SPD main and VPD train with the paper code's AdamW, L3D with Adam (the same with no weight decay). On a
+CPU torch's optimiser runs, per parameter, the same in-place tensor operations as here, with the bias
+corrections in Python floats (its ``foreach`` path loops over the same per-tensor operations). Around them it
+spends about 0.1 ms a step on TMS 5-2 (state lookups, step counters held as tensors, checks), and building the
+first one in a process imports ``torch._dynamo`` (about 1 s). This class runs those
 operations in the same order on the same operands, so the parameters come out the same bit for bit
 (``tests/test_adamw.py`` compares them with torch's optimiser). As in torch's, a parameter without a gradient
 is skipped and its step count stays.

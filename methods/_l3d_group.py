@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from methods._adamw import AdamW
 from methods._l3d_train import WARM_K, L3DConfig, L3DFit, L3DRun, recon_loss
 from methods._seed_groups import aligned
 
@@ -96,9 +97,9 @@ def train_together(
     curves: list[list[float]] = [[] for _ in runs]
     p_act = [torch.zeros(cfg.n_v, dtype=runs[0].X.dtype, device=runs[0].X.device) for _ in runs]
     failed: dict[int, FloatingPointError] = {}
-    # one Adam over every run's factors: per tensor the same arithmetic as each run's own (foreach on a CPU is a
-    # loop over tensors), a run that left the group gets no gradient and so no update, and all share the lr
-    opt = torch.optim.Adam([p for r in runs for p in r.opt.param_groups[0]["params"]], lr=cfg.lr, foreach=True)
+    # one Adam over every run's factors: per tensor the same arithmetic as each run's own, a run that left the
+    # group gets no gradient and so no update, and all share the lr
+    opt = AdamW([p for r in runs for p in r.opt.params], lr=cfg.lr)
     step = epoch = 0
     stopped = False
     while step < total and live:
@@ -126,7 +127,7 @@ def train_together(
             dec = _dense_flat([r.dec for r in group], eqs, cfg.n_v)
             g_hat = [(ci * mi) @ aligned(d) for ci, mi, d in zip(cs, mask, dec, strict=True)]
             loss = torch.stack([recon_loss(gi, hi) for gi, hi in zip(grads, g_hat, strict=True)])
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.sum().backward()
             opt.step()
             for r in group:
@@ -143,8 +144,7 @@ def train_together(
             p_act[j] = act_sum[i] / n_seen
         epoch += 1
         if epoch % cfg.lr_step_epochs == 0:
-            for grp in opt.param_groups:
-                grp["lr"] *= cfg.lr_gamma
+            opt.lr *= cfg.lr_gamma
         for j in live:
             if not math.isfinite(curves[j][-1]):
                 failed[j] = FloatingPointError(f"L3D training diverged (loss {curves[j][-1]}) at step {step}")

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from methods._adamw import AdamW
 from methods._l3d_grads import flatten_grads, jacobians, outputs, per_sample_grads
 from methods._l3d_tucker import TuckerBank
 
@@ -137,7 +138,7 @@ class L3DRun:
     enc: TuckerBank
     dec: TuckerBank
     src: GradientSource
-    opt: torch.optim.Optimizer
+    opt: AdamW
     g: torch.Generator
     t0: float
 
@@ -162,7 +163,7 @@ class L3DRun:
         enc = enc_init.to(X.device)
         dec = dec.to(X.device)
         src = GradientSource(model, params, X, cfg.jacobian_limit, cfg.reference)
-        opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=cfg.lr, foreach=True)
+        opt = AdamW([*enc.parameters(), *dec.parameters()], lr=cfg.lr)  # Adam: no weight decay
         return cls(tuple(names), shapes, X, cfg, max_steps, enc, dec, src, opt, g, t0)
 
     def fit(self, curve: list[float], p_act: Tensor, stopped: bool, steps: int) -> L3DFit:
@@ -227,7 +228,7 @@ def train_run(run: L3DRun, out_of_time: Callable[[], bool] | None = None) -> L3D
             c = grads @ enc.flat().T
             mask = batch_topk(c, k_eff)
             loss = recon_loss(grads, (c * mask) @ dec.flat())
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             opt.step()
             dec.normalise(cfg.norm)
@@ -240,8 +241,7 @@ def train_run(run: L3DRun, out_of_time: Callable[[], bool] | None = None) -> L3D
             p_act = act_sum / n_seen
             epoch += 1
             if epoch % cfg.lr_step_epochs == 0:
-                for grp in opt.param_groups:
-                    grp["lr"] *= cfg.lr_gamma
+                opt.lr *= cfg.lr_gamma
         if not losses or not math.isfinite(curve[-1]):
             break
     return run.fit(curve, p_act, stopped, step)
