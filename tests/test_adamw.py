@@ -1,4 +1,5 @@
-"""methods._adamw.AdamW against torch.optim.AdamW: the same parameters bit for bit."""
+"""methods._adamw.AdamW against torch's AdamW (SPD, SPD main, VPD) and foreach Adam (L3D): the same parameters
+bit for bit."""
 
 from __future__ import annotations
 
@@ -8,14 +9,22 @@ import torch
 from methods._adamw import AdamW
 
 
-@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
-def test_adamw_matches_torch_bit_for_bit(weight_decay: float) -> None:
+@pytest.mark.parametrize(
+    ("torch_opt", "weight_decay"),
+    [
+        (lambda ps, wd: torch.optim.AdamW(ps, lr=1e-2, weight_decay=wd), 0.0),
+        (lambda ps, wd: torch.optim.AdamW(ps, lr=1e-2, weight_decay=wd), 0.1),
+        (lambda ps, wd: torch.optim.Adam(ps, lr=1e-2, foreach=True), 0.0),
+    ],
+    ids=["adamw", "adamw-decay", "adam-foreach"],
+)
+def test_adamw_matches_torch_bit_for_bit(torch_opt, weight_decay: float) -> None:  # noqa: ANN001
     g = torch.Generator().manual_seed(0)
     shapes = [(5, 20), (20, 2), (2, 20, 16), (2, 20), (37,)]
     ours = [torch.randn(s, generator=g).requires_grad_() for s in shapes]
     theirs = [p.detach().clone().requires_grad_() for p in ours]
     a = AdamW(ours, lr=1e-2, weight_decay=weight_decay)
-    b = torch.optim.AdamW(theirs, lr=1e-2, weight_decay=weight_decay)
+    b = torch_opt(theirs, weight_decay)
     for step in range(60):
         lr = 2e-2 * (1 - step / 60)  # a changing rate, as the schedules set it
         a.lr = lr
