@@ -36,8 +36,8 @@ _HARMLESS = {
 
 @cache
 def _func_name(func: Callable) -> str:
-    """torch's name for ``func``, remembered: ``resolve_name`` sets up a warnings filter on every call (about 10 us,
-    three times a masked pass)."""
+    """torch's name for ``func``, remembered: ``resolve_name`` sets up a warnings filter on every call (3 us, for
+    every use of a decomposed matrix in every pass)."""
     return resolve_name(func) or repr(func)
 
 
