@@ -137,7 +137,7 @@ def gradient_attributions(f: Forward, theta: Params, P: Params, x: Tensor, chunk
     outputs come at once (forward mode) and ``vmap`` runs all components together: no backward pass per
     output as in the reference code (``spd/utils.py:calc_grad_attributions``), same numbers.
     """
-    return attributions_and_output(f, theta, P, x, chunk)[0]
+    return _attributions(f, theta, P, x, chunk, output=False)[0]
 
 
 def attributions_and_output(
@@ -145,13 +145,24 @@ def attributions_and_output(
 ) -> tuple[Tensor, Tensor]:
     """:func:`gradient_attributions` and ``f(theta, x)``, the forward pass the JVPs run anyway (the same bits
     as calling ``f``: ``tests/test_apd.py``), so that a training step need not run it again."""
+    attr, out = _attributions(f, theta, P, x, chunk, output=True)
+    assert out is not None
+    return attr, out
+
+
+def _attributions(
+    f: Forward, theta: Params, P: Params, x: Tensor, chunk: int | None, output: bool
+) -> tuple[Tensor, Tensor | None]:
+    """The attributions and, with ``output``, ``f(theta, x)``: unasked, the output is not returned, as ``vmap``
+    over chunks would copy it once per component."""
     zeros = {k: torch.zeros_like(v) for k, v in f.vectors.items()}
 
-    def along(tangent: Params) -> tuple[Tensor, Tensor]:
-        return jvp(lambda th, vec: f({**vec, **th}, x), (theta, f.vectors), (tangent, zeros))
+    def along(tangent: Params) -> tuple[Tensor, ...]:
+        out, J = jvp(lambda th, vec: f({**vec, **th}, x), (theta, f.vectors), (tangent, zeros))
+        return (J, out) if output else (J,)
 
-    out, J = vmap(along, chunk_size=chunk)(P)  # [C, batch, *out] each; the output is the same for every c
-    return J.pow(2).flatten(2).sum(-1).T, out[0]
+    res = vmap(along, chunk_size=chunk)(P)  # [C, batch, *out] each; the output is the same for every c
+    return res[0].pow(2).flatten(2).sum(-1).T, res[1][0] if output else None
 
 
 def topk_mask(attr: Tensor, topk: float, batch_topk: bool = True) -> Tensor:
